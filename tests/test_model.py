@@ -1,0 +1,142 @@
+"""Model invariants: shapes, no NaN, gradients everywhere, determinism, top-down effect,
+codebook EMA and dead-code re-seeding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import small_config
+from training.model import build_model
+from training.model.codebook import EMACodebook, kmeans
+
+
+def _images(b=3, size=32, seed=0):
+    return torch.rand(b, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"modulation": {"enabled": False}},
+        {"modulation": {"qvf": True}},
+        {"slot_attention": {"init": "learned"}},
+        {"decoder": {"kind": "conv", "broadcast_size": 8, "output_stride": 2}},
+    ],
+    ids=["default", "no_topdown", "qvf", "learned_init", "conv_decoder"],
+)
+def test_shapes_no_nan_and_gradients_everywhere(overrides):
+    torch.manual_seed(0)
+    cfg = small_config(**overrides)
+    model = build_model(cfg).train()
+    out = model(_images())
+    out.losses["total"].backward()
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
+    assert not missing, f"no gradient reaches: {missing}"
+    assert torch.isfinite(out.losses["total"])
+    model.eval()
+    with torch.no_grad():
+        out = model(_images())
+    k, s = cfg.slot_attention.num_slots, cfg.image_size
+    assert out.masks.shape == (3, k, s, s)
+    assert out.codes.shape == (3, k) and out.codes.dtype == torch.int64
+    assert out.code_distances.shape == (3, k)
+    assert out.slots.shape == (3, k, cfg.slot_attention.slot_dim)
+    assert out.attention.shape == (3, k, (s // 4) ** 2)
+    assert out.reconstruction.shape == (3, 3, s, s)
+    assert torch.allclose(out.masks.sum(1), torch.ones(3, s, s), atol=1e-5)
+    for t in (out.masks, out.code_distances, out.slots, out.reconstruction):
+        assert torch.isfinite(t).all()
+
+
+def test_eval_is_deterministic_and_batch_independent(small_cfg):
+    torch.manual_seed(0)
+    model = build_model(small_cfg)
+    model(_images(8))  # one training step's worth of codebook init / EMA
+    model.eval()
+    x = _images(4, seed=1)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+        single = model(x[2:3])
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.codes, b.codes)
+    assert torch.allclose(single.masks[0], a.masks[2], atol=1e-5)
+    assert torch.equal(single.codes[0], a.codes[2])
+
+
+def test_training_init_is_stochastic_eval_init_is_fixed(small_cfg):
+    model = build_model(small_cfg)
+    model.train()
+    assert not torch.equal(model.slot_init(2), model.slot_init(2))
+    model.eval()
+    assert torch.equal(model.slot_init(2), model.slot_init(2))
+
+
+def test_topdown_changes_the_output(small_cfg):
+    torch.manual_seed(0)
+    model = build_model(small_cfg).eval()
+    torch.nn.init.normal_(model.modulation.to_channel.weight, std=0.5)
+    x = _images()
+    with torch.no_grad():
+        on = model(x)
+        modulation, model.modulation = model.modulation, None
+        off = model(x)
+        model.modulation = modulation
+    assert not torch.allclose(on.slots, off.slots, atol=1e-4)
+    assert not torch.allclose(on.masks, off.masks, atol=1e-4)
+    # the bottom-up pass is shared, so the codes (from bottom-up slots) are the same
+    assert torch.equal(on.codes, off.codes)
+
+
+def test_codebook_kmeans_init_and_ema_update(small_cfg):
+    torch.manual_seed(0)
+    book = EMACodebook(small_cfg.codebook, 16).train()
+    x = torch.randn(4, 6, 16)
+    assert not bool(book.initialised)
+    book(x)
+    assert bool(book.initialised)
+    before = book.embed.clone()
+    book(x + 1.0)
+    assert not torch.equal(before, book.embed), "EMA update did not move the codebook"
+    book.eval()
+    frozen = book.embed.clone()
+    book(torch.randn(4, 6, 16))
+    assert torch.equal(frozen, book.embed), "eval mode must not update the codebook"
+
+
+def test_codebook_lookup_is_nearest_code():
+    cfg = small_config().codebook
+    book = EMACodebook(cfg, 4).eval()
+    x = torch.randn(2, 3, 4)
+    q = book(x)
+    dists = torch.cdist(x.reshape(-1, 4), book.embed)
+    assert torch.equal(q.indices.reshape(-1), dists.argmin(1))
+    assert torch.allclose(q.distances.reshape(-1), dists.min(1).values, atol=1e-4)
+    assert torch.allclose(q.quantized, book.embed[q.indices], atol=1e-6)
+
+
+def test_dead_codes_are_reseeded_from_the_batch(small_cfg):
+    torch.manual_seed(0)
+    book = EMACodebook(small_cfg.codebook, 8).train()
+    x = torch.randn(2, 5, 8)
+    book(x)
+    book.cluster_size[:3] = 0.0  # codes 0-2 unused for a long time
+    book.reseeded.zero_()
+    x2 = torch.randn(2, 5, 8) + 5.0  # far from everything: no code is assigned to 0-2
+    book(x2)
+    assert int(book.reseeded) >= 3
+    flat = x2.reshape(-1, 8)
+    for code in book.embed[:3]:
+        assert torch.cdist(code[None], flat).min() < 1e-5, "re-seeded code is not a batch vector"
+
+
+def test_kmeans_finds_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(50, 2, generator=g) for c in centres])
+    found = kmeans(x, 3, 10, generator=g)
+    assert torch.cdist(centres, found).min(1).values.max() < 0.5

@@ -1,0 +1,165 @@
+"""Training pipeline: every shipped config trains, checkpoints round-trip without pickle,
+runs resume, and the CLI evaluates checkpoints and baselines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import SMALL
+from training.checkpoint import CheckpointInfo, load_checkpoint, read_info, save_checkpoint
+from training.config import CONFIG_DIR, load_train_config
+from training.model import build_model
+from training.train import train
+
+TINY_RUN = [
+    "data.train_scenes=64",
+    "data.val_scenes=8",
+    "data.batch_size=8",
+    "run.max_steps=2",
+    "run.max_minutes=null",
+    "run.eval_scenes=8",
+    "run.val_every=2",
+    "run.image_every=1",
+    "run.checkpoint_every=1",
+    "run.log_every=1",
+]
+
+
+def _small_model_overrides() -> list[str]:
+    out = []
+    for section, values in SMALL.items():
+        if isinstance(values, dict):
+            out += [f"model.{section}.{k}={v}" for k, v in values.items()]
+        else:
+            out.append(f"model.{section}={values}")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+def test_every_config_trains(name, tmp_path):
+    """Each shipped config, unchanged but for size and budget, trains and writes its artefacts."""
+    extra = []
+    if name == "folder":
+        folder = tmp_path / "images"
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+                folder / f"{i}.png"
+            )
+        extra.append(f"data.folder={folder}")
+    cfg = load_train_config(
+        name, [*_small_model_overrides(), *TINY_RUN, f"run.out_dir={tmp_path / 'run'}", *extra]
+    )
+    path = train(cfg, progress=False)
+    out = path.parent
+    for artefact in (
+        "config.yaml",
+        "model.safetensors",
+        "metrics.json",
+        "checkpoints/last.ckpt",
+        "curves.png",
+    ):
+        assert (out / artefact).exists(), artefact
+    assert list((out / "images").glob("masks_*.png")) and list((out / "images").glob("codes_*.png"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2
+    assert 0.0 <= metrics["solid"]["fg_ari"] <= 1.0 or np.isnan(metrics["solid"]["fg_ari"])
+    _, info = load_checkpoint(path)
+    assert info.config == cfg.model
+    assert len(info.code_names) == cfg.model.codebook.size
+    assert abs(sum(info.code_usage) - 1.0) < 1e-3
+
+
+@pytest.mark.slow
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    base = [*_small_model_overrides(), *TINY_RUN, f"run.out_dir={tmp_path}"]
+    train(load_train_config("default", base), progress=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2
+    train(load_train_config("default", [*base, "run.max_steps=4"]), progress=False)
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 4
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+
+
+def test_checkpoint_round_trip_without_pickle(small_cfg, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(small_cfg)
+    model(torch.rand(4, 3, 32, 32))  # initialise the codebook
+    model.eval()
+    names = ["background", "circle", *[None] * 6]
+    path = save_checkpoint(
+        model, tmp_path / "m.safetensors", CheckpointInfo(small_cfg, names, [0.5, 0.5] + [0] * 6)
+    )
+    # safetensors: a JSON header and raw tensors, never a pickle stream
+    assert path.read_bytes()[:1] != b"\x80"
+    restored, info = load_checkpoint(path)
+    assert info.config == small_cfg and info.code_names == names
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        a, b = model(x), restored(x)
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.codes, b.codes)
+    assert not list(tmp_path.glob(".m.safetensors.*")), "temporary file left behind"
+
+
+def test_read_info_rejects_foreign_files(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="not a SlotServe checkpoint"):
+        read_info(tmp_path / "other.safetensors")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_cli_evaluates_checkpoint_baselines_and_coco(small_cfg, tmp_path):
+    from training.data import generate_batch, write_coco
+
+    torch.manual_seed(0)
+    model = build_model(small_cfg)
+    model(torch.rand(4, 3, 32, 32))
+    path = save_checkpoint(model.eval(), tmp_path / "m.safetensors", CheckpointInfo(small_cfg))
+    res = _cli(
+        "evaluate", "--checkpoint", str(path), "--variant", "textured", "--scenes", "16", "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    for key in (
+        "fg_ari",
+        "mbo",
+        "miou",
+        "code_perplexity",
+        "code_usage",
+        "code_class_nmi",
+        "code_class_purity",
+    ):
+        assert key in out
+    assert out["scenes"] == 16 and out["method"] == "model"
+
+    res = _cli("evaluate", "--method", "colour", "--variant", "solid", "--scenes", "16", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["fg_ari"] > 0.95  # exact colour solves flat-colour scenes
+
+    coco_dir = tmp_path / "coco"
+    write_coco(generate_batch(6, 5, "solid", 32), coco_dir)
+    res = _cli("evaluate", "--method", "colour", "--coco", str(coco_dir), "--size", "32", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["scenes"] == 6 and out["fg_ari"] > 0.95
+
+    res = _cli("evaluate", "--checkpoint", str(tmp_path / "missing.safetensors"), "--json")
+    assert res.returncode != 0 and "error" in res.stderr.lower()

@@ -1,0 +1,1 @@
+"""SlotServe training package: data, model, losses, metrics and the training loop."""

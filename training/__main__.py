@@ -1,0 +1,175 @@
+"""`python -m training VERB ...`: train, evaluate, sweep-codebook, name-codes.
+
+Thin argument parsing over importable functions; see README for examples."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a config (resumes an existing run)")
+    p.add_argument(
+        "--config", default="default", help="name under training/configs/ or a YAML path"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="dotted overrides, e.g. run.max_steps=100 model.modulation.enabled=false",
+    )
+    p.add_argument(
+        "--no-resume", action="store_true", help="start fresh even if the run has a checkpoint"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from training.config import load_train_config
+    from training.train import train
+
+    cfg = load_train_config(args.config, args.overrides)
+    path = train(cfg, resume=not args.no_resume, progress=not args.no_progress)
+    print(json.dumps({"checkpoint": str(path), "metrics": str(path.parent / "metrics.json")}))
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="FG-ARI, mBO, mIoU and code statistics on labelled scenes")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="a model.safetensors written by training")
+    p.add_argument(
+        "--method",
+        choices=["model", "colour", "kmeans"],
+        default="model",
+        help="colour / kmeans: the trivial baselines on the same scenes",
+    )
+    p.add_argument("--variant", choices=["solid", "textured"], default="solid")
+    p.add_argument(
+        "--coco", help="a COCO-format folder (annotations.json + images/) instead of shapes"
+    )
+    p.add_argument("--scenes", type=int, default=512)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument(
+        "--size", type=int, default=None, help="scene size (default: the model's input size)"
+    )
+    p.add_argument(
+        "--slots", type=int, default=7, help="k for the kmeans baseline without a checkpoint"
+    )
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    import torch
+
+    from training.checkpoint import load_checkpoint
+    from training.data import SHAPE_CLASSES
+    from training.evaluate import (
+        baseline_predictor,
+        coco_scenes,
+        evaluate_scenes,
+        model_predictor,
+        shapes_scenes,
+    )
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = info = None
+    if args.method == "model":
+        if not args.checkpoint:
+            raise SystemExit("evaluate: --checkpoint is required with --method model")
+        model, info = load_checkpoint(args.checkpoint)
+    size = args.size or (model.cfg.image_size if model is not None else 64)
+    k = model.cfg.slot_attention.num_slots if model is not None else args.slots
+    if args.coco:
+        scenes, class_names = coco_scenes(args.coco, size)
+        source = {"coco": str(args.coco)}
+    else:
+        scenes, class_names = (
+            shapes_scenes(args.variant, args.scenes, args.seed, size),
+            SHAPE_CLASSES,
+        )
+        source = {"variant": args.variant, "seed": args.seed}
+    if model is not None:
+        result = evaluate_scenes(
+            model_predictor(model),
+            scenes,
+            k,
+            model.cfg.codebook.size,
+            class_names,
+            code_names=info.code_names if not args.coco else None,
+        )
+    else:
+        result = evaluate_scenes(baseline_predictor(args.method, k), scenes, k, None, class_names)
+    result = {"method": args.method, **source, "scenes": len(scenes), **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>22}: {value}")
+    return 0
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser(
+        "sweep-codebook", help="train per codebook size; report perplexity/usage; recommend one"
+    )
+    p.add_argument("--config", default="default")
+    p.add_argument("--sizes", default="8,16,32,64", help="comma-separated codebook sizes")
+    p.add_argument("--out", default="runs/codebook-sweep")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    from training.sweep import sweep_codebook
+
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    report = sweep_codebook(args.config, sizes, Path(args.out), args.overrides)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _add_name_codes(sub) -> None:
+    p = sub.add_parser(
+        "name-codes", help="(re)name a checkpoint's codes by majority class on labelled scenes"
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--scenes", type=int, default=256, help="scenes of each shapes variant")
+    p.add_argument("--seed", type=int, default=777)
+    p.set_defaults(func=_cmd_name_codes)
+
+
+def _cmd_name_codes(args) -> int:
+    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.evaluate import name_codes_on_shapes
+
+    model, info = load_checkpoint(args.checkpoint)
+    info.code_names, info.code_usage = name_codes_on_shapes(model, args.scenes, args.seed)
+    save_checkpoint(model, args.checkpoint, info)
+    print(json.dumps({str(i): n for i, n in enumerate(info.code_names) if n is not None}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    for add in (_add_train, _add_evaluate, _add_sweep, _add_name_codes):
+        add(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Checkpoints: the model config plus weights as safetensors, loaded without pickle.
+
+One file (`*.safetensors`) holds every parameter and buffer; its string metadata holds the
+resolved `ModelConfig` (JSON), the code names, the training code-usage distribution and
+free-form run information. This is the artefact export reads; Lightning's own resume state
+(`checkpoints/last.ckpt`) is separate and only for resuming."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from training.config import ModelConfig
+from training.model import SelfModulatingSlotAttention, build_model
+
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class CheckpointInfo:
+    config: ModelConfig
+    code_names: list[str | None] | None = None
+    code_usage: list[float] | None = None
+    """Training distribution of code assignments (sums to 1): the drift reference."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(
+    model: SelfModulatingSlotAttention, path: str | Path, info: CheckpointInfo
+) -> Path:
+    """Write weights + metadata atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": "slotserve-checkpoint",
+        "format_version": FORMAT_VERSION,
+        "config": info.config.model_dump_json(),
+        "code_names": json.dumps(info.code_names),
+        "code_usage": json.dumps(info.code_usage),
+        "extra": json.dumps(info.extra),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_info(path: str | Path) -> CheckpointInfo:
+    """The metadata of a checkpoint, without loading its weights."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != "slotserve-checkpoint":
+        raise ValueError(f"{path}: not a SlotServe checkpoint (no 'format' metadata)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format {meta.get('format_version')} != {FORMAT_VERSION}"
+        )
+    return CheckpointInfo(
+        config=ModelConfig.model_validate_json(meta["config"]),
+        code_names=json.loads(meta.get("code_names", "null")),
+        code_usage=json.loads(meta.get("code_usage", "null")),
+        extra=json.loads(meta.get("extra", "{}")),
+    )
+
+
+def load_checkpoint(
+    path: str | Path, device: str = "cpu"
+) -> tuple[SelfModulatingSlotAttention, CheckpointInfo]:
+    """Rebuild the model from a checkpoint (config from its metadata), in eval mode."""
+    info = read_info(path)
+    model = build_model(info.config)
+    with safe_open(str(path), framework="pt", device=device) as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    model.load_state_dict(state, strict=True)
+    return model.eval(), info
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

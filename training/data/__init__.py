@@ -1,0 +1,33 @@
+"""Data: synthetic shapes scenes, the user's image folders and COCO evaluation sets."""
+
+from training.data.coco import CocoScenes, load_coco_folder, read_coco, write_coco
+from training.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset
+from training.data.shapes import (
+    SHAPE_CLASSES,
+    VARIANTS,
+    Scene,
+    SceneDataset,
+    ShapesDataset,
+    generate_batch,
+    generate_scene,
+    scene_seed,
+    stack_scenes,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SHAPE_CLASSES",
+    "VARIANTS",
+    "CocoScenes",
+    "ImageFolderDataset",
+    "Scene",
+    "SceneDataset",
+    "ShapesDataset",
+    "generate_batch",
+    "generate_scene",
+    "load_coco_folder",
+    "read_coco",
+    "scene_seed",
+    "stack_scenes",
+    "write_coco",
+]

@@ -1,0 +1,77 @@
+"""The Lightning wrapper: optimisation, logging and validation around the plain model."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+
+from training.config import TrainConfig
+from training.metrics import fg_ari, mbo
+from training.model import build_model
+
+
+def lr_factor(step: int, warmup: int, decay_steps: int) -> float:
+    """Linear warm-up to 1, then exponential decay by half every `decay_steps`."""
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    return warm * 0.5 ** (max(0, step - warmup) / decay_steps)
+
+
+class SlotModule(L.LightningModule):
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.save_hyperparameters({"config": cfg.model_dump(mode="json")})
+        self.model = build_model(cfg.model)
+
+    def forward(self, image: torch.Tensor):
+        return self.model(image)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.model(batch["image"])
+        bs = batch["image"].shape[0]
+        for name, value in out.losses.items():
+            self.log(f"train/{name}", value, batch_size=bs, prog_bar=name == "mse")
+        self.log("train/codes_used", float(out.codes.unique().numel()), batch_size=bs)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+        return out.losses["total"]
+
+    def on_validation_epoch_start(self) -> None:
+        self._val: dict[str, list[np.ndarray]] = {}
+
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ):
+        out = self.model(batch["image"])
+        pred = out.masks.argmax(1).cpu().numpy()
+        true = batch["instances"].cpu().numpy()
+        name = self._val_names[dataloader_idx]
+        self._val.setdefault(f"{name}_fg_ari", []).append(fg_ari(true, pred))
+        self._val.setdefault(f"{name}_mbo", []).append(mbo(true, pred))
+        self.log(
+            f"val/{name}_mse", out.losses["mse"], add_dataloader_idx=False, batch_size=len(pred)
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        for key, parts in self._val.items():
+            values = np.concatenate(parts)
+            self.log(f"val/{key}", float(np.nanmean(values)), prog_bar=key.endswith("ari"))
+
+    @property
+    def _val_names(self) -> list[str]:
+        return list(getattr(self.trainer.datamodule, "val_names", ["val"]))
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        opt = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_factor(step, o.warmup_steps, o.decay_steps)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def grad_norm(model: torch.nn.Module) -> float:
+    total = sum(float(p.grad.pow(2).sum()) for p in model.parameters() if p.grad is not None)
+    return math.sqrt(total)

@@ -1,0 +1,119 @@
+"""Spatial-broadcast decoder (Watters et al. 2019): each slot is tiled over a small grid,
+given positions, upsampled by transposed convolutions to RGB + an alpha logit; alphas are
+softmaxed over slots to give the masks, and the masks mix the per-slot RGB."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import DecoderConfig
+from training.model.position import SoftPositionEmbed
+
+
+@dataclass
+class Decoded:
+    reconstruction: torch.Tensor  # (B, 3, H, W); (B, P, 3) when decoding sampled pixels
+    masks: torch.Tensor  # (B, K, H, W) softmax over slots of the alpha logits; (B, K, P)
+    rgb: torch.Tensor  # (B, K, 3, H, W) per-slot colours; (B, K, P, 3)
+
+
+def fourier_features(coords: torch.Tensor, bands: int) -> torch.Tensor:
+    """coords (..., 2) in [0, 1] -> (..., 2 + 4 * bands): raw, sin and cos of 2^i * pi * coords."""
+    freqs = (2.0 ** torch.arange(bands, dtype=coords.dtype, device=coords.device)) * math.pi
+    angles = coords.unsqueeze(-1) * freqs  # (..., 2, bands)
+    return torch.cat([coords, angles.sin().flatten(-2), angles.cos().flatten(-2)], dim=-1)
+
+
+class MLPBroadcastDecoder(nn.Module):
+    """Spatial broadcast with a per-pixel MLP (1x1 convolutions) on Fourier position features.
+
+    The first layer is separable, W [slot; pos] = W_s slot + W_p pos, so it costs one
+    projection per slot plus one per pixel. Because every pixel is decoded independently,
+    training decodes a random subset of pixels (`train_pixels`): an unbiased estimate of the
+    full-image loss at a fraction of the cost; inference decodes every pixel at full
+    resolution, so masks are not limited by a coarse decoding grid."""
+
+    def __init__(self, cfg: DecoderConfig, slot_dim: int, image_size: int):
+        super().__init__()
+        self.cfg, self.image_size = cfg, image_size
+        h = cfg.channels
+        self.bands = cfg.fourier_bands
+        self.slot_proj = nn.Linear(slot_dim, h)
+        self.pos_proj = nn.Linear(2 + 4 * self.bands, h, bias=False)
+        self.mlp = nn.Sequential(
+            nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 4)
+        )
+        ys, xs = torch.meshgrid(
+            torch.linspace(0, 1, image_size), torch.linspace(0, 1, image_size), indexing="ij"
+        )
+        self.register_buffer("coords", torch.stack([xs, ys], -1).reshape(-1, 2), persistent=False)
+
+    def forward(self, slots: torch.Tensor, pixels: torch.Tensor | None = None) -> Decoded:
+        """slots (B, K, D); pixels (B, P) flat pixel indices to decode (None: all, as an image)."""
+        b, k, _ = slots.shape
+        if pixels is None:
+            pos = self.pos_proj(fourier_features(self.coords, self.bands)).unsqueeze(0)  # (1, P, h)
+        else:
+            pos = self.pos_proj(fourier_features(self.coords[pixels], self.bands))  # (B, P, h)
+        hidden = self.slot_proj(slots).unsqueeze(2) + pos.unsqueeze(1)  # (B, K, P, h)
+        out = self.mlp(hidden).float()  # (B, K, P, 4)
+        rgb = torch.sigmoid(out[..., :3])  # (B, K, P, 3)
+        masks = out[..., 3].softmax(dim=1)  # (B, K, P)
+        recon = (rgb * masks.unsqueeze(-1)).sum(dim=1)  # (B, P, 3)
+        if pixels is not None:
+            return Decoded(recon, masks, rgb)
+        s = self.image_size
+        return Decoded(
+            recon.transpose(1, 2).reshape(b, 3, s, s),
+            masks.reshape(b, k, s, s),
+            rgb.permute(0, 1, 3, 2).reshape(b, k, 3, s, s),
+        )
+
+
+class BroadcastDecoder(nn.Module):
+    def __init__(self, cfg: DecoderConfig, slot_dim: int, image_size: int):
+        super().__init__()
+        self.cfg, self.image_size = cfg, image_size
+        c, s0 = cfg.channels, cfg.broadcast_size
+        self.pos = SoftPositionEmbed(slot_dim, s0, s0)
+        # Each upsampling step is a 4x4 stride-2 transposed conv (exact doubling); the last
+        # layer is a light 3x3 conv to RGB + alpha. Full-resolution hidden convs are avoided:
+        # the decoder runs once per slot, so it dominates the step time on a CPU.
+        layers: list[nn.Module] = []
+        ups = int(math.log2(image_size // cfg.output_stride // s0))
+        d_in = slot_dim
+        for _ in range(ups):
+            layers += [nn.ConvTranspose2d(d_in, c, 4, stride=2, padding=1), nn.ReLU(True)]
+            d_in = c
+        layers += [nn.Conv2d(d_in, 4, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, slots: torch.Tensor, pixels: torch.Tensor | None = None) -> Decoded:
+        """slots (B, K, D) -> Decoded at image resolution (`pixels` must be None)."""
+        if pixels is not None:
+            raise ValueError("the convolutional decoder decodes whole images only")
+        b, k, d = slots.shape
+        s0 = self.cfg.broadcast_size
+        x = slots.reshape(b * k, d, 1, 1).expand(-1, -1, s0, s0)  # (B*K, D, s0, s0)
+        # channels-last lets oneDNN pick its fast convolution kernels (~1.3x on a CPU).
+        x = self.pos(x).contiguous(memory_format=torch.channels_last)
+        out = self.net(x)  # (B*K, 4, h, w)
+        if out.shape[-1] != self.image_size:
+            size = (self.image_size, self.image_size)
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        out = out.view(b, k, 4, self.image_size, self.image_size)
+        rgb = torch.sigmoid(out[:, :, :3].float())
+        masks = out[:, :, 3].float().softmax(dim=1)  # (B, K, H, W)
+        recon = (rgb * masks.unsqueeze(2)).sum(dim=1)
+        return Decoded(recon, masks, rgb)
+
+
+def build_decoder(cfg: DecoderConfig, slot_dim: int, image_size: int) -> nn.Module:
+    return {"mlp": MLPBroadcastDecoder, "conv": BroadcastDecoder}[cfg.kind](
+        cfg, slot_dim, image_size
+    )

@@ -1,0 +1,90 @@
+"""The self-modulating slot-attention model; its forward reads like the paper:
+encode -> bottom-up pass -> quantise -> modulate -> modulated pass -> decode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import ModelConfig
+from training.model.codebook import EMACodebook
+from training.model.decoder import build_decoder
+from training.model.encoder import build_encoder
+from training.model.modulation import TopDownModulation
+from training.model.slot_attention import SlotAttention
+from training.model.slot_init import SlotInit
+
+
+@dataclass
+class ModelOutput:
+    masks: torch.Tensor  # (B, K, H, W) decoder alpha, softmax over slots
+    codes: torch.Tensor  # (B, K) int64 semantic code per slot
+    code_distances: torch.Tensor  # (B, K) distance from the bottom-up slot to its code
+    slots: torch.Tensor  # (B, K, D) final (modulated) slots
+    attention: torch.Tensor  # (B, K, N) last attention map of the final pass
+    reconstruction: torch.Tensor  # (B, 3, H, W)
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # named breakdown + "total"
+    bottom_up_attention: torch.Tensor | None = None  # (B, K, N)
+
+
+class SelfModulatingSlotAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        sa = cfg.slot_attention
+        self.encoder = build_encoder(cfg.encoder, cfg.image_size, sa.slot_dim)
+        self.slot_init = SlotInit(sa)
+        self.grouping = SlotAttention(sa, sa.slot_dim)
+        # The codebook always exists, so the plain-Slot-Attention ablation still reports a
+        # semantic code per slot (its codes simply do not feed back into the attention).
+        self.codebook = EMACodebook(cfg.codebook, sa.slot_dim)
+        self.modulation = (
+            TopDownModulation(cfg.modulation, sa.slot_dim, sa.mlp_hidden)
+            if cfg.modulation.enabled
+            else None
+        )
+        self.decoder = build_decoder(cfg.decoder, sa.slot_dim, cfg.image_size)
+
+    def forward(self, image: torch.Tensor) -> ModelOutput:
+        """image (B, 3, H, W) float in [0, 1] -> ModelOutput."""
+        features = self.encoder(image)  # (B, N, D)
+        k, v = self.grouping.project(features)  # (B, N, D) each
+        z0 = self.slot_init(image.shape[0])  # (B, K, D)
+        slots, attn = self.grouping.iterate(z0, k, v)  # bottom-up pass
+        vq = self.codebook(slots)
+        bottom_up_attn = attn
+        if self.modulation is not None:
+            mod = self.modulation(vq.quantized.to(slots.dtype), attn)
+            slots, attn = self.grouping.iterate(z0, k, v, mod)  # same z0, same weights
+        decoded, target = self._decode(slots, image)
+        mse = F.mse_loss(decoded.reconstruction, target)
+        total = mse + self.cfg.codebook.commitment_weight * vq.commitment
+        return ModelOutput(
+            masks=decoded.masks,
+            codes=vq.indices,
+            code_distances=vq.distances,
+            slots=slots,
+            attention=attn,
+            reconstruction=decoded.reconstruction,
+            losses={"mse": mse, "commitment": vq.commitment, "total": total},
+            bottom_up_attention=bottom_up_attn,
+        )
+
+    def _decode(self, slots: torch.Tensor, image: torch.Tensor):
+        """Decode all pixels, or in training a random subset when the decoder supports it."""
+        n_pix = self.cfg.decoder.train_pixels
+        hw = image.shape[-1] * image.shape[-2]
+        if self.training and self.cfg.decoder.kind == "mlp" and n_pix and n_pix < hw:
+            pixels = torch.rand(image.shape[0], hw, device=image.device).argsort(dim=1)[:, :n_pix]
+            target = (
+                image.flatten(2).transpose(1, 2).gather(1, pixels.unsqueeze(-1).expand(-1, -1, 3))
+            )
+            return self.decoder(slots, pixels), target.float()  # target (B, P, 3)
+        return self.decoder(slots), image.float()
+
+
+def build_model(cfg: ModelConfig) -> SelfModulatingSlotAttention:
+    return SelfModulatingSlotAttention(cfg)

@@ -1,0 +1,77 @@
+"""Slot Attention (Locatello et al. 2020) split into project / step / iterate.
+
+Shapes: B batch, N tokens, K slots, D slot width. The optional `Modulation` carries the
+top-down signal of the self-modulating variant into `step`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.config import SlotAttentionConfig
+from training.model.modulation import Modulation
+
+
+class SlotAttention(nn.Module):
+    def __init__(self, cfg: SlotAttentionConfig, input_dim: int):
+        super().__init__()
+        d = cfg.slot_dim
+        self.cfg = cfg
+        self.scale = d**-0.5
+        self.norm_inputs = nn.LayerNorm(input_dim)
+        self.norm_slots = nn.LayerNorm(d)
+        self.norm_mlp = nn.LayerNorm(d)
+        self.to_q = nn.Linear(d, d, bias=False)
+        self.to_k = nn.Linear(input_dim, d, bias=False)
+        self.to_v = nn.Linear(input_dim, d, bias=False)
+        self.gru = nn.GRUCell(d, d)
+        self.mlp_in = nn.Linear(d, cfg.mlp_hidden)
+        self.mlp_out = nn.Linear(cfg.mlp_hidden, d)
+
+    def project(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs (B, N, Din) -> keys, values (B, N, D)."""
+        x = self.norm_inputs(inputs)
+        return self.to_k(x), self.to_v(x)
+
+    def step(self, slots, k, v, mod: Modulation | None = None):
+        """One refinement: slots (B, K, D) -> (new slots (B, K, D), attention (B, K, N))."""
+        b, n_slots, d = slots.shape
+        q = self.to_q(self.norm_slots(slots))  # (B, K, D)
+        if mod is not None and mod.query is not None:
+            q = q * mod.query
+        logits = torch.einsum("bkd,bnd->bkn", q, k) * self.scale
+        attn = logits.softmax(dim=1)  # competition over slots
+        weights = attn + self.cfg.eps
+        weights = weights / weights.sum(dim=-1, keepdim=True)  # weighted mean over tokens
+        if mod is None:
+            updates = torch.einsum("bkn,bnd->bkd", weights, v)
+        else:
+            # v'[k, n] = v[n] * m_c[k] * m_s[k, n]; summing over n factorises, so the
+            # (B, K, N, D) modulated values are never materialised.
+            if mod.spatial is not None:
+                weights = weights * mod.spatial
+            updates = torch.einsum("bkn,bnd->bkd", weights, v)
+            if mod.channel is not None:
+                updates = updates * mod.channel
+        slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).view(b, n_slots, d)
+        hidden = torch.relu(self.mlp_in(self.norm_mlp(slots)))
+        if mod is not None and mod.ffn is not None:
+            hidden = hidden * mod.ffn
+        return slots + self.mlp_out(hidden), attn
+
+    def iterate(self, slots, k, v, mod: Modulation | None = None):
+        """T refinements from `slots`; returns the final slots and the last attention map.
+
+        With `implicit_grad` the gradient skips all but the last refinement and flows straight
+        through to the initial slots (first-order implicit differentiation, as in BO-QSA)."""
+        init, attn = slots, None
+        for i in range(self.cfg.iterations):
+            last = i == self.cfg.iterations - 1
+            if self.cfg.implicit_grad and last and i > 0 and torch.is_grad_enabled():
+                slots = slots.detach() + init - init.detach()
+            slots, attn = self.step(slots, k, v, mod)
+        return slots, attn
+
+    def forward(self, inputs, slots, mod: Modulation | None = None):
+        k, v = self.project(inputs)
+        return self.iterate(slots, k, v, mod)

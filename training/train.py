@@ -1,0 +1,227 @@
+"""Training entry point: data, Lightning trainer, callbacks, final checkpoint and report.
+
+Run layout (`run.out_dir`):
+  config.yaml            the resolved TrainConfig
+  checkpoints/last.ckpt  Lightning resume state (optimizer, schedule, step)
+  model.safetensors      the model artefact: config + weights + code names (no pickle)
+  logs/                  CSV (metrics.csv) and TensorBoard logs
+  images/                mask overlays and codebook usage every `run.image_every` steps
+  curves.png, metrics.json  written at the end
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import ConcatDataset, DataLoader
+
+from training.checkpoint import CheckpointInfo, save_checkpoint
+from training.config import DataConfig, TrainConfig, save_config
+from training.data import ImageFolderDataset, ShapesDataset, generate_batch
+from training.lit import SlotModule
+from training.visualize import save_code_usage, save_mask_grid, save_training_curves
+
+log = logging.getLogger(__name__)
+
+VAL_SEED = 999  # validation scenes; the README's evaluation uses 12345, training 0/1
+NAMING_SEED = 777  # labelled scenes used to name the codes after training
+
+
+def _shapes(cfg: DataConfig, n: int, seed: int, variant: str, size: int) -> ShapesDataset:
+    return ShapesDataset(n, seed, variant, size, cfg.min_objects, cfg.max_objects)
+
+
+class ShapesDataModule(L.LightningDataModule):
+    """Training scenes (solid, textured, both mixed, or a folder of the user's images) and
+    labelled validation scenes of each shapes variant."""
+
+    def __init__(self, cfg: DataConfig, image_size: int):
+        super().__init__()
+        self.cfg, self.size = cfg, image_size
+        self.val_names: list[str] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        c, s = self.cfg, self.size
+        if c.variant == "folder":
+            if not c.folder:
+                raise ValueError("data.variant=folder needs data.folder")
+            self.train_set = ImageFolderDataset(c.folder, s)
+        elif c.variant == "mixed":
+            half = max(1, c.train_scenes // 2)
+            self.train_set = ConcatDataset(
+                [_shapes(c, half, c.seed, "solid", s), _shapes(c, half, c.seed + 1, "textured", s)]
+            )
+        else:
+            self.train_set = _shapes(c, c.train_scenes, c.seed, c.variant, s)
+        variants = ["solid", "textured"] if c.variant in ("mixed", "folder") else [c.variant]
+        self.val_names = variants
+        self.val_sets = [_shapes(c, c.val_scenes, VAL_SEED, v, s) for v in variants]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(v, batch_size=64) for v in self.val_sets]
+
+
+class ArtefactCallback(Callback):
+    """Every `image_every` steps: a PNG of mask overlays and of codebook usage; every
+    `checkpoint_every` steps: the safetensors model artefact (atomic write)."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: Path):
+        self.cfg, self.out = cfg, out_dir
+        scenes = generate_batch(6, VAL_SEED + 1, "textured", cfg.model.image_size)
+        scenes += generate_batch(6, VAL_SEED + 1, "solid", cfg.model.image_size)[::2][:2]
+        self.images = np.stack([s.image for s in scenes])
+        (out_dir / "images").mkdir(parents=True, exist_ok=True)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.cfg.run.image_every == 0:
+            self.save_images(module, step)
+        if step % self.cfg.run.checkpoint_every == 0:
+            save_checkpoint(
+                module.model, self.out / "model.safetensors", CheckpointInfo(self.cfg.model)
+            )
+
+    @torch.no_grad()
+    def save_images(self, module: SlotModule, step: int) -> None:
+        was_training = module.training
+        module.eval()
+        x = torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div(255).to(module.device)
+        out = module.model(x)
+        recon = (out.reconstruction.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+        codes = out.codes.cpu().numpy()
+        e = self.cfg.model.codebook.size
+        save_mask_grid(
+            self.out / "images" / f"masks_{step:06d}.png",
+            self.images,
+            recon,
+            out.masks.argmax(1).cpu().numpy(),
+            codes,
+            e,
+            f"step {step}",
+        )
+        counts = module.model.codebook.cluster_size.cpu().numpy()
+        save_code_usage(
+            self.out / "images" / f"codes_{step:06d}.png",
+            counts,
+            title=f"codebook usage (EMA cluster sizes), step {step}",
+        )
+        module.train(was_training)
+
+
+def _threads(cfg: TrainConfig) -> None:
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+
+
+def build_trainer(
+    cfg: TrainConfig, out: Path, callbacks: list[Callback], enable_progress: bool = True
+):
+    r = cfg.run
+    max_time = None
+    if r.max_minutes:
+        max_time = {"minutes": r.max_minutes}
+    return L.Trainer(
+        accelerator="auto",
+        devices="auto",  # several GPUs or nodes: Lightning's DDP (see README, "Multi-GPU")
+        max_steps=r.max_steps,
+        max_time=max_time,
+        precision=r.precision,
+        gradient_clip_val=cfg.optim.grad_clip,
+        val_check_interval=r.val_every,
+        check_val_every_n_epoch=None,
+        log_every_n_steps=r.log_every,
+        logger=[
+            CSVLogger(out, name="logs", version=""),
+            TensorBoardLogger(out, name="logs", version="tb"),
+        ],
+        callbacks=[
+            ModelCheckpoint(
+                dirpath=out / "checkpoints",
+                every_n_train_steps=r.checkpoint_every,
+                save_last=True,
+                save_top_k=0,
+            ),
+            *callbacks,
+            *([TQDMProgressBar(refresh_rate=20)] if enable_progress else []),
+        ],
+        enable_progress_bar=enable_progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
+    """Train, then name the codes, evaluate and write the final artefact. Returns its path.
+
+    With `resume`, an existing `checkpoints/last.ckpt` in `run.out_dir` is continued."""
+    from training.evaluate import evaluate_model, name_codes_on_shapes  # avoid import cycle
+
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    _threads(cfg)
+    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    data = ShapesDataModule(cfg.data, cfg.model.image_size)
+    module = SlotModule(cfg)
+    artefacts = ArtefactCallback(cfg, out)
+    trainer = build_trainer(cfg, out, [artefacts], progress)
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if resume and last.exists() else None
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    minutes = (time.perf_counter() - start) / 60
+    if trainer.global_rank != 0:
+        return out / "model.safetensors"
+
+    model = module.model.cpu().eval()
+    artefacts.save_images(module, trainer.global_step)
+    names, usage = name_codes_on_shapes(model, cfg.run.eval_scenes, NAMING_SEED, cfg.data)
+    info = CheckpointInfo(
+        cfg.model,
+        code_names=names,
+        code_usage=usage,
+        extra={
+            "steps": int(trainer.global_step),
+            "train_minutes_this_session": round(minutes, 2),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+    )
+    path = save_checkpoint(model, out / "model.safetensors", info)
+    report = {
+        v: evaluate_model(model, v, cfg.run.eval_scenes, VAL_SEED + 2, code_names=names)
+        for v in ("solid", "textured")
+    }
+    report["steps"] = int(trainer.global_step)
+    report["train_minutes_this_session"] = round(minutes, 2)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    metrics_csv = out / "logs" / "metrics.csv"
+    if metrics_csv.exists():
+        save_training_curves(metrics_csv, out / "curves.png")
+    counts = np.asarray(usage) * max(1, cfg.run.eval_scenes)
+    save_code_usage(
+        out / "code_usage.png", counts, names, "code usage on labelled scenes, by code name"
+    )
+    log.info("wrote %s (%.1f min, %d steps)", path, minutes, trainer.global_step)
+    return path
