@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 EXTRAS ?= cpu,dev
 CHECKPOINT ?= models/slotserve-shapes/model.safetensors
+# Keep freed memory in the process: halves CPU step time here (see training/runtime.py).
+export MALLOC_MMAP_THRESHOLD_ = 4000000000
+export MALLOC_TRIM_THRESHOLD_ = 100000000000
 
 .PHONY: venv test lint format train train-ablation evaluate demo sweep clean
 

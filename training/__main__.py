@@ -157,11 +157,48 @@ def _cmd_name_codes(args) -> int:
     return 0
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="evaluate a checkpoint beside the baselines and draw its masks")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--scenes", type=int, default=128)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from training.demo import run_demo
+
+    print(run_demo(args.checkpoint, Path(args.out), args.scenes))
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench-step", help="time training steps: fp32 against bf16 autocast")
+    p.add_argument("--config", default="default")
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    from training.bench import bench_precision
+
+    print(
+        json.dumps(bench_precision(args.config, args.overrides, args.steps, args.threads), indent=2)
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        from training.runtime import ensure_fast_malloc
+
+        ensure_fast_malloc(sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
-    for add in (_add_train, _add_evaluate, _add_sweep, _add_name_codes):
+    for add in (_add_train, _add_evaluate, _add_sweep, _add_name_codes, _add_demo, _add_bench):
         add(sub)
     args = parser.parse_args(argv)
     try:

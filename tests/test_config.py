@@ -1,0 +1,39 @@
+"""Configuration: YAML + base chains + dotted overrides, validated at construction."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from training.config import ModelConfig, TrainConfig, apply_overrides, load_train_config
+
+
+def test_overrides_parse_yaml_scalars():
+    raw = apply_overrides(
+        {"run": {"max_steps": 5}},
+        ["run.max_steps=7", "model.modulation.enabled=false", "run.max_minutes=null"],
+    )
+    assert raw == {
+        "run": {"max_steps": 7, "max_minutes": None},
+        "model": {"modulation": {"enabled": False}},
+    }
+
+
+def test_ablation_config_inherits_default_and_turns_topdown_off():
+    default, ablation = load_train_config("default"), load_train_config("no_topdown")
+    assert default.model.modulation.enabled and not ablation.model.modulation.enabled
+    # same budget and recipe otherwise
+    assert ablation.run.max_minutes == default.run.max_minutes
+    assert ablation.optim == default.optim and ablation.data == default.data
+    assert ablation.model.decoder == default.model.decoder
+
+
+def test_unknown_keys_and_bad_values_are_rejected():
+    with pytest.raises(ValidationError):
+        TrainConfig.model_validate({"model": {"slot_attention": {"num_slotz": 3}}})
+    with pytest.raises(ValidationError, match="broadcast_size"):
+        ModelConfig.model_validate({"decoder": {"kind": "conv", "broadcast_size": 7}})
+    with pytest.raises(ValueError, match="key.sub=value"):
+        apply_overrides({}, ["no-equals-sign"])
+    with pytest.raises(FileNotFoundError, match="known"):
+        load_train_config("does-not-exist")
