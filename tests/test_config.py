@@ -33,7 +33,7 @@ def test_unknown_keys_and_bad_values_are_rejected():
         TrainConfig.model_validate({"model": {"slot_attention": {"num_slotz": 3}}})
     with pytest.raises(ValidationError, match="broadcast_size"):
         ModelConfig.model_validate({"decoder": {"kind": "conv", "broadcast_size": 7}})
-    with pytest.raises(ValueError, match="key.sub=value"):
+    with pytest.raises(ValueError, match=r"key\.sub=value"):
         apply_overrides({}, ["no-equals-sign"])
     with pytest.raises(FileNotFoundError, match="known"):
         load_train_config("does-not-exist")

@@ -30,9 +30,8 @@ def run_demo(checkpoint: str | Path, out: Path, scenes: int = 128) -> str:
             else:
                 m = evaluate_scenes(baseline_predictor(method, k), data, k)
             nmi = f"{m['code_class_nmi']:.3f}" if "code_class_nmi" in m else "-"
-            rows.append(
-                f"| {variant} | {method} | {m['fg_ari']:.3f} | {m['mbo']:.3f} | {m['miou']:.3f} | {nmi} |"
-            )
+            figures = " | ".join(f"{m[key]:.3f}" for key in ("fg_ari", "mbo", "miou"))
+            rows.append(f"| {variant} | {method} | {figures} | {nmi} |")
         images = np.stack([s.image for s in data[:6]])
         with torch.no_grad():
             res = model(torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255))
