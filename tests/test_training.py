@@ -15,6 +15,7 @@ from PIL import Image
 from tests.conftest import SMALL
 from training.checkpoint import CheckpointInfo, load_checkpoint, read_info, save_checkpoint
 from training.config import CONFIG_DIR, load_train_config
+from training.data import SHAPE_CLASSES
 from training.model import build_model
 from training.train import train
 
@@ -163,3 +164,53 @@ def test_cli_evaluates_checkpoint_baselines_and_coco(small_cfg, tmp_path):
 
     res = _cli("evaluate", "--checkpoint", str(tmp_path / "missing.safetensors"), "--json")
     assert res.returncode != 0 and "error" in res.stderr.lower()
+
+
+def test_recommend_codebook_size_rule():
+    from training.sweep import recommend
+
+    rows = [
+        {"codebook_size": 8, "code_perplexity": 6.0, "code_usage": 0.9},
+        {"codebook_size": 16, "code_perplexity": 11.5, "code_usage": 0.8},
+        {"codebook_size": 32, "code_perplexity": 12.0, "code_usage": 0.45},
+        {"codebook_size": 64, "code_perplexity": 12.2, "code_usage": 0.2},
+    ]
+    # 16 reaches 90% of the best perplexity (12.2) and uses most of its codes
+    assert recommend(rows) == 16
+
+
+@pytest.mark.slow
+def test_codebook_sweep_reports_each_size(tmp_path):
+    from training.sweep import sweep_codebook
+
+    report = sweep_codebook("default", [4, 8], tmp_path, [*_small_model_overrides(), *TINY_RUN])
+    assert [r["codebook_size"] for r in report["sizes"]] == [4, 8]
+    for row in report["sizes"]:
+        assert 1.0 <= row["code_perplexity"] <= row["codebook_size"]
+        assert 0.0 < row["code_usage"] <= 1.0
+    assert report["recommended"] in (4, 8)
+    assert json.loads((tmp_path / "sweep.json").read_text()) == report
+
+
+@pytest.mark.slow
+def test_demo_name_codes_and_bench_cli(small_cfg, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(small_cfg)
+    model(torch.rand(4, 3, 32, 32))
+    path = save_checkpoint(model.eval(), tmp_path / "m.safetensors", CheckpointInfo(small_cfg))
+    res = _cli("name-codes", "--checkpoint", str(path), "--scenes", "8")
+    assert res.returncode == 0, res.stderr
+    named = read_info(path).code_names
+    assert named is not None and any(n is not None for n in named)
+    assert set(json.loads(res.stdout).values()) <= {"background", *SHAPE_CLASSES}
+
+    res = _cli("demo", "--checkpoint", str(path), "--out", str(tmp_path / "demo"), "--scenes", "8")
+    assert res.returncode == 0, res.stderr
+    assert "| textured | kmeans |" in res.stdout
+    assert (tmp_path / "demo" / "masks_textured.png").stat().st_size > 1000
+
+    small = _small_model_overrides()
+    res = _cli("bench-step", "--steps", "2", *small, "data.batch_size=2")
+    assert res.returncode == 0, res.stderr
+    bench = json.loads(res.stdout)
+    assert bench["fp32_step_ms"] > 0 and bench["bf16_step_ms"] > 0
