@@ -1,0 +1,195 @@
+"""Checkpoint -> ONNX bundle: fixed iterations unrolled, codebook and slot init baked in."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from export.contract import (
+    INPUT_NAME,
+    MODEL_FILE,
+    OUTPUT_CODES,
+    OUTPUT_DISTANCES,
+    OUTPUT_MASKS,
+    OUTPUT_NAMES,
+    InputSpec,
+    Manifest,
+    OutputSpec,
+    sha256_file,
+    write_manifest,
+)
+from training.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+MASK_SOURCES = ("decoder_alpha", "attention")
+
+
+class ExportWrapper(nn.Module):
+    """image (B, 3, H, W) in [0, 1] -> masks (B, K, H, W), codes (B, K), distances (B, K)."""
+
+    def __init__(self, model: nn.Module, mask_source: str = "decoder_alpha"):
+        super().__init__()
+        if mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
+        self.model = model.eval()
+        self.mask_source = mask_source
+
+    def forward(self, image: torch.Tensor):
+        out = self.model(image)
+        masks = out.masks
+        if self.mask_source == "attention":
+            b, k, n = out.attention.shape
+            side = int(round(n**0.5))
+            grid = out.attention.reshape(b, k, side, side)
+            masks = F.interpolate(grid, size=image.shape[-2:], mode="bilinear", align_corners=False)
+            masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(1e-8)
+        return masks, out.codes, out.code_distances
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def export_graph(model: nn.Module, path: Path, mask_source: str, opset: int = 18) -> None:
+    """torch.onnx.export with the dynamo exporter, a symbolic batch axis and weights inside."""
+    size = model.cfg.image_size
+    wrapper = ExportWrapper(model, mask_source)
+    # An example batch of >= 2: a batch-1 example silently specialised the batch axis to 1.
+    example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            external_data=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={"image": {0: batch}},
+            verbose=False,
+        )
+    program.optimize()
+    program.save(str(path), external_data=False)
+    check_graph(path, model)
+
+
+def graph_report(path: Path) -> dict:
+    """Facts about an exported graph that the bundle contract relies on."""
+    graph = onnx.load(str(path)).graph
+    ops = sorted({n.op_type for n in graph.node})
+    dim0 = graph.input[0].type.tensor_type.shape.dim[0]
+    return {
+        "ops": ops,
+        "random_ops": [o for o in ops if o.startswith("Random")],
+        "batch_symbolic": bool(dim0.dim_param) and not dim0.HasField("dim_value"),
+        "batch_dim": dim0.dim_param or dim0.dim_value,
+        "inputs": [i.name for i in graph.input],
+        "outputs": [o.name for o in graph.output],
+        "initializers": len(graph.initializer),
+    }
+
+
+def codebook_is_initializer(path: Path, codebook: np.ndarray) -> bool:
+    from onnx import numpy_helper
+
+    for init in onnx.load(str(path)).graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.shape == codebook.shape and np.allclose(arr, codebook):
+            return True
+    return False
+
+
+def check_graph(path: Path, model: nn.Module) -> dict:
+    onnx.checker.check_model(str(path), full_check=True)
+    report = graph_report(path)
+    if report["random_ops"]:
+        raise RuntimeError(f"{path}: random ops in the exported graph: {report['random_ops']}")
+    if not report["batch_symbolic"]:
+        raise RuntimeError(
+            f"{path}: the batch axis is static ({report['batch_dim']}), expected symbolic"
+        )
+    if report["inputs"] != [INPUT_NAME] or report["outputs"] != list(OUTPUT_NAMES):
+        raise RuntimeError(
+            f"{path}: tensor names {report['inputs']} -> {report['outputs']} break the contract"
+        )
+    if not codebook_is_initializer(path, model.codebook.embed.numpy()):
+        raise RuntimeError(f"{path}: the codebook is not baked in as an initializer")
+    return report
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    name: str | None = None,
+    version: str = "1",
+    mask_source: str = "decoder_alpha",
+    verify_batches: tuple[int, ...] = (1, 3, 32),
+) -> Manifest:
+    """Write `out/model.onnx` + `out/manifest.json`; run the parity gate (raises on failure)."""
+    from export.verify import parity_gate, verify_bundle
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, info = load_checkpoint(checkpoint)
+    cfg = model.cfg
+    log.info("exporting %s -> %s", checkpoint, out / MODEL_FILE)
+    export_graph(model, out / MODEL_FILE, mask_source)
+    k, s = cfg.slot_attention.num_slots, cfg.image_size
+    t = cfg.slot_attention.iterations
+    manifest = Manifest(
+        name=name or out.name,
+        version=version,
+        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        model=cfg.model_dump(mode="json"),
+        input=InputSpec(height=s, width=s),
+        outputs=[
+            OutputSpec(
+                name=OUTPUT_MASKS,
+                dtype="float32",
+                shape=["batch", k, s, s],
+                description=f"per-slot mask probabilities ({mask_source}), sum to 1 over slots",
+            ),
+            OutputSpec(
+                name=OUTPUT_CODES,
+                dtype="int64",
+                shape=["batch", k],
+                description="semantic code (codebook index) per slot",
+            ),
+            OutputSpec(
+                name=OUTPUT_DISTANCES,
+                dtype="float32",
+                shape=["batch", k],
+                description="Euclidean distance from the bottom-up slot to its code",
+            ),
+        ],
+        num_slots=k,
+        iterations={"bottom_up": t, "modulated": t if cfg.modulation.enabled else 0},
+        codebook_size=cfg.codebook.size,
+        code_names=info.code_names,
+        code_usage=info.code_usage,
+        mask_source=mask_source,
+        checkpoint_sha256=sha256_file(checkpoint),
+        files={MODEL_FILE: sha256_file(out / MODEL_FILE)},
+        tools=_versions(),
+    )
+    write_manifest(out, manifest)
+    report = verify_bundle(out, checkpoint, batches=verify_batches)
+    parity_gate(report)  # a failed gate fails the export
+    manifest.parity = report
+    write_manifest(out, manifest)
+    return manifest

@@ -1,0 +1,89 @@
+"""Parity gate: the ONNX bundle against the PyTorch checkpoint on generated scenes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.contract import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, load_bundle, to_model_input
+from training.checkpoint import load_checkpoint
+from training.data import generate_batch
+
+MAX_MASK_DIFF = 1e-4
+MIN_CODE_AGREEMENT = 1.0
+
+
+def ort_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _scenes(batch: int, size: int, seed: int) -> np.ndarray:
+    half = (batch + 1) // 2
+    scenes = generate_batch(half, seed, "textured", size) + generate_batch(
+        batch - half, seed, "solid", size
+    )
+    return np.stack([s.image for s in scenes])
+
+
+def compare(torch_out, ort_out) -> dict:
+    """Parity figures between (masks, codes, distances) of torch and of onnxruntime."""
+    t_masks, t_codes, t_dist = (o.numpy() for o in torch_out)
+    o_masks, o_codes, o_dist = ort_out
+    return {
+        "max_mask_diff": float(np.abs(t_masks - o_masks).max()),
+        "max_distance_diff": float(np.abs(t_dist - o_dist).max()),
+        "code_agreement": float((t_codes == o_codes).mean()),
+        "argmax_agreement": float((t_masks.argmax(1) == o_masks.argmax(1)).mean()),
+    }
+
+
+def verify_bundle(
+    bundle: str | Path, checkpoint: str | Path, batches=(1, 3, 32), seed: int = 4242
+) -> dict:
+    """torch vs onnxruntime at each batch size; also the graph facts the contract needs."""
+    from export.onnx_export import ExportWrapper, graph_report
+
+    bundle = Path(bundle)
+    manifest = load_bundle(bundle)
+    model, _ = load_checkpoint(checkpoint)
+    wrapper = ExportWrapper(model, manifest.mask_source)
+    session = ort_session(bundle / MODEL_FILE)
+    size = manifest.input.height
+    report: dict = {"batches": {}}
+    for b in batches:
+        x = to_model_input(_scenes(b, size, seed + b))
+        with torch.no_grad():
+            t_out = wrapper(torch.from_numpy(x))
+        o_out = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        report["batches"][str(b)] = compare(t_out, o_out)
+    graph = graph_report(bundle / MODEL_FILE)
+    report.update(
+        provider=session.get_providers()[0],
+        batch_symbolic=graph["batch_symbolic"],
+        random_ops=graph["random_ops"],
+        max_mask_diff=max(r["max_mask_diff"] for r in report["batches"].values()),
+        min_code_agreement=min(r["code_agreement"] for r in report["batches"].values()),
+    )
+    return report
+
+
+def parity_gate(report: dict) -> None:
+    """Raise when the bundle does not reproduce the checkpoint."""
+    problems = []
+    if report["max_mask_diff"] > MAX_MASK_DIFF:
+        problems.append(f"max mask difference {report['max_mask_diff']:.2e} > {MAX_MASK_DIFF:.0e}")
+    if report["min_code_agreement"] < MIN_CODE_AGREEMENT:
+        problems.append(f"code agreement {report['min_code_agreement']:.4f} < {MIN_CODE_AGREEMENT}")
+    if not report["batch_symbolic"]:
+        problems.append("batch axis is static")
+    if report["random_ops"]:
+        problems.append(f"random ops {report['random_ops']}")
+    if problems:
+        raise RuntimeError("parity gate failed: " + "; ".join(problems))

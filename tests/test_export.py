@@ -1,0 +1,159 @@
+"""ONNX export: contract, parity gate, graph facts, tamper detection, torch-free contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.contract import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    BundleError,
+    load_bundle,
+    read_manifest,
+    to_model_input,
+)
+from tests.conftest import small_config
+from training.checkpoint import CheckpointInfo, save_checkpoint
+from training.model import build_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A small trained-for-one-step checkpoint and its exported bundle."""
+    from export.onnx_export import export_bundle
+
+    root = tmp_path_factory.mktemp("export")
+    cfg = small_config()
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model(torch.rand(4, 3, 32, 32))  # codebook k-means init + one EMA step
+    ckpt = save_checkpoint(
+        model.eval(), root / "m.safetensors", CheckpointInfo(cfg, ["background"] * 8)
+    )
+    manifest = export_bundle(ckpt, root / "bundle")
+    return ckpt, root / "bundle", manifest
+
+
+def test_bundle_passes_parity_at_every_batch(exported):
+    _, _, manifest = exported
+    parity = manifest.parity
+    assert set(parity["batches"]) == {"1", "3", "32"}
+    for figures in parity["batches"].values():
+        assert figures["max_mask_diff"] <= 1e-4
+        assert figures["code_agreement"] == 1.0
+        assert figures["argmax_agreement"] >= 0.999
+    assert parity["batch_symbolic"] and parity["random_ops"] == []
+
+
+def test_graph_has_symbolic_batch_no_random_ops_and_baked_codebook(exported):
+    import onnx
+
+    from export.onnx_export import codebook_is_initializer, graph_report
+    from training.checkpoint import load_checkpoint
+
+    ckpt, bundle, _ = exported
+    report = graph_report(bundle / MODEL_FILE)
+    assert report["batch_symbolic"], report["batch_dim"]
+    assert not [op for op in report["ops"] if op.startswith("Random")]
+    assert report["inputs"] == ["image"] and report["outputs"] == [
+        "masks",
+        "codes",
+        "code_distances",
+    ]
+    model, _ = load_checkpoint(ckpt)
+    assert codebook_is_initializer(bundle / MODEL_FILE, model.codebook.embed.numpy())
+    # weights live inside the single file: no external data next to it
+    assert [p.name for p in bundle.iterdir()] and not list(bundle.glob("*.data"))
+    onnx.checker.check_model(str(bundle / MODEL_FILE))
+
+
+def test_manifest_records_contract_hashes_and_codes(exported):
+    ckpt, bundle, _ = exported
+    manifest = load_bundle(bundle)
+    assert manifest.input.height == 32 and manifest.input.layout == "NCHW"
+    assert manifest.num_slots == 4 and manifest.codebook_size == 8
+    assert manifest.iterations == {"bottom_up": 2, "modulated": 2}
+    assert manifest.code_names == ["background"] * 8
+    assert MODEL_FILE in manifest.files and len(manifest.checkpoint_sha256) == 64
+    assert {"torch", "onnx", "onnxruntime"} <= set(manifest.tools)
+
+
+def test_changed_byte_fails_to_load_naming_the_file(exported, tmp_path):
+    import shutil
+
+    _, bundle, _ = exported
+    copy = tmp_path / "tampered"
+    shutil.copytree(bundle, copy)
+    data = bytearray((copy / MODEL_FILE).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / MODEL_FILE).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.onnx: sha256 mismatch") as err:
+        load_bundle(copy)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_and_future_format_are_refused(exported, tmp_path):
+    import shutil
+
+    _, bundle, _ = exported
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    (copy / MODEL_FILE).unlink()
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(copy)
+    raw = json.loads((bundle / MANIFEST_FILE).read_text())
+    raw["format_version"] = 99
+    (copy / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="format 99 is not supported"):
+        read_manifest(copy)
+
+
+def test_verify_cli_prints_json_and_passes(exported):
+    ckpt, bundle, _ = exported
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "verify",
+            "--bundle",
+            str(bundle),
+            "--checkpoint",
+            str(ckpt),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["min_code_agreement"] == 1.0 and report["max_mask_diff"] <= 1e-4
+
+
+def test_contract_is_torch_free():
+    code = (
+        "import sys, export.contract, export\n"
+        "assert 'torch' not in sys.modules, 'export.contract imported torch'\n"
+        "assert 'training' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_to_model_input_layout():
+    images = np.zeros((2, 5, 7, 3), np.uint8)
+    images[0, 1, 2] = [255, 0, 51]
+    x = to_model_input(images)
+    assert x.shape == (2, 3, 5, 7) and x.dtype == np.float32
+    assert np.allclose(x[0, :, 1, 2], [1.0, 0.0, 0.2])
+    with pytest.raises(ValueError):
+        to_model_input(images.astype(np.float32))
