@@ -47,7 +47,7 @@ class ExportWrapper(nn.Module):
         masks = out.masks
         if self.mask_source == "attention":
             b, k, n = out.attention.shape
-            side = int(round(n**0.5))
+            side = round(n**0.5)
             grid = out.attention.reshape(b, k, side, side)
             masks = F.interpolate(grid, size=image.shape[-2:], mode="bilinear", align_corners=False)
             masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(1e-8)

@@ -77,8 +77,11 @@ def test_graph_has_symbolic_batch_no_random_ops_and_baked_codebook(exported):
 
 
 def test_manifest_records_contract_hashes_and_codes(exported):
+    from export.contract import sha256_file
+
     ckpt, bundle, _ = exported
     manifest = load_bundle(bundle)
+    assert manifest.checkpoint_sha256 == sha256_file(ckpt)
     assert manifest.input.height == 32 and manifest.input.layout == "NCHW"
     assert manifest.num_slots == 4 and manifest.codebook_size == 8
     assert manifest.iterations == {"bottom_up": 2, "modulated": 2}
