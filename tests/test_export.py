@@ -160,3 +160,21 @@ def test_to_model_input_layout():
     assert np.allclose(x[0, :, 1, 2], [1.0, 0.0, 0.2])
     with pytest.raises(ValueError):
         to_model_input(images.astype(np.float32))
+
+
+def test_evaluate_through_onnxruntime_matches_checkpoint(exported):
+    ckpt, bundle, _ = exported
+    common = ["--variant", "textured", "--scenes", "24", "--seed", "7", "--json"]
+    results = {}
+    for flag, path in (("--checkpoint", ckpt), ("--bundle", bundle)):
+        res = subprocess.run(
+            [sys.executable, "-m", "training", "evaluate", flag, str(path), *common],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert res.returncode == 0, res.stderr
+        results[flag] = json.loads(res.stdout)
+    a, b = results["--checkpoint"], results["--bundle"]
+    assert abs(a["fg_ari"] - b["fg_ari"]) <= 0.005
+    assert a["code_class_nmi"] == pytest.approx(b["code_class_nmi"], abs=1e-6)

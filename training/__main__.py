@@ -42,6 +42,8 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="FG-ARI, mBO, mIoU and code statistics on labelled scenes")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="a model.safetensors written by training")
+    src.add_argument("--bundle", help="an exported model bundle, evaluated through onnxruntime")
+    p.add_argument("--bundle-variant", default="fp32", choices=["fp32", "fp16", "int8"])
     p.add_argument(
         "--method",
         choices=["model", "colour", "kmeans"],
@@ -72,6 +74,7 @@ def _cmd_evaluate(args) -> int:
     from training.data import SHAPE_CLASSES
     from training.evaluate import (
         baseline_predictor,
+        bundle_predictor,
         coco_scenes,
         evaluate_scenes,
         model_predictor,
@@ -80,13 +83,28 @@ def _cmd_evaluate(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = info = None
-    if args.method == "model":
+    model = info = manifest = None
+    if args.method == "model" and args.bundle:
+        from export.contract import load_bundle
+
+        manifest = load_bundle(args.bundle)
+    elif args.method == "model":
         if not args.checkpoint:
-            raise SystemExit("evaluate: --checkpoint is required with --method model")
+            raise SystemExit("evaluate: --checkpoint or --bundle is required with --method model")
         model, info = load_checkpoint(args.checkpoint)
-    size = args.size or (model.cfg.image_size if model is not None else 64)
-    k = model.cfg.slot_attention.num_slots if model is not None else args.slots
+    if manifest is not None:
+        size, k, e = manifest.input.height, manifest.num_slots, manifest.codebook_size
+        code_names = manifest.code_names
+    elif model is not None:
+        size, k, e = (
+            model.cfg.image_size,
+            model.cfg.slot_attention.num_slots,
+            model.cfg.codebook.size,
+        )
+        code_names = info.code_names
+    else:
+        size, k, e, code_names = 64, args.slots, None, None
+    size = args.size or size
     if args.coco:
         scenes, class_names = coco_scenes(args.coco, size)
         source = {"coco": str(args.coco)}
@@ -96,15 +114,13 @@ def _cmd_evaluate(args) -> int:
             SHAPE_CLASSES,
         )
         source = {"variant": args.variant, "seed": args.seed}
-    if model is not None:
-        result = evaluate_scenes(
-            model_predictor(model),
-            scenes,
-            k,
-            model.cfg.codebook.size,
-            class_names,
-            code_names=info.code_names if not args.coco else None,
-        )
+    if args.method == "model":
+        if manifest is not None:
+            predict = bundle_predictor(args.bundle, args.bundle_variant)
+        else:
+            predict = model_predictor(model)
+        names = None if args.coco else code_names
+        result = evaluate_scenes(predict, scenes, k, e, class_names, code_names=names)
     else:
         result = evaluate_scenes(baseline_predictor(args.method, k), scenes, k, None, class_names)
     result = {"method": args.method, **source, "scenes": len(scenes), **result}
@@ -203,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # BundleError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -37,6 +37,38 @@ def model_predictor(model: torch.nn.Module, batch_size: int = 64) -> Predictor:
     return predict
 
 
+def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int = 64) -> Predictor:
+    """Argmax masks and codes computed by onnxruntime from an exported bundle."""
+    import onnxruntime as ort
+
+    from export.contract import (
+        INPUT_NAME,
+        OUTPUT_CODES,
+        OUTPUT_MASKS,
+        VARIANT_FILES,
+        load_bundle,
+        to_model_input,
+    )
+
+    load_bundle(bundle)
+    session = ort.InferenceSession(
+        str(Path(bundle) / VARIANT_FILES[variant]), providers=["CPUExecutionProvider"]
+    )
+
+    def predict(images: np.ndarray):
+        ids, codes = [], []
+        for i in range(0, len(images), batch_size):
+            masks, c = session.run(
+                [OUTPUT_MASKS, OUTPUT_CODES],
+                {INPUT_NAME: to_model_input(images[i : i + batch_size])},
+            )
+            ids.append(masks.argmax(1))
+            codes.append(c)
+        return np.concatenate(ids), np.concatenate(codes)
+
+    return predict
+
+
 def baseline_predictor(method: str, k: int = 7) -> Predictor:
     if method == "colour":
         return lambda images: (np.stack([colour_segmentation(im) for im in images]), None)
