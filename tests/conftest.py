@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.config import ModelConfig
+from training.model import build_model
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -31,3 +33,20 @@ def small_config(**overrides) -> ModelConfig:
 @pytest.fixture
 def small_cfg() -> ModelConfig:
     return small_config()
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """A small trained-for-one-step checkpoint and its exported bundle (shared, read-only)."""
+    from export.onnx_export import export_bundle
+
+    root = tmp_path_factory.mktemp("export")
+    cfg = small_config()
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model(torch.rand(4, 3, 32, 32))  # codebook k-means init + one EMA step
+    ckpt = save_checkpoint(
+        model.eval(), root / "m.safetensors", CheckpointInfo(cfg, ["background"] * 8)
+    )
+    manifest = export_bundle(ckpt, root / "bundle")
+    return ckpt, root / "bundle", manifest

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from export.contract import (
     MANIFEST_FILE,
@@ -19,28 +18,8 @@ from export.contract import (
     read_manifest,
     to_model_input,
 )
-from tests.conftest import small_config
-from training.checkpoint import CheckpointInfo, save_checkpoint
-from training.model import build_model
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A small trained-for-one-step checkpoint and its exported bundle."""
-    from export.onnx_export import export_bundle
-
-    root = tmp_path_factory.mktemp("export")
-    cfg = small_config()
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    model(torch.rand(4, 3, 32, 32))  # codebook k-means init + one EMA step
-    ckpt = save_checkpoint(
-        model.eval(), root / "m.safetensors", CheckpointInfo(cfg, ["background"] * 8)
-    )
-    manifest = export_bundle(ckpt, root / "bundle")
-    return ckpt, root / "bundle", manifest
 
 
 def test_bundle_passes_parity_at_every_batch(exported):

@@ -51,15 +51,17 @@ class MLPBroadcastDecoder(nn.Module):
         ys, xs = torch.meshgrid(
             torch.linspace(0, 1, image_size), torch.linspace(0, 1, image_size), indexing="ij"
         )
-        self.register_buffer("coords", torch.stack([xs, ys], -1).reshape(-1, 2), persistent=False)
+        coords = torch.stack([xs, ys], -1).reshape(-1, 2)  # (H*W, 2)
+        # Fourier features of every pixel, computed once: a constant in an exported graph.
+        self.register_buffer("features", fourier_features(coords, self.bands), persistent=False)
 
     def forward(self, slots: torch.Tensor, pixels: torch.Tensor | None = None) -> Decoded:
         """slots (B, K, D); pixels (B, P) flat pixel indices to decode (None: all, as an image)."""
         b, k, _ = slots.shape
         if pixels is None:
-            pos = self.pos_proj(fourier_features(self.coords, self.bands)).unsqueeze(0)  # (1, P, h)
+            pos = self.pos_proj(self.features).unsqueeze(0)  # (1, H*W, h)
         else:
-            pos = self.pos_proj(fourier_features(self.coords[pixels], self.bands))  # (B, P, h)
+            pos = self.pos_proj(self.features[pixels])  # (B, P, h)
         hidden = self.slot_proj(slots).unsqueeze(2) + pos.unsqueeze(1)  # (B, K, P, h)
         out = self.mlp(hidden).float()  # (B, K, P, 4)
         rgb = torch.sigmoid(out[..., :3])  # (B, K, P, 3)

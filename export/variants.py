@@ -1,0 +1,267 @@
+"""fp16 and int8 variants of a bundle's fp32 graph, each measured against fp32 in one run.
+
+fp16: weights and activations in half precision with float32 inputs/outputs kept, so the
+contract does not change (also the input TensorRT 11's strongly typed builder wants).
+int8: onnxruntime quantization, dynamic (weights int8, activations quantised on the fly) and
+static (QDQ, activations calibrated on generated scenes); both are measured and the better
+one that passes the gate (code agreement >= 99%, FG-ARI within 0.01 of fp32) is kept."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from export.contract import (
+    INPUT_NAME,
+    MODEL_FILE,
+    OUTPUT_NAMES,
+    VARIANT_FILES,
+    load_bundle,
+    sha256_file,
+    to_model_input,
+    write_manifest,
+)
+from export.verify import ort_session
+
+log = logging.getLogger(__name__)
+
+MIN_CODE_AGREEMENT = 0.99
+MAX_FG_ARI_CHANGE = 0.01
+
+
+def make_fp16(src: Path, dst: Path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over generated scenes of both variants."""
+
+    def __init__(self, images: np.ndarray, batch: int = 16):
+        self.batches = [to_model_input(images[i : i + batch]) for i in range(0, len(images), batch)]
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.batches):
+            return None
+        self.i += 1
+        return {INPUT_NAME: self.batches[self.i - 1]}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def codebook_nodes(model: onnx.ModelProto, codebook: np.ndarray | None) -> list[str]:
+    """Nodes that read the codebook (directly or through a Transpose/Cast): left in float,
+    because quantising the slot-to-code distances flips codes that are nearly tied."""
+    from onnx import numpy_helper
+
+    if codebook is None:
+        return []
+    names = {
+        i.name
+        for i in model.graph.initializer
+        if tuple(i.dims) == codebook.shape and np.allclose(numpy_helper.to_array(i), codebook)
+    }
+    nodes, frontier = [], set(names)
+    for node in model.graph.node:  # graph nodes are topologically sorted
+        if frontier & set(node.input):
+            nodes.append(node.name)
+            if node.op_type in ("Transpose", "Cast", "Reshape", "Unsqueeze"):
+                frontier |= set(node.output)
+    return nodes
+
+
+def shared_weight_gemms(model: onnx.ModelProto) -> list[str]:
+    """Gemm nodes whose weight initializer is shared with another node (the unrolled GRU and
+    slot-attention iterations reuse one weight). onnxruntime's dynamic quantiser transposes
+    such a shared weight once per use and then fails to load (MatMulInteger shape error), so
+    these nodes stay float."""
+    inits = {i.name for i in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in inits:
+                uses[name] = uses.get(name, 0) + 1
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Gemm" and any(uses.get(i, 0) > 1 for i in n.input[1:2])
+    ]
+
+
+def make_int8(
+    src: Path,
+    dst: Path,
+    method: str,
+    calibration: np.ndarray | None = None,
+    codebook: np.ndarray | None = None,
+) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process
+    from onnxruntime.quantization import quantize_dynamic, quantize_static
+
+    model = onnx.load(str(src))
+    exclude = codebook_nodes(model, codebook)
+    if method == "dynamic":
+        # The exporter's recorded intermediate shapes trip onnx's re-inference inside the
+        # quantiser (GRU gate widths); drop them and let it infer afresh.
+        del model.graph.value_info[:]
+        exclude += shared_weight_gemms(model)
+        with tempfile.TemporaryDirectory() as tmp:
+            clean = Path(tmp) / "clean.onnx"
+            onnx.save(model, str(clean))
+            quantize_dynamic(
+                str(clean),
+                str(dst),
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    elif method == "static":
+        if calibration is None:
+            raise ValueError("static int8 quantization needs calibration images")
+        with tempfile.TemporaryDirectory() as tmp:
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre),
+                str(dst),
+                _Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=codebook_nodes(onnx.load(str(pre)), codebook),
+            )
+    else:
+        raise ValueError(f"int8 method must be dynamic or static, got {method!r}")
+
+
+def _run(session, images: np.ndarray, batch: int = 32):
+    outs = [
+        session.run(list(OUTPUT_NAMES), {INPUT_NAME: to_model_input(images[i : i + batch])})
+        for i in range(0, len(images), batch)
+    ]
+    return [np.concatenate([o[j] for o in outs]) for j in range(3)]
+
+
+def _median_ms(session, x: np.ndarray, repeats: int) -> float:
+    session.run(None, {INPUT_NAME: x})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, {INPUT_NAME: x})
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def measure(reference, candidate, scenes, speed_batch: int = 16, repeats: int = 7) -> dict:
+    """Candidate session against the fp32 reference on labelled scenes, in one run."""
+    from training.metrics import fg_ari, nanmean
+
+    images = np.stack([s.image for s in scenes])
+    truth = np.stack([s.instances for s in scenes])
+    r_masks, r_codes, _ = _run(reference, images)
+    c_masks, c_codes, _ = _run(candidate, images)
+    x = to_model_input(images[:speed_batch])
+    ref_ms, cand_ms = _median_ms(reference, x, repeats), _median_ms(candidate, x, repeats)
+    fp32_ari, cand_ari = (
+        nanmean(fg_ari(truth, r_masks.argmax(1))),
+        nanmean(fg_ari(truth, c_masks.argmax(1))),
+    )
+    return {
+        "code_agreement": round(float((r_codes == c_codes).mean()), 5),
+        "argmax_agreement": round(float((r_masks.argmax(1) == c_masks.argmax(1)).mean()), 5),
+        "max_mask_diff": float(np.abs(r_masks - c_masks).max()),
+        "fg_ari_fp32": round(fp32_ari, 4),
+        "fg_ari": round(cand_ari, 4),
+        "fg_ari_change": round(cand_ari - fp32_ari, 4),
+        "speed_batch": speed_batch,
+        "fp32_ms": round(ref_ms, 2),
+        "ms": round(cand_ms, 2),
+        "speedup_vs_fp32": round(ref_ms / cand_ms, 3),
+        "scenes": len(scenes),
+    }
+
+
+def passes(m: dict) -> bool:
+    return (
+        m["code_agreement"] >= MIN_CODE_AGREEMENT and abs(m["fg_ari_change"]) <= MAX_FG_ARI_CHANGE
+    )
+
+
+def build_variants(
+    bundle: str | Path,
+    int8: str = "auto",
+    scenes: int = 256,
+    threads: int | None = None,
+    codebook: np.ndarray | None = None,
+) -> dict:
+    """Write model.fp16.onnx and model.int8.onnx next to model.onnx; record figures in the
+    manifest (variants + file hashes). int8: auto = try static and dynamic, keep the better."""
+    from training.data import generate_batch
+
+    bundle = Path(bundle)
+    manifest = load_bundle(bundle)
+    size = manifest.input.height
+    eval_scenes = generate_batch(scenes // 2, 31337, "textured", size) + generate_batch(
+        scenes // 2, 31337, "solid", size
+    )
+    calib = np.stack(
+        [
+            s.image
+            for s in generate_batch(64, 2718, "textured", size)
+            + generate_batch(64, 2718, "solid", size)
+        ]
+    )
+    fp32 = ort_session(bundle / MODEL_FILE, threads)
+    results: dict[str, dict] = {}
+
+    fp16_path = bundle / VARIANT_FILES["fp16"]
+    make_fp16(bundle / MODEL_FILE, fp16_path)
+    results["fp16"] = {
+        "file": fp16_path.name,
+        **measure(fp32, ort_session(fp16_path, threads), eval_scenes),
+    }
+    log.info("fp16: %s", results["fp16"])
+
+    candidates: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    for method in ["static", "dynamic"] if int8 == "auto" else [int8]:
+        path = bundle / f"model.int8.{method}.onnx"
+        try:
+            make_int8(bundle / MODEL_FILE, path, method, calib, codebook)
+            candidates[method] = measure(fp32, ort_session(path, threads), eval_scenes)
+        except Exception as err:  # a quantiser failure is a finding, not a crash  # noqa: BLE001
+            reason = str(err).splitlines()[0][:300]
+            log.warning("int8 %s failed: %s", method, reason)
+            failed[method] = reason
+            path.unlink(missing_ok=True)
+            continue
+        log.info("int8 %s: %s", method, candidates[method])
+    if not candidates:
+        raise RuntimeError(f"every int8 method failed: {failed}")
+    ok = {m: r for m, r in candidates.items() if passes(r)} or candidates
+    best = max(ok, key=lambda m: (passes(ok[m]), ok[m]["speedup_vs_fp32"]))
+    (bundle / f"model.int8.{best}.onnx").replace(bundle / VARIANT_FILES["int8"])
+    for method in candidates:
+        (bundle / f"model.int8.{method}.onnx").unlink(missing_ok=True)
+    results["int8"] = {
+        "file": VARIANT_FILES["int8"],
+        "method": best,
+        "passes_gate": passes(candidates[best]),
+        **candidates[best],
+        "candidates": candidates,
+        "failed": failed,
+    }
+    manifest.variants = results
+    for name in ("fp16", "int8"):
+        manifest.files[VARIANT_FILES[name]] = sha256_file(bundle / VARIANT_FILES[name])
+    write_manifest(bundle, manifest)
+    return results

@@ -1,0 +1,102 @@
+"""fp16 / int8 variants and the Triton model repository."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from export.contract import VARIANT_FILES, load_bundle
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def with_variants(exported, tmp_path_factory):
+    from export.variants import build_variants
+    from training.checkpoint import load_checkpoint
+
+    ckpt, bundle, _ = exported
+    copy = tmp_path_factory.mktemp("variants") / "bundle"
+    shutil.copytree(bundle, copy)
+    model, _ = load_checkpoint(ckpt)
+    results = build_variants(copy, scenes=32, threads=1, codebook=model.codebook.embed.numpy())
+    return copy, results
+
+
+def test_variants_are_written_hashed_and_measured(with_variants):
+    bundle, results = with_variants
+    manifest = load_bundle(bundle)  # hashes of the new files verify
+    for name in ("fp16", "int8"):
+        assert VARIANT_FILES[name] in manifest.files
+        figures = manifest.variants[name]
+        for key in ("code_agreement", "fg_ari_change", "speedup_vs_fp32", "fp32_ms", "ms"):
+            assert key in figures, (name, key)
+        assert 0.0 <= figures["code_agreement"] <= 1.0
+    assert manifest.variants["int8"]["method"] in ("static", "dynamic")
+    assert results["fp16"]["code_agreement"] >= 0.99  # half precision keeps the codes
+
+
+def test_fp16_keeps_float32_io_and_has_half_weights(with_variants):
+    bundle, _ = with_variants
+    model = onnx.load(str(bundle / VARIANT_FILES["fp16"]))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    halves = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert halves, "no fp16 weights in the fp16 variant"
+
+
+def test_int8_graph_is_quantised_but_codebook_stays_float(with_variants, exported):
+    from export.variants import codebook_nodes
+    from training.checkpoint import load_checkpoint
+
+    bundle, _ = with_variants
+    model = onnx.load(str(bundle / VARIANT_FILES["int8"]))
+    ops = {n.op_type for n in model.graph.node}
+    assert ops & {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "DynamicQuantizeLinear"}
+    codebook = load_checkpoint(exported[0])[0].codebook.embed.numpy()
+    fp32 = onnx.load(str(exported[1] / "model.onnx"))
+    assert codebook_nodes(fp32, codebook), "found no node reading the codebook"
+
+
+def test_triton_config_parses_as_protobuf_text(exported, tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from export.triton import write_triton_repo
+
+    _, bundle, _ = exported
+    configs = write_triton_repo(bundle, tmp_path / "repo", name="slots", max_batch_size=32)
+    cfg = text_format.Parse(configs[0].read_text(), model_config_pb2.ModelConfig())
+    assert cfg.name == "slots" and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 32
+    assert [i.name for i in cfg.input] == ["image"] and list(cfg.input[0].dims) == [3, 32, 32]
+    assert [o.name for o in cfg.output] == ["masks", "codes", "code_distances"]
+    assert cfg.output[1].data_type == model_config_pb2.TYPE_INT64
+    assert list(cfg.output[0].dims) == [4, 32, 32]
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 16, 32]
+    assert cfg.instance_group[0].count == 1
+    assert (tmp_path / "repo" / "slots" / "1" / "model.onnx").exists()
+
+
+def test_triton_repo_includes_plan_when_present(exported, tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from export.contract import sha256_file, write_manifest
+    from export.triton import write_triton_repo
+
+    _, bundle, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    (copy / "engine.plan").write_bytes(np.arange(16, dtype=np.uint8).tobytes())
+    manifest = load_bundle(copy)
+    manifest.files["engine.plan"] = sha256_file(copy / "engine.plan")
+    write_manifest(copy, manifest)
+    configs = write_triton_repo(copy, tmp_path / "repo", name="slots")
+    assert len(configs) == 2
+    trt = text_format.Parse(configs[1].read_text(), model_config_pb2.ModelConfig())
+    assert (
+        trt.platform == "tensorrt_plan"
+        and trt.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    )
