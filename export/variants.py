@@ -104,8 +104,13 @@ def make_int8(
     calibration: np.ndarray | None = None,
     codebook: np.ndarray | None = None,
 ) -> None:
-    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process
-    from onnxruntime.quantization import quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     model = onnx.load(str(src))
     exclude = codebook_nodes(model, codebook)
@@ -238,7 +243,7 @@ def build_variants(
         try:
             make_int8(bundle / MODEL_FILE, path, method, calib, codebook)
             candidates[method] = measure(fp32, ort_session(path, threads), eval_scenes)
-        except Exception as err:  # a quantiser failure is a finding, not a crash  # noqa: BLE001
+        except Exception as err:  # a quantiser failure is a finding, not a crash
             reason = str(err).splitlines()[0][:300]
             log.warning("int8 %s failed: %s", method, reason)
             failed[method] = reason
