@@ -1,4 +1,6 @@
-"""`python -m export VERB ...`: onnx, verify. Thin argument parsing over export.*"""
+"""`python -m export VERB ...`: onnx, verify, variants, tensorrt, triton, bentoml.
+
+Thin argument parsing over the export modules; see README "Export"."""
 
 from __future__ import annotations
 
@@ -8,48 +10,129 @@ import logging
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
 
-    p = sub.add_parser(
-        "onnx", help="export a checkpoint to an ONNX model bundle (runs the parity gate)"
-    )
+    p = sub.add_parser("onnx", help="checkpoint -> ONNX bundle (parity gate, then fp16/int8)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="bundle directory, e.g. models/NAME")
     p.add_argument("--name", default=None)
     p.add_argument("--version", default="1")
     p.add_argument("--mask-source", choices=["decoder_alpha", "attention"], default="decoder_alpha")
+    p.add_argument(
+        "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
+    )
+    p.add_argument("--int8", choices=["auto", "static", "dynamic"], default="auto")
 
     p = sub.add_parser("verify", help="torch against onnxruntime at batch 1, 3, 32")
     p.add_argument("--bundle", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--json", action="store_true")
 
-    args = parser.parse_args(argv)
+    p = sub.add_parser("variants", help="(re)build model.fp16.onnx and model.int8.onnx")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--checkpoint", default=None, help="to keep the codebook lookup in float")
+    p.add_argument("--int8", choices=["auto", "static", "dynamic"], default="auto")
+    p.add_argument("--scenes", type=int, default=256)
+
+    p = sub.add_parser("tensorrt", help="build a TensorRT plan on this GPU (UNVERIFIED here)")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--min-batch", type=int, default=1)
+    p.add_argument("--opt-batch", type=int, default=16)
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--fp32", action="store_true", help="build an fp32 engine instead of fp16")
+    p.add_argument("--cache-dir", default=None)
+
+    p = sub.add_parser("triton", help="write a Triton Inference Server model repository")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--out", required=True, help="repository directory")
+    p.add_argument("--name", default=None)
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--instances", type=int, default=1)
+
+    p = sub.add_parser("bentoml", help="import the bundle into the BentoML model store")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--name", default=None)
+    return parser
+
+
+def _codebook(checkpoint):
+    if not checkpoint:
+        return None
+    from training.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint)[0].codebook.embed.numpy()
+
+
+def run(args) -> object:
+    if args.verb == "onnx":
+        from export.onnx_export import export_bundle
+
+        manifest = export_bundle(
+            args.checkpoint, args.out, args.name, args.version, args.mask_source
+        )
+        result = {"bundle": args.out, "parity": manifest.parity}
+        if not args.no_variants:
+            from export.variants import build_variants
+
+            result["variants"] = build_variants(
+                args.out, args.int8, codebook=_codebook(args.checkpoint)
+            )
+        return result
+    if args.verb == "verify":
+        from export.verify import parity_gate, verify_bundle
+
+        report = verify_bundle(args.bundle, args.checkpoint)
+        print(json.dumps(report, indent=None if args.json else 2))
+        parity_gate(report)
+        return None
+    if args.verb == "variants":
+        from export.variants import build_variants
+
+        return build_variants(
+            args.bundle, args.int8, args.scenes, codebook=_codebook(args.checkpoint)
+        )
+    if args.verb == "tensorrt":
+        from export.tensorrt import BatchProfile, build_bundle_engine
+
+        profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
+        return {
+            "plan": str(build_bundle_engine(args.bundle, profile, not args.fp32, args.cache_dir))
+        }
+    if args.verb == "triton":
+        from export.triton import write_triton_repo
+
+        configs = write_triton_repo(
+            args.bundle,
+            args.out,
+            args.name,
+            max_batch_size=args.max_batch_size,
+            instances=args.instances,
+        )
+        return {"configs": [str(c) for c in configs]}
+    if args.verb == "bentoml":
+        from export.bento import import_bundle
+
+        return {"tag": import_bundle(args.bundle, args.name)}
+    raise AssertionError(args.verb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
     from export.contract import BundleError
 
     try:
-        if args.verb == "onnx":
-            from export.onnx_export import export_bundle
-
-            manifest = export_bundle(
-                args.checkpoint, args.out, args.name, args.version, args.mask_source
-            )
-            print(json.dumps({"bundle": args.out, "parity": manifest.parity}, indent=2))
-        elif args.verb == "verify":
-            from export.verify import parity_gate, verify_bundle
-
-            report = verify_bundle(args.bundle, args.checkpoint)
-            print(json.dumps(report, indent=None if args.json else 2))
-            parity_gate(report)
-    except (BundleError, FileNotFoundError) as err:
+        result = run(args)
+    except (BundleError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
+    except (RuntimeError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

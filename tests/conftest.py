@@ -50,3 +50,16 @@ def exported(tmp_path_factory):
     )
     manifest = export_bundle(ckpt, root / "bundle")
     return ckpt, root / "bundle", manifest
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests skip only where there is no CUDA GPU (never for a missing tool in CI)."""
+    import shutil
+
+    has_gpu = shutil.which("nvidia-smi") is not None
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

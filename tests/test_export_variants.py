@@ -100,3 +100,120 @@ def test_triton_repo_includes_plan_when_present(exported, tmp_path):
         trt.platform == "tensorrt_plan"
         and trt.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     )
+
+
+def test_tensorrt_profile_options_and_cache_keys():
+    from export.tensorrt import (
+        BatchProfile,
+        cache_key,
+        needs_fp16_onnx,
+        ort_tensorrt_options,
+        plan_name,
+    )
+
+    p = BatchProfile(1, 8, 32)
+    assert p.shapes(64, 64)["max"] == (32, 3, 64, 64)
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        BatchProfile(4, 2, 8)
+    opts = ort_tensorrt_options(64, 64, p, fp16=True, cache_dir="c")
+    assert opts["trt_profile_min_shapes"] == "image:1x3x64x64"
+    assert opts["trt_profile_opt_shapes"] == "image:8x3x64x64"
+    assert opts["trt_profile_max_shapes"] == "image:32x3x64x64"
+    assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_enable"] is True
+    # TensorRT 11 is strongly typed: fp16 must come from the fp16 ONNX; TensorRT 10 uses the flag
+    assert needs_fp16_onnx("11.0.0", True) and not needs_fp16_onnx("10.9.0", True)
+    assert not needs_fp16_onnx("11.0.0", False)
+    a = cache_key("abc", "NVIDIA H200", "10.9.0", True, p)
+    assert a == cache_key("abc", "NVIDIA H200", "10.9.0", True, p)
+    assert (
+        len(
+            {
+                a,
+                cache_key("abc", "NVIDIA L4", "10.9.0", True, p),
+                cache_key("abc", "NVIDIA H200", "11.0.0", True, p),
+                cache_key("abc", "NVIDIA H200", "10.9.0", False, p),
+                cache_key("abd", "NVIDIA H200", "10.9.0", True, p),
+            }
+        )
+        == 5
+    )
+    assert (
+        plan_name("NVIDIA H200", "10.9.0", True, a) == f"model.nvidia-h200.trt10.9.0.fp16.{a}.plan"
+    )
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_builds_on_gpu(with_variants):
+    trt = pytest.importorskip("tensorrt", reason="TensorRT is only installable on GPU machines")
+    from export.tensorrt import BatchProfile, build_bundle_engine
+
+    bundle, _ = with_variants
+    plan = build_bundle_engine(bundle, BatchProfile(1, 4, 8), fp16=True)
+    assert plan.stat().st_size > 0 and trt.__version__ in plan.name
+
+
+def test_bentoml_import_and_cli_verbs(exported, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    _, bundle, _ = exported
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "bentoml",
+            "--bundle",
+            str(bundle),
+            "--name",
+            "slots-test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    tag = json.loads(res.stdout)["tag"]
+    assert tag.startswith("slots-test:")
+    stored = list((tmp_path / "bentoml" / "models" / "slots-test").glob("*/manifest.json"))
+    assert stored, "bundle not in the model store"
+    assert (stored[0].parent / "model.onnx").exists()
+
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "triton",
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(tmp_path / "repo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["configs"][0].endswith("config.pbtxt")
+
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "verify",
+            "--bundle",
+            str(tmp_path / "nope"),
+            "--checkpoint",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2 and res.stderr.startswith("error:") and res.stderr.count("\n") == 1
