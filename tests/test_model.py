@@ -23,8 +23,10 @@ def _images(b=3, size=32, seed=0):
         {"modulation": {"qvf": True}},
         {"slot_attention": {"init": "learned"}},
         {"decoder": {"kind": "conv", "broadcast_size": 8, "output_stride": 2}},
+        {"decoder": {"attention_prior": True}},
+        {"decoder": {"kind": "conv", "broadcast_size": 8, "attention_prior": True}},
     ],
-    ids=["default", "no_topdown", "qvf", "learned_init", "conv_decoder"],
+    ids=["default", "no_topdown", "qvf", "learned_init", "conv_decoder", "prior", "conv_prior"],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
     torch.manual_seed(0)
@@ -140,3 +142,22 @@ def test_kmeans_finds_separated_clusters():
     x = torch.cat([c + 0.1 * torch.randn(50, 2, generator=g) for c in centres])
     found = kmeans(x, 3, 10, generator=g)
     assert torch.cdist(centres, found).min(1).values.max() < 0.5
+
+
+def test_attention_prior_shapes_the_masks(small_cfg):
+    """With the prior, a slot whose attention is (nearly) zero somewhere cannot own those pixels."""
+    torch.manual_seed(0)
+    cfg = small_config(decoder={"attention_prior": True})
+    model = build_model(cfg).eval()
+    x = _images()
+    with torch.no_grad():
+        out = model(x)
+        prior = model._attention_prior(out.attention, (32, 32)).reshape(3, 4, 32, 32)
+    # masks = softmax(decoder alpha + log attention): the prior's argmax and the masks agree
+    # far more often than chance (1/K) before any training
+    agreement = (prior.argmax(1) == out.masks.argmax(1)).float().mean()
+    assert agreement > 0.5
+    plain = build_model(small_cfg).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(plain(x).masks, out.masks)

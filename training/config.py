@@ -38,6 +38,8 @@ class SlotAttentionConfig(_Strict):
     init: Literal["gaussian", "learned"] = "gaussian"
     """gaussian: mu + sigma * eps while training, a fixed baked eps at inference;
     learned: one learned query per slot (deterministic always)."""
+    temperature: float = Field(1.0, gt=0.0)
+    """Multiplies the attention logits q.k / sqrt(D); > 1 sharpens the competition early."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""
@@ -73,6 +75,9 @@ class DecoderConfig(_Strict):
     train_pixels: int | None = Field(1024, ge=16)
     """mlp: pixels decoded per image per training step (None = all)."""
     fourier_bands: int = Field(6, ge=0)
+    attention_prior: bool = False
+    """Add log(slot attention), upsampled, to each slot's alpha logits: a direct path from the
+    reconstruction to the grouping that breaks the all-slots-alike start of training."""
     broadcast_size: int = Field(8, ge=1)
     """conv: size of the grid each slot is tiled over."""
     output_stride: int = Field(2, ge=1)

@@ -55,8 +55,14 @@ class MLPBroadcastDecoder(nn.Module):
         # Fourier features of every pixel, computed once: a constant in an exported graph.
         self.register_buffer("features", fourier_features(coords, self.bands), persistent=False)
 
-    def forward(self, slots: torch.Tensor, pixels: torch.Tensor | None = None) -> Decoded:
-        """slots (B, K, D); pixels (B, P) flat pixel indices to decode (None: all, as an image)."""
+    def forward(
+        self,
+        slots: torch.Tensor,
+        pixels: torch.Tensor | None = None,
+        alpha_bias: torch.Tensor | None = None,
+    ) -> Decoded:
+        """slots (B, K, D); pixels (B, P) flat pixel indices to decode (None: all, as an image);
+        alpha_bias (B, K, P or H*W) added to the alpha logits."""
         b, k, _ = slots.shape
         if pixels is None:
             pos = self.pos_proj(self.features).unsqueeze(0)  # (1, H*W, h)
@@ -65,7 +71,8 @@ class MLPBroadcastDecoder(nn.Module):
         hidden = self.slot_proj(slots).unsqueeze(2) + pos.unsqueeze(1)  # (B, K, P, h)
         out = self.mlp(hidden).float()  # (B, K, P, 4)
         rgb = torch.sigmoid(out[..., :3])  # (B, K, P, 3)
-        masks = out[..., 3].softmax(dim=1)  # (B, K, P)
+        logits = out[..., 3] if alpha_bias is None else out[..., 3] + alpha_bias
+        masks = logits.softmax(dim=1)  # (B, K, P)
         recon = (rgb * masks.unsqueeze(-1)).sum(dim=1)  # (B, P, 3)
         if pixels is not None:
             return Decoded(recon, masks, rgb)
@@ -95,8 +102,14 @@ class BroadcastDecoder(nn.Module):
         layers += [nn.Conv2d(d_in, 4, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, slots: torch.Tensor, pixels: torch.Tensor | None = None) -> Decoded:
-        """slots (B, K, D) -> Decoded at image resolution (`pixels` must be None)."""
+    def forward(
+        self,
+        slots: torch.Tensor,
+        pixels: torch.Tensor | None = None,
+        alpha_bias: torch.Tensor | None = None,
+    ) -> Decoded:
+        """slots (B, K, D) -> Decoded at image resolution (`pixels` must be None);
+        alpha_bias (B, K, H*W) added to the alpha logits."""
         if pixels is not None:
             raise ValueError("the convolutional decoder decodes whole images only")
         b, k, d = slots.shape
@@ -110,7 +123,10 @@ class BroadcastDecoder(nn.Module):
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         out = out.view(b, k, 4, self.image_size, self.image_size)
         rgb = torch.sigmoid(out[:, :, :3].float())
-        masks = out[:, :, 3].float().softmax(dim=1)  # (B, K, H, W)
+        logits = out[:, :, 3].float()
+        if alpha_bias is not None:
+            logits = logits + alpha_bias.view_as(logits)
+        masks = logits.softmax(dim=1)  # (B, K, H, W)
         recon = (rgb * masks.unsqueeze(2)).sum(dim=1)
         return Decoded(recon, masks, rgb)
 

@@ -59,7 +59,7 @@ class SelfModulatingSlotAttention(nn.Module):
         if self.modulation is not None:
             mod = self.modulation(vq.quantized.to(slots.dtype), attn)
             slots, attn = self.grouping.iterate(z0, k, v, mod)  # same z0, same weights
-        decoded, target = self._decode(slots, image)
+        decoded, target = self._decode(slots, image, attn)
         mse = F.mse_loss(decoded.reconstruction, target)
         total = mse + self.cfg.codebook.commitment_weight * vq.commitment
         return ModelOutput(
@@ -73,17 +73,28 @@ class SelfModulatingSlotAttention(nn.Module):
             bottom_up_attention=bottom_up_attn,
         )
 
-    def _decode(self, slots: torch.Tensor, image: torch.Tensor):
+    def _attention_prior(self, attn: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """attn (B, K, N) on the token grid -> log attention upsampled to (B, K, H*W)."""
+        b, k, n = attn.shape
+        side = round(n**0.5)
+        grid = torch.log(attn.float() + 1e-6).reshape(b, k, side, side)
+        return F.interpolate(grid, size=size, mode="bilinear", align_corners=False).flatten(2)
+
+    def _decode(self, slots: torch.Tensor, image: torch.Tensor, attn: torch.Tensor):
         """Decode all pixels, or in training a random subset when the decoder supports it."""
         n_pix = self.cfg.decoder.train_pixels
         hw = image.shape[-1] * image.shape[-2]
+        bias = None
+        if self.cfg.decoder.attention_prior:
+            bias = self._attention_prior(attn, (image.shape[-2], image.shape[-1]))  # (B, K, H*W)
         if self.training and self.cfg.decoder.kind == "mlp" and n_pix and n_pix < hw:
             pixels = torch.rand(image.shape[0], hw, device=image.device).argsort(dim=1)[:, :n_pix]
-            target = (
-                image.flatten(2).transpose(1, 2).gather(1, pixels.unsqueeze(-1).expand(-1, -1, 3))
-            )
-            return self.decoder(slots, pixels), target.float()  # target (B, P, 3)
-        return self.decoder(slots), image.float()
+            flat = image.flatten(2).transpose(1, 2)  # (B, H*W, 3)
+            target = flat.gather(1, pixels.unsqueeze(-1).expand(-1, -1, 3))
+            if bias is not None:
+                bias = bias.gather(2, pixels.unsqueeze(1).expand(-1, bias.shape[1], -1))
+            return self.decoder(slots, pixels, bias), target.float()  # target (B, P, 3)
+        return self.decoder(slots, alpha_bias=bias), image.float()
 
 
 def build_model(cfg: ModelConfig) -> SelfModulatingSlotAttention:

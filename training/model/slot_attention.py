@@ -17,7 +17,7 @@ class SlotAttention(nn.Module):
         super().__init__()
         d = cfg.slot_dim
         self.cfg = cfg
-        self.scale = d**-0.5
+        self.scale = d**-0.5 * cfg.temperature
         self.norm_inputs = nn.LayerNorm(input_dim)
         self.norm_slots = nn.LayerNorm(d)
         self.norm_mlp = nn.LayerNorm(d)
@@ -27,6 +27,12 @@ class SlotAttention(nn.Module):
         self.gru = nn.GRUCell(d, d)
         self.mlp_in = nn.Linear(d, cfg.mlp_hidden)
         self.mlp_out = nn.Linear(cfg.mlp_hidden, d)
+        # Glorot-uniform projections, as in the original (TF/Keras) Slot Attention. PyTorch's
+        # default Linear init is ~3x smaller here, which leaves the initial attention logits at
+        # std ~0.3: attention is almost uniform, every slot receives the same update, and
+        # training sat on the symmetric "all slots alike" fixed point for thousands of steps.
+        for layer in (self.to_q, self.to_k, self.to_v):
+            nn.init.xavier_uniform_(layer.weight)
 
     def project(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs (B, N, Din) -> keys, values (B, N, D)."""
