@@ -39,8 +39,9 @@ class ExportWrapper(nn.Module):
         super().__init__()
         if mask_source not in MASK_SOURCES:
             raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
-        self.model = model.eval()
+        self.model = model
         self.mask_source = mask_source
+        self.eval()  # the wrapper too: the exporter warns about (and traces) training mode
 
     def forward(self, image: torch.Tensor):
         out = self.model(image)

@@ -1,0 +1,70 @@
+"""The shipped default model: its checkpoint and bundle load, verify and still perform.
+
+Thresholds sit below the figures measured at release (README) so that a regression in the
+model, the export or the evaluation code fails here, while float noise across CPUs does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.contract import MODEL_FILE, load_bundle
+from training.checkpoint import load_checkpoint
+from training.config import load_train_config
+from training.evaluate import bundle_predictor, evaluate_scenes, model_predictor, shapes_scenes
+
+ROOT = Path(__file__).parents[1]
+BUNDLE = ROOT / "models" / "slotserve-shapes"
+CHECKPOINT = BUNDLE / "model.safetensors"
+
+pytestmark = pytest.mark.slow
+
+# measured at release on 512 scenes (seed 12345); these checks use 96 scenes
+FLOORS = {"solid": 0.68, "textured": 0.40}  # measured 0.747 / 0.461 on 512 scenes
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_checkpoint(CHECKPOINT)
+
+
+def test_shipped_checkpoint_is_the_default_config(shipped):
+    model, info = shipped
+    assert model.cfg == load_train_config("default").model, "make train would build another model"
+    assert info.code_names and len(info.code_names) == model.cfg.codebook.size
+    assert info.extra["steps"] == load_train_config("default").run.max_steps
+
+
+@pytest.mark.parametrize("variant", ["solid", "textured"])
+def test_shipped_model_still_segments(shipped, variant):
+    model, info = shipped
+    scenes = shapes_scenes(variant, 96, 12345, model.cfg.image_size)
+    k, e = model.cfg.slot_attention.num_slots, model.cfg.codebook.size
+    result = evaluate_scenes(model_predictor(model), scenes, k, e, code_names=info.code_names)
+    assert result["fg_ari"] >= FLOORS[variant], result
+    # the codebook is in use (not collapsed onto a few codes)
+    assert result["code_perplexity"] > 8, result
+
+
+def test_shipped_bundle_verifies_and_matches_checkpoint(shipped):
+    model, _ = shipped
+    manifest = load_bundle(BUNDLE)
+    parity = manifest.parity
+    from export.variants import passes
+    from export.verify import MAX_MASK_DIFF
+
+    assert parity["max_mask_diff"] <= MAX_MASK_DIFF and parity["min_code_agreement"] == 1.0
+    assert parity["batch_symbolic"] and not parity["random_ops"]
+    assert manifest.variants["fp16"]["code_agreement"] >= 0.99
+    # int8 is recorded with its gate verdict (it does not pass yet; README says so)
+    int8 = manifest.variants["int8"]
+    assert int8["passes_gate"] == passes(int8)
+    scenes = shapes_scenes("textured", 48, 12345, model.cfg.image_size)
+    k, e = manifest.num_slots, manifest.codebook_size
+    a = evaluate_scenes(model_predictor(model), scenes, k, e)
+    b = evaluate_scenes(bundle_predictor(BUNDLE), scenes, k, e)
+    assert abs(a["fg_ari"] - b["fg_ari"]) <= 0.005
+    assert (BUNDLE / MODEL_FILE).stat().st_size < 5_000_000
+    assert np.isclose(sum(manifest.code_usage), 1.0, atol=1e-3)
