@@ -7,7 +7,6 @@ free-form run information. This is the artefact export reads; Lightning's own re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -87,11 +86,3 @@ def load_checkpoint(
         state = {k: f.get_tensor(k) for k in f.keys()}
     model.load_state_dict(state, strict=True)
     return model.eval(), info
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import numpy as np
 import torch
@@ -70,8 +68,3 @@ class SlotModule(L.LightningModule):
             opt, lambda step: lr_factor(step, o.warmup_steps, o.decay_steps)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def grad_norm(model: torch.nn.Module) -> float:
-    total = sum(float(p.grad.pow(2).sum()) for p in model.parameters() if p.grad is not None)
-    return math.sqrt(total)
