@@ -35,19 +35,36 @@ def small_cfg() -> ModelConfig:
     return small_config()
 
 
+def run_module(module: str, *args: str, timeout: int = 600, env=None):
+    """`python -m MODULE ARGS` in a subprocess (the CLI as a user runs it)."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def small_checkpoint(path, cfg: ModelConfig | None = None, code_names=None):
+    """A small model after one training forward (codebook initialised), saved in eval mode."""
+    cfg = cfg or small_config()
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model(torch.rand(4, 3, cfg.image_size, cfg.image_size))  # k-means init + one EMA step
+    return save_checkpoint(model.eval(), path, CheckpointInfo(cfg, code_names))
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """A small trained-for-one-step checkpoint and its exported bundle (shared, read-only)."""
     from export.onnx_export import export_bundle
 
     root = tmp_path_factory.mktemp("export")
-    cfg = small_config()
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    model(torch.rand(4, 3, 32, 32))  # codebook k-means init + one EMA step
-    ckpt = save_checkpoint(
-        model.eval(), root / "m.safetensors", CheckpointInfo(cfg, ["background"] * 8)
-    )
+    ckpt = small_checkpoint(root / "m.safetensors", code_names=["background"] * 8)
     manifest = export_bundle(ckpt, root / "bundle")
     return ckpt, root / "bundle", manifest
 

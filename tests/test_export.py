@@ -18,6 +18,7 @@ from export.contract import (
     read_manifest,
     to_model_input,
 )
+from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
 
@@ -101,21 +102,8 @@ def test_missing_file_and_future_format_are_refused(exported, tmp_path):
 
 def test_verify_cli_prints_json_and_passes(exported):
     ckpt, bundle, _ = exported
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export",
-            "verify",
-            "--bundle",
-            str(bundle),
-            "--checkpoint",
-            str(ckpt),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    res = run_module(
+        "export", "verify", "--bundle", str(bundle), "--checkpoint", str(ckpt), "--json"
     )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
@@ -146,12 +134,7 @@ def test_evaluate_through_onnxruntime_matches_checkpoint(exported):
     common = ["--variant", "textured", "--scenes", "24", "--seed", "7", "--json"]
     results = {}
     for flag, path in (("--checkpoint", ckpt), ("--bundle", bundle)):
-        res = subprocess.run(
-            [sys.executable, "-m", "training", "evaluate", flag, str(path), *common],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        res = run_module("training", "evaluate", flag, str(path), *common)
         assert res.returncode == 0, res.stderr
         results[flag] = json.loads(res.stdout)
     a, b = results["--checkpoint"], results["--bundle"]

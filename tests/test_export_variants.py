@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from export.contract import VARIANT_FILES, load_bundle
+from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
 
@@ -155,27 +156,10 @@ def test_tensorrt_engine_builds_on_gpu(with_variants):
 def test_bentoml_import_and_cli_verbs(exported, tmp_path):
     import json
     import os
-    import subprocess
-    import sys
 
     _, bundle, _ = exported
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export",
-            "bentoml",
-            "--bundle",
-            str(bundle),
-            "--name",
-            "slots-test",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    res = run_module("export", "bentoml", "--bundle", str(bundle), "--name", "slots-test", env=env)
     assert res.returncode == 0, res.stderr
     tag = json.loads(res.stdout)["tag"]
     assert tag.startswith("slots-test:")
@@ -183,37 +167,9 @@ def test_bentoml_import_and_cli_verbs(exported, tmp_path):
     assert stored, "bundle not in the model store"
     assert (stored[0].parent / "model.onnx").exists()
 
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export",
-            "triton",
-            "--bundle",
-            str(bundle),
-            "--out",
-            str(tmp_path / "repo"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = run_module("export", "triton", "--bundle", str(bundle), "--out", str(tmp_path / "repo"))
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["configs"][0].endswith("config.pbtxt")
 
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export",
-            "verify",
-            "--bundle",
-            str(tmp_path / "nope"),
-            "--checkpoint",
-            "x",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = run_module("export", "verify", "--bundle", str(tmp_path / "nope"), "--checkpoint", "x")
     assert res.returncode == 2 and res.stderr.startswith("error:") and res.stderr.count("\n") == 1

@@ -4,15 +4,13 @@ runs resume, and the CLI evaluates checkpoints and baselines."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import SMALL
+from tests.conftest import SMALL, run_module, small_checkpoint
 from training.checkpoint import CheckpointInfo, load_checkpoint, read_info, save_checkpoint
 from training.config import CONFIG_DIR, load_train_config
 from training.data import SHAPE_CLASSES
@@ -120,20 +118,15 @@ def test_read_info_rejects_foreign_files(tmp_path):
         read_info(tmp_path / "other.safetensors")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args], capture_output=True, text=True, timeout=600
-    )
+def _cli(*args: str):
+    return run_module("training", *args)
 
 
 @pytest.mark.slow
 def test_cli_evaluates_checkpoint_baselines_and_coco(small_cfg, tmp_path):
     from training.data import generate_batch, write_coco
 
-    torch.manual_seed(0)
-    model = build_model(small_cfg)
-    model(torch.rand(4, 3, 32, 32))
-    path = save_checkpoint(model.eval(), tmp_path / "m.safetensors", CheckpointInfo(small_cfg))
+    path = small_checkpoint(tmp_path / "m.safetensors", small_cfg)
     res = _cli(
         "evaluate", "--checkpoint", str(path), "--variant", "textured", "--scenes", "16", "--json"
     )
@@ -194,10 +187,7 @@ def test_codebook_sweep_reports_each_size(tmp_path):
 
 @pytest.mark.slow
 def test_demo_name_codes_and_bench_cli(small_cfg, tmp_path):
-    torch.manual_seed(0)
-    model = build_model(small_cfg)
-    model(torch.rand(4, 3, 32, 32))
-    path = save_checkpoint(model.eval(), tmp_path / "m.safetensors", CheckpointInfo(small_cfg))
+    path = small_checkpoint(tmp_path / "m.safetensors", small_cfg)
     res = _cli("name-codes", "--checkpoint", str(path), "--scenes", "8")
     assert res.returncode == 0, res.stderr
     named = read_info(path).code_names
