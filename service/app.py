@@ -1,0 +1,275 @@
+"""The BentoML services: `SlotServe` (HTTP + gRPC front) over `Inference` (the batched model).
+
+    client --HTTP--> SlotServe --+-- decode, resize (pure functions, service.processing)
+    client --gRPC--> (same proc) +-- await Inference.infer  <-- BentoML adaptive batching
+                                 +-- masks -> objects, COCO RLE; timings; metrics
+
+The front is async, so every request in flight reaches the batcher at once (a sync front
+runs one request per worker thread and the batcher never sees concurrency). gRPC runs on the
+front worker's event loop and calls the same pipeline, so HTTP and gRPC requests land in the
+same model calls. Calls to `Inference` are idempotent and are retried on a dropped pooled
+connection, so a keep-alive race between the two processes never reaches a client.
+"""
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+import bentoml
+import numpy as np
+from bentoml.exceptions import ServiceUnavailable
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from export.contract import to_model_input
+from service.backends import create_backend
+from service.bundle import resolve_bundle
+from service.errors import Overloaded, RequestError
+from service.guard import RequestGuard, UploadRoute
+from service.metrics import CodeDrift, ServiceMetrics
+from service.pipeline import Pipeline
+from service.processing import Limits
+from service.schemas import BatchDecomposition, Decomposition
+from service.settings import get_settings
+
+log = logging.getLogger("slotserve")
+SETTINGS = get_settings()
+TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+"""A dropped connection to the inference service: safe to retry (inference is idempotent)."""
+RETRIES = 3
+
+_metrics: ServiceMetrics | None = None
+
+
+def metrics() -> ServiceMetrics:
+    """One set of metric objects per process, created after BentoML set up multiprocess mode."""
+    global _metrics
+    if _metrics is None:
+        _metrics = ServiceMetrics()
+    return _metrics
+
+
+@bentoml.service(
+    name="slotserve-inference",
+    workers=SETTINGS.inference_workers,
+    traffic={"timeout": SETTINGS.timeout_s},
+    # The front's client to this service recycles its connection pool every 100 requests
+    # by default, closing connections other requests are still using (BentoML issue 4971):
+    # under a burst those requests fail with ServerDisconnectedError. Recycle never.
+    runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
+)
+class Inference:
+    """The model behind BentoML's adaptive batcher: uint8 images in, per-image outputs out."""
+
+    def __init__(self) -> None:
+        self.bundle = resolve_bundle(SETTINGS)
+        manifest = self.bundle.manifest
+        self.backend = create_backend(self.bundle.path, manifest, SETTINGS)
+        size = (1, manifest.input.height, manifest.input.width, 3)
+        self.backend.infer(to_model_input(np.zeros(size, dtype=np.uint8)))  # warm-up
+        self.metrics = metrics()
+        self.drift = CodeDrift(manifest.code_usage, manifest.codebook_size)
+        self.calls = itertools.count(1)
+        self.labels = dict(
+            backend=self.backend.name, provider=self.backend.provider, variant=self.backend.variant
+        )
+        self.metrics.model_info.labels(
+            model=manifest.name, version=manifest.version, **self.labels
+        ).set(1)
+
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def infer(self, images: np.ndarray) -> list[dict]:
+        """uint8 (N, H, W, 3) RGB at the model's input size -> one dict per image."""
+        started = time.perf_counter()
+        out = self.backend.infer(to_model_input(images))
+        seconds = time.perf_counter() - started
+        n = len(images)
+        call = f"{os.getpid()}-{next(self.calls)}"
+        self.metrics.batch_images.observe(n)
+        self.metrics.inference_seconds.labels(**self.labels).observe(seconds)
+        codes = out.codes.ravel()
+        for code, count in zip(*np.unique(codes, return_counts=True), strict=True):
+            self.metrics.code_assignments.labels(str(int(code))).inc(int(count))
+        self.drift.add(codes)
+        self.metrics.code_drift.set(self.drift.divergence())
+        return [
+            {
+                "masks": out.masks[i],
+                "codes": out.codes[i],
+                "distances": out.distances[i],
+                "call": call,
+                "images": n,
+                "compute_ms": seconds * 1000,
+            }
+            for i in range(n)
+        ]
+
+    @bentoml.api
+    def describe(self) -> dict:
+        """The backend really in use and the bundle it serves."""
+        return {
+            "backend": self.backend.describe(),
+            "bundle_source": self.bundle.source,
+            "pid": os.getpid(),
+        }
+
+
+async def model_route(request: Request) -> JSONResponse:
+    front = bentoml.get_current_service()
+    return JSONResponse(await front.describe_model())
+
+
+_routes = Starlette(routes=[Route("/model", model_route, methods=["GET"])])
+
+
+@bentoml.service(
+    name="slotserve",
+    workers=SETTINGS.workers,
+    traffic={"timeout": SETTINGS.timeout_s, "max_concurrency": SETTINGS.max_concurrency},
+)
+@bentoml.asgi_app(_routes, path="/")
+class SlotServe:
+    """Object decomposition: one mask and one semantic code label per object."""
+
+    inference = bentoml.depends(Inference)
+
+    def __init__(self) -> None:
+        self.bundle = resolve_bundle(SETTINGS)
+        self.metrics = metrics()
+        self.pipeline = Pipeline(
+            self.bundle.manifest,
+            self._infer,
+            Limits(SETTINGS.max_upload_bytes, SETTINGS.max_pixels, SETTINGS.min_side),
+            max_images=SETTINGS.max_images,
+            max_batch_size=SETTINGS.max_batch_size,
+            metrics=self.metrics,
+        )
+        self.grpc_server = None
+
+    async def _infer(self, images: np.ndarray) -> list[dict]:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return await self.inference.to_async.call("infer", images)
+            except ServiceUnavailable as err:
+                raise Overloaded(
+                    "the model is saturated (adaptive batcher over its latency budget); "
+                    "retry shortly"
+                ) from err
+            except TRANSIENT as err:
+                if attempt == RETRIES:
+                    raise
+                log.warning("retrying inference after %s (attempt %d)", type(err).__name__, attempt)
+        raise AssertionError("unreachable")
+
+    async def describe_model(self) -> dict:
+        backend = await self.inference.to_async.call("describe")
+        return {
+            "manifest": self.bundle.manifest.model_dump(mode="json"),
+            "bundle_source": self.bundle.source,
+            **backend,
+            "batching": {
+                "max_batch_size": SETTINGS.max_batch_size,
+                "max_latency_ms": SETTINGS.max_latency_ms,
+            },
+            "grpc_port": SETTINGS.grpc_port or None,
+        }
+
+    @bentoml.on_startup
+    async def warm_up(self) -> None:
+        """Calibrate the adaptive batcher before traffic arrives.
+
+        BentoML's batcher sends its first ~11 requests one at a time while it fits its
+        latency model; under a burst at start-up the queue behind them overruns
+        max_latency_ms and gets shed. A few sequential then concurrent calls here (blank
+        images, results discarded) do that fitting before the port opens.
+        """
+        manifest = self.bundle.manifest
+        blank = np.zeros((1, manifest.input.height, manifest.input.width, 3), dtype=np.uint8)
+        started = time.perf_counter()
+        for _ in range(12):
+            await self._infer(blank)
+        for size in (2, 3, 4):
+            await asyncio.gather(*[self._infer(blank) for _ in range(size)])
+        log.info("batcher warmed up in %.0f ms", 1e3 * (time.perf_counter() - started))
+
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
+        if not SETTINGS.grpc_port:
+            return
+        from service.rpc.server import SlotServeServicer, start_server
+
+        servicer = SlotServeServicer(self.pipeline, self.describe_model, self.metrics)
+        self.grpc_server = await start_server(
+            servicer, SETTINGS.grpc_host, SETTINGS.grpc_port, SETTINGS.grpc_max_message_bytes
+        )
+
+    @bentoml.on_shutdown
+    async def stop_grpc(self) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=5)
+
+    def _refuse(self, endpoint: str, err: RequestError) -> JSONResponse:
+        self.metrics.requests.labels("http", endpoint, err.reason).inc()
+        self.metrics.errors.labels(err.reason, "http").inc()
+        return JSONResponse(
+            {"error": err.message, "reason": err.reason}, status_code=err.http_status
+        )
+
+    def _ok(self, endpoint: str) -> None:
+        self.metrics.requests.labels("http", endpoint, "ok").inc()
+
+    @bentoml.api(route="/decompose")
+    async def decompose(self, image: Path) -> Decomposition:
+        """One image (multipart field `image`: PNG, JPEG or WebP, any size) -> its objects."""
+        try:
+            result = await self.pipeline.decompose(image.read_bytes(), "http")
+        except RequestError as err:
+            return self._refuse("decompose", err)
+        self._ok("decompose")
+        return Decomposition.model_validate(result)
+
+    @bentoml.api(route="/decompose_batch")
+    async def decompose_batch(self, images: list[Path]) -> BatchDecomposition:
+        """Several images (repeat the multipart field `images`) -> their objects, in order."""
+        try:
+            results = await self.pipeline.decompose_many([p.read_bytes() for p in images], "http")
+        except RequestError as err:
+            return self._refuse("decompose_batch", err)
+        self._ok("decompose_batch")
+        return BatchDecomposition.model_validate({"results": results})
+
+    @bentoml.api(route="/visualize")
+    async def visualize(self, image: Path) -> Image.Image:
+        """One image -> PNG overlay of its objects, coloured by semantic code and named."""
+        try:
+            png = await self.pipeline.visualize(image.read_bytes(), "http")
+        except RequestError as err:
+            return self._refuse("visualize", err)
+        self._ok("visualize")
+        return Response(png, media_type="image/png")
+
+
+_per_image = SETTINGS.max_upload_bytes + 64 * 1024
+SlotServe.add_asgi_middleware(
+    RequestGuard,
+    routes={
+        "/decompose": UploadRoute("image", 1, _per_image),
+        "/visualize": UploadRoute("image", 1, _per_image),
+        "/decompose_batch": UploadRoute(
+            "images", SETTINGS.max_images, SETTINGS.max_batch_request_bytes
+        ),
+    },
+    max_body_bytes=_per_image,
+)

@@ -1,0 +1,5 @@
+"""Inference backends behind one interface (`Backend.infer`), chosen by settings."""
+
+from service.backends.base import Backend, BackendError, ModelOutputs, create_backend
+
+__all__ = ["Backend", "BackendError", "ModelOutputs", "create_backend"]

@@ -1,0 +1,144 @@
+"""onnxruntime backend: CPU, CUDA or TensorRT execution provider, checked after loading.
+
+`onnxruntime-gpu` quietly falls back to the CPU when CUDA or TensorRT libraries are missing,
+so the provider reported (in /model and the model-info metric) is the one the session really
+uses, read back from `get_providers()`. An explicit provider that does not load is an error;
+`auto` takes the best that does.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from export.contract import INPUT_NAME, OUTPUT_CODES, OUTPUT_DISTANCES, OUTPUT_MASKS, Manifest
+from export.tensorrt import BatchProfile, ort_tensorrt_options
+from service.backends.base import Backend, BackendError, ModelOutputs
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+SHORT_NAMES = {v: k for k, v in PROVIDERS.items()}
+
+
+def provider_chain(requested: str, available: list[str]) -> list[str]:
+    """Providers to ask onnxruntime for, best first, always ending on the CPU."""
+    if requested == "auto":
+        wanted = [PROVIDERS["tensorrt"], PROVIDERS["cuda"]]
+    elif requested == "tensorrt":
+        wanted = [PROVIDERS["tensorrt"], PROVIDERS["cuda"]]
+    else:
+        wanted = [PROVIDERS[requested]]
+    chain = [p for p in wanted if p in available and p != PROVIDERS["cpu"]]
+    if requested not in ("auto", "cpu") and PROVIDERS[requested] not in available:
+        raise BackendError(
+            f"provider {requested} is not in this onnxruntime build (it offers "
+            f"{', '.join(SHORT_NAMES.get(p, p) for p in available)}); install the gpu extra "
+            "or set SLOTSERVE_PROVIDER=auto"
+        )
+    return [*chain, PROVIDERS["cpu"]]
+
+
+def check_contract(session: ort.InferenceSession, manifest: Manifest, path: Path) -> None:
+    """Refuse a graph whose inputs / outputs differ from what the manifest promises."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    if set(inputs) != {INPUT_NAME}:
+        raise BackendError(f"{path.name}: inputs {sorted(inputs)} != ['{INPUT_NAME}']")
+    shape = inputs[INPUT_NAME].shape
+    want = [3, manifest.input.height, manifest.input.width]
+    if len(shape) != 4 or list(shape[1:]) != want or isinstance(shape[0], int):
+        raise BackendError(
+            f"{path.name}: input shape {shape} does not match the manifest "
+            f"(batch, {want[0]}, {want[1]}, {want[2]}) with a symbolic batch"
+        )
+    outputs = {o.name: o for o in session.get_outputs()}
+    missing = {OUTPUT_MASKS, OUTPUT_CODES, OUTPUT_DISTANCES} - set(outputs)
+    if missing:
+        raise BackendError(f"{path.name}: graph lacks outputs {sorted(missing)}")
+    slots = outputs[OUTPUT_MASKS].shape[1]
+    if isinstance(slots, int) and slots != manifest.num_slots:
+        raise BackendError(
+            f"{path.name}: graph has {slots} slots, the manifest says {manifest.num_slots}"
+        )
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        variant: str = "fp32",
+        provider: str = "auto",
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 1,
+        trt_cache_dir: Path | None = None,
+        max_batch_size: int = 64,
+    ) -> None:
+        self.variant = variant
+        self.path = path
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.log_severity_level = 3
+        chain = provider_chain(provider, ort.get_available_providers())
+        provider_options = []
+        for p in chain:
+            if p == PROVIDERS["tensorrt"]:
+                provider_options.append(
+                    ort_tensorrt_options(
+                        manifest.input.height,
+                        manifest.input.width,
+                        BatchProfile(min=1, opt=max(1, max_batch_size // 2), max=max_batch_size),
+                        fp16=variant == "fp16",
+                        cache_dir=trt_cache_dir or path.parent / "trt-cache",
+                    )
+                )
+            else:
+                provider_options.append({})
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=chain, provider_options=provider_options
+            )
+        except Exception as err:  # onnxruntime raises its own exception types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BackendError(f"{path.name}: onnxruntime cannot load it ({first})") from err
+        check_contract(self.session, manifest, path)
+        used = self.session.get_providers()[0]
+        self.provider = SHORT_NAMES.get(used, used)
+        if provider not in ("auto", self.provider):
+            raise BackendError(
+                f"asked for provider {provider} but onnxruntime runs on {self.provider} "
+                "(missing CUDA / TensorRT libraries?); set SLOTSERVE_PROVIDER=auto to accept that"
+            )
+        self.input_dtype = np.float16 if "float16" in self.session.get_inputs()[0].type else None
+        log.info("onnxruntime %s on %s (%s)", path.name, self.provider, ", ".join(chain))
+
+    def infer(self, images: np.ndarray) -> ModelOutputs:
+        feed = images if self.input_dtype is None else images.astype(self.input_dtype)
+        masks, codes, distances = self.session.run(
+            [OUTPUT_MASKS, OUTPUT_CODES, OUTPUT_DISTANCES], {INPUT_NAME: feed}
+        )
+        return ModelOutputs(
+            masks=masks.astype(np.float32, copy=False),
+            codes=codes.astype(np.int64, copy=False),
+            distances=distances.astype(np.float32, copy=False),
+        )
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "file": self.path.name,
+            "providers": self.session.get_providers(),
+            "onnxruntime": ort.__version__,
+            "intra_op_threads": self.session.get_session_options().intra_op_num_threads,
+        }

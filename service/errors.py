@@ -1,0 +1,66 @@
+"""Request errors: one class per reason, each with its HTTP status and gRPC status code.
+
+The message of every error is one line that says what was wrong and, where it helps, what
+to send instead. The HTTP layer and the gRPC layer map the same exception to their codes,
+so a client sees the same reason on either protocol.
+"""
+
+from __future__ import annotations
+
+
+class RequestError(Exception):
+    """A request the service refuses; `reason` is a short machine label for metrics."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+    reason = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class EmptyUpload(RequestError):
+    reason = "empty_upload"
+
+
+class BadImage(RequestError):
+    reason = "bad_image"
+
+
+class UnsupportedImage(RequestError):
+    http_status = 415
+    reason = "unsupported_image"
+
+
+class ImageTooSmall(RequestError):
+    reason = "image_too_small"
+
+
+class UploadTooLarge(RequestError):
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+    reason = "upload_too_large"
+
+
+class TooManyPixels(RequestError):
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+    reason = "too_many_pixels"
+
+
+class TooManyImages(RequestError):
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+    reason = "too_many_images"
+
+
+class Overloaded(RequestError):
+    """The batcher could not meet its latency budget: shed, the client may retry later."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+    reason = "overloaded"

@@ -1,0 +1,67 @@
+"""Service settings: environment variables with the prefix `SLOTSERVE_` (pydantic-settings).
+
+Every knob an operator turns lives here, read once per worker process at import time
+(BentoML reads batching parameters from the decorators when the module is imported).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "slotserve-shapes"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLOTSERVE_", extra="ignore")
+
+    # which model
+    bundle: Path | None = None
+    """A bundle directory; wins over the model store and the shipped default."""
+    model_tag: str = "slotserve-shapes:latest"
+    """BentoML model-store tag tried when `bundle` is unset (see `python -m export bentoml`)."""
+    variant: Literal["fp32", "fp16", "int8"] = "fp32"
+
+    # how it runs
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    """onnxruntime execution provider; `auto` takes the best one that really loads."""
+    intra_op_threads: int = Field(0, ge=0)
+    """onnxruntime threads inside one operator; 0 lets onnxruntime choose (one per core)."""
+    inter_op_threads: int = Field(1, ge=0)
+    trt_cache_dir: Path | None = None
+
+    # batching and load
+    max_batch_size: int = Field(32, ge=1)
+    max_latency_ms: int = Field(2000, ge=1)
+    """Latency budget of the adaptive batcher; requests it cannot serve in time get 503."""
+    max_concurrency: int = Field(512, ge=1)
+    """Requests in flight per front worker before BentoML answers 503."""
+    workers: int = Field(1, ge=1)
+    """Front (HTTP + gRPC) worker processes."""
+    inference_workers: int = Field(1, ge=1)
+    timeout_s: int = Field(60, ge=1)
+
+    # limits on what a request may carry
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    """Decoded pixel budget per image: larger ones (decompression bombs) are refused unread."""
+    min_side: int = Field(4, ge=1)
+    max_batch_request_bytes: int = Field(128 * 1024 * 1024, ge=1)
+    """Whole-body limit of /decompose_batch."""
+    max_images: int = Field(64, ge=1)
+    """Images per /decompose_batch request or gRPC batch call."""
+
+    # gRPC beside HTTP
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    """0 turns the gRPC server off."""
+    grpc_host: str = "0.0.0.0"
+    grpc_max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+
+
+def get_settings() -> Settings:
+    return Settings()
