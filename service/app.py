@@ -198,10 +198,13 @@ class SlotServe:
         manifest = self.bundle.manifest
         blank = np.zeros((1, manifest.input.height, manifest.input.width, 3), dtype=np.uint8)
         started = time.perf_counter()
-        for _ in range(12):
-            await self._infer(blank)
-        for size in (2, 3, 4):
-            await asyncio.gather(*[self._infer(blank) for _ in range(size)])
+        try:
+            for _ in range(12):
+                await self._infer(blank)
+            for size in (2, 3, 4):
+                await asyncio.gather(*[self._infer(blank) for _ in range(size)])
+        except Overloaded:
+            log.warning("warm-up shed by the batcher: max_latency_ms is too low for this model")
         log.info("batcher warmed up in %.0f ms", 1e3 * (time.perf_counter() - started))
 
     @bentoml.on_startup

@@ -1,7 +1,7 @@
 """Pure pre- and post-processing: bytes -> model input, model output -> objects. No BentoML.
 
 decode_image      upload bytes -> RGB PIL image, with the limits and the one-line refusals
-to_model_size     RGB image -> uint8 (H, W, 3) at the model's input size (bilinear, antialiased)
+to_model_size     RGB image -> uint8 (H, W, 3) at the model's input size (area / bilinear)
 masks_to_labels   per-slot mask scores (K, h, w) -> slot index per pixel at the input's size
 describe_objects  slot map + codes -> one object per non-empty slot, mask as COCO RLE
 render_overlay    input image + slot map + codes -> PNG bytes, colours by code (for people)
@@ -64,7 +64,7 @@ def decode_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
             "send a PNG, JPEG or WebP file"
         ) from err
     except Exception as err:
-        raise BadImage(f"cannot read the image header: {err}") from err
+        raise BadImage(f"corrupt or truncated image header: {err}") from err
 
     fmt = img.format or "unknown"
     if fmt not in ACCEPTED_FORMATS:
@@ -107,9 +107,16 @@ def _mode_words(mode: str) -> str:
 
 
 def to_model_size(img: Image.Image, height: int, width: int) -> np.ndarray:
-    """RGB image -> uint8 (height, width, 3); bilinear with antialiasing when shrinking."""
+    """RGB image -> uint8 (height, width, 3).
+
+    Shrinking averages the covered area (box filter, like OpenCV's INTER_AREA): it
+    antialiases photos and returns an integer-factor upscale exactly to its original pixels.
+    Enlarging is bilinear.
+    """
     if img.size != (width, height):
-        img = img.resize((width, height), Image.Resampling.BILINEAR)
+        shrink = img.width >= width and img.height >= height
+        method = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+        img = img.resize((width, height), method)
     return np.asarray(img, dtype=np.uint8)
 
 

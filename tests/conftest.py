@@ -80,3 +80,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The real service (`bentoml serve`, shipped default bundle), shared by a test session."""
+    from tests.serving import serve
+
+    with serve(tmp_path_factory.mktemp("server")) as running:
+        yield running
