@@ -70,7 +70,15 @@ def check_multipart(body: bytes, boundary: bytes, route: UploadRoute) -> int:
         disposition, options = parse_options_header(headers.get(b"content-disposition", b""))
         if disposition != b"form-data" or b"name" not in options:
             raise Refusal(400, "bad_multipart", "a multipart part lacks its form-data name")
-        names.append(options[b"name"].decode("utf-8", "replace"))
+        name = options[b"name"].decode("utf-8", "replace")
+        if name == route.field and b"filename" not in options:
+            raise Refusal(
+                400,
+                "not_a_file",
+                f"field '{name}' holds a text value; send the image as a file upload "
+                "(a multipart part with a filename)",
+            )
+        names.append(name)
         headers.clear()
 
     parser = MultipartParser(

@@ -1,0 +1,145 @@
+"""The real service over gRPC, beside HTTP on the same `bentoml serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
+
+from service.rpc.slotserve.v1 import slotserve_pb2 as pb
+from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
+from training.data.shapes import generate_batch
+
+pytestmark = pytest.mark.slow
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def stub(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        yield pb_grpc.SlotServeStub(channel)
+
+
+def as_dicts(message: pb.Decomposition) -> list[dict]:
+    return [
+        {
+            "slot": o.slot,
+            "code": o.code,
+            "label": o.label if o.HasField("label") else None,
+            "area": o.area,
+            "bbox": list(o.bbox),
+            "mask": {"size": list(o.mask.size), "counts": o.mask.counts},
+        }
+        for o in message.objects
+    ]
+
+
+def test_grpc_and_http_give_identical_codes_and_masks(server, stub):
+    for scene in generate_batch(4, seed=21, variant="textured"):
+        data = png(scene.image)
+        via_grpc = stub.Decompose(pb.DecomposeRequest(image=data), timeout=60)
+        via_http = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", data)}).json()
+        drop = ("code_distance",)
+        http_objects = [{k: v for k, v in o.items() if k not in drop} for o in via_http["objects"]]
+        assert as_dicts(via_grpc) == http_objects
+        assert (via_grpc.width, via_grpc.height) == (64, 64)
+        for a, b in zip(via_grpc.objects, via_http["objects"], strict=True):
+            assert a.code_distance == pytest.approx(b["code_distance"], rel=1e-6)
+
+
+def test_batch_call_keeps_order(stub):
+    scenes = generate_batch(3, seed=4)
+    sizes = [(64, 64), (128, 96), (80, 80)]
+    images = [
+        png(np.asarray(Image.fromarray(s.image).resize(size))) for s, size in zip(scenes, sizes)
+    ]
+    reply = stub.DecomposeBatch(pb.DecomposeBatchRequest(images=images), timeout=60)
+    assert [(r.width, r.height) for r in reply.results] == sizes
+
+
+def test_stream_echoes_ids_and_survives_a_bad_image(stub):
+    scenes = generate_batch(6, seed=8)
+    requests = [pb.StreamRequest(id=f"ok-{i}", image=png(s.image)) for i, s in enumerate(scenes)]
+    requests.insert(3, pb.StreamRequest(id="bad", image=b"not an image"))
+    replies = {r.id: r for r in stub.DecomposeStream(iter(requests), timeout=120)}
+    assert set(replies) == {r.id for r in requests}
+    assert replies["bad"].WhichOneof("outcome") == "error"
+    assert replies["bad"].error.code == "INVALID_ARGUMENT"
+    assert replies["bad"].error.reason == "bad_image"
+    assert all(replies[f"ok-{i}"].result.objects for i in range(6))
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "words"),
+    [
+        (pb.DecomposeRequest(image=b""), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+        (pb.DecomposeRequest(image=b"GIF89a..."), grpc.StatusCode.INVALID_ARGUMENT, "decodable"),
+        (pb.DecomposeBatchRequest(), grpc.StatusCode.RESOURCE_EXHAUSTED, "no images"),
+        (
+            pb.DecomposeBatchRequest(images=[b"x"] * 65),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "limit is 64",
+        ),
+    ],
+    ids=["empty", "garbage", "no-images", "too-many"],
+)
+def test_bad_grpc_requests_get_status_codes_with_reasons(stub, request_, code, words):
+    call = stub.Decompose if isinstance(request_, pb.DecomposeRequest) else stub.DecomposeBatch
+    with pytest.raises(grpc.RpcError) as info:
+        call(request_, timeout=30)
+    assert info.value.code() == code
+    assert words in info.value.details() and "\n" not in info.value.details()
+
+
+def test_health_reflection_and_model_info(server, stub):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "slotserve.v1.SlotServe"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = refl.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
+        names = {s.name for a in answers for s in a.list_services_response.service}
+        assert {"slotserve.v1.SlotServe", "grpc.health.v1.Health"} <= names
+    info = stub.GetModel(pb.GetModelRequest(), timeout=30)
+    assert info.backend == "onnxruntime" and info.provider == "cpu"
+    assert json.loads(info.manifest_json)["name"] == "slotserve-shapes"
+
+
+def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):
+    scenes = generate_batch(16, seed=30)
+    datas = [png(s.image) for s in scenes]
+
+    async def mixed():
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=120) as client,
+            grpc.aio.insecure_channel(server.grpc_target) as channel,
+        ):
+            aio_stub = pb_grpc.SlotServeStub(channel)
+            https = [client.post("/decompose", files={"image": ("s.png", d)}) for d in datas]
+            grpcs = [aio_stub.Decompose(pb.DecomposeRequest(image=d)) for d in datas]
+            return await asyncio.gather(*https, *grpcs)
+
+    for _ in range(3):  # scheduling can keep the protocols apart once; not three times
+        replies = asyncio.run(mixed())
+        http_calls = {r.json()["model_call"]["id"] for r in replies[:16]}
+        grpc_calls = {r.model_call.id for r in replies[16:]}
+        if http_calls & grpc_calls:
+            break
+    assert http_calls & grpc_calls, (http_calls, grpc_calls)
+    assert server.metric_value("slotserve_images_total", protocol="grpc") >= 16
