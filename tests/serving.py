@@ -78,8 +78,14 @@ def _ready(url: str, grpc_target: str | None) -> bool:
 
 
 @contextlib.contextmanager
-def serve(root: Path, env: dict[str, str] | None = None, timeout: float = 120):
-    """Run `bentoml serve` from the repo root until the block ends; yields a `Server`."""
+def serve(
+    root: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    target: str | None = None,
+    cwd: Path = REPO,
+):
+    """Run `bentoml serve [TARGET]` (default: the repo's bentofile) until the block ends."""
     root.mkdir(parents=True, exist_ok=True)
     port, grpc_port = free_port(), free_port()
     full_env = {
@@ -91,10 +97,11 @@ def serve(root: Path, env: dict[str, str] | None = None, timeout: float = 120):
         **(env or {}),
     }
     log = root / "server.log"
+    address = ["--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
+            [sys.executable, "-m", "bentoml", "serve", *([target] if target else []), *address],
+            cwd=cwd,
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,

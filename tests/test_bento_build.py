@@ -1,0 +1,61 @@
+"""`bentoml build` packs the service, the contract and the model, offline; the built bento
+serves, and a bundle imported into the model store is what it serves."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.serving import REPO, serve
+from training.data.shapes import generate_batch
+
+pytestmark = pytest.mark.slow
+
+
+def test_bentoml_build_then_serve_the_bento_from_the_model_store(tmp_path):
+    home = tmp_path / "srv" / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
+    imported = subprocess.run(
+        [sys.executable, "-m", "export", "bentoml", "--bundle", "models/slotserve-shapes"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    built = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "."],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    src = next((home / "bentos" / "slotserve").glob("*/src"))
+    packed = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
+    assert {
+        "service/app.py",
+        "service/rpc/slotserve/v1/slotserve.proto",
+        "export/contract.py",
+        "models/slotserve-shapes/model.onnx",
+        "models/slotserve-shapes/manifest.json",
+    } <= packed
+    assert not any(p.startswith("training/") for p in packed)
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    with serve(tmp_path / "srv", target="slotserve:latest", cwd=outside) as server:
+        info = httpx.get(f"{server.url}/model", timeout=30).json()
+        assert info["bundle_source"] == "model store slotserve-shapes:latest"
+        buf = io.BytesIO()
+        Image.fromarray(generate_batch(1, seed=2)[0].image).save(buf, format="PNG")
+        r = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", buf.getvalue())})
+        assert r.status_code == 200 and r.json()["objects"]
