@@ -28,9 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from export.contract import to_model_input
-from service.backends import create_backend
-from service.bundle import resolve_bundle
+from export.contract import BundleError, to_model_input
+from service.backends import BackendError, check_graph, check_provider, create_backend
+from service.bundle import ResolvedBundle, resolve_bundle
 from service.errors import Overloaded, RequestError
 from service.guard import RequestGuard, UploadRoute
 from service.metrics import CodeDrift, ServiceMetrics
@@ -41,6 +41,22 @@ from service.settings import get_settings
 
 log = logging.getLogger("slotserve")
 SETTINGS = get_settings()
+
+
+def _bundle_or_exit() -> ResolvedBundle:
+    """Verify the bundle when the module loads, so a bad one stops `bentoml serve` at once
+    (exit status 1, one line) instead of crash-looping workers; never serve a wrong model."""
+    try:
+        bundle = resolve_bundle(SETTINGS)
+        check_graph(bundle.path, bundle.manifest, SETTINGS.variant)
+        if SETTINGS.backend == "onnxruntime":
+            check_provider(SETTINGS.provider)
+    except (BundleError, BackendError) as err:
+        raise SystemExit(f"slotserve: refusing to serve: {err}") from None
+    return bundle
+
+
+BUNDLE = _bundle_or_exit()
 TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 """A dropped connection to the inference service: safe to retry (inference is idempotent)."""
 RETRIES = 3
@@ -69,7 +85,7 @@ class Inference:
     """The model behind BentoML's adaptive batcher: uint8 images in, per-image outputs out."""
 
     def __init__(self) -> None:
-        self.bundle = resolve_bundle(SETTINGS)
+        self.bundle = BUNDLE
         manifest = self.bundle.manifest
         self.backend = create_backend(self.bundle.path, manifest, SETTINGS)
         size = (1, manifest.input.height, manifest.input.width, 3)
@@ -146,7 +162,7 @@ class SlotServe:
     inference = bentoml.depends(Inference)
 
     def __init__(self) -> None:
-        self.bundle = resolve_bundle(SETTINGS)
+        self.bundle = BUNDLE
         self.metrics = metrics()
         self.pipeline = Pipeline(
             self.bundle.manifest,

@@ -1,5 +1,19 @@
 """Inference backends behind one interface (`Backend.infer`), chosen by settings."""
 
-from service.backends.base import Backend, BackendError, ModelOutputs, create_backend
+from service.backends.base import (
+    Backend,
+    BackendError,
+    ModelOutputs,
+    check_graph,
+    check_provider,
+    create_backend,
+)
 
-__all__ = ["Backend", "BackendError", "ModelOutputs", "create_backend"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "ModelOutputs",
+    "check_graph",
+    "check_provider",
+    "create_backend",
+]

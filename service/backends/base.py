@@ -50,6 +50,22 @@ def variant_file(bundle: Path, manifest: Manifest, variant: str) -> Path:
     return bundle / name
 
 
+def check_graph(bundle: Path, manifest: Manifest, variant: str = "fp32") -> None:
+    """Load the variant's graph on the CPU and check it against the manifest's contract."""
+    from service.backends.onnxruntime import OnnxRuntimeBackend
+
+    OnnxRuntimeBackend(variant_file(bundle, manifest, variant), manifest, variant, "cpu", 1, 1)
+
+
+def check_provider(provider: str) -> None:
+    """Refuse an onnxruntime provider this onnxruntime build does not have."""
+    import onnxruntime as ort
+
+    from service.backends.onnxruntime import provider_chain
+
+    provider_chain(provider, ort.get_available_providers())
+
+
 def create_backend(bundle: Path, manifest: Manifest, settings) -> Backend:
     """Build the backend the settings ask for (`settings` is a `service.settings.Settings`)."""
     if settings.backend == "onnxruntime":

@@ -1,0 +1,165 @@
+"""A bundle that must not be served stops `bentoml serve` at once: non-zero exit, one line.
+
+Also the backend's own checks, without a server: provider choice, variants, the contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from export.contract import load_bundle, to_model_input
+from service.backends import BackendError
+from service.backends.onnxruntime import OnnxRuntimeBackend, provider_chain
+from service.settings import DEFAULT_BUNDLE
+from tests.serving import REPO
+
+FILES = ("manifest.json", "model.onnx", "model.fp16.onnx", "model.int8.onnx")
+
+
+def copy_bundle(dst):
+    dst.mkdir()
+    for name in FILES:
+        shutil.copy2(DEFAULT_BUNDLE / name, dst / name)
+    return dst
+
+
+def edit_manifest(bundle, change):
+    path = bundle / "manifest.json"
+    raw = json.loads(path.read_text())
+    change(raw)
+    path.write_text(json.dumps(raw))
+
+
+def _missing(b):
+    (b / "model.onnx").unlink()
+
+
+def _hash_mismatch(b):
+    with open(b / "model.onnx", "ab") as f:
+        f.write(b"\0")
+
+
+def _contract_size(b):
+    edit_manifest(b, lambda m: m["input"].update(height=32, width=32))
+
+
+def _contract_slots(b):
+    edit_manifest(b, lambda m: m.update(num_slots=5))
+
+
+def _future_format(b):
+    edit_manifest(b, lambda m: m.update(format_version=99))
+
+
+def _not_json(b):
+    (b / "manifest.json").write_text("{ not json")
+
+
+def _other_format(b):
+    edit_manifest(b, lambda m: m.update(format="something-else"))
+
+
+def _swapped_graph(b):
+    # a different, valid ONNX file under the right name with its hash updated: the graph's
+    # input no longer matches the manifest, which the contract check catches
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 32, 32])
+    y = helper.make_tensor_value_info("masks", TensorProto.FLOAT, ["batch", 3, 32, 32])
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["masks"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, b / "model.onnx")
+    from export.contract import sha256_file
+
+    edit_manifest(b, lambda m: m["files"].update({"model.onnx": sha256_file(b / "model.onnx")}))
+
+
+CASES = {
+    "missing-file": (_missing, {}, "missing"),
+    "hash-mismatch": (_hash_mismatch, {}, "sha256 mismatch"),
+    "contract-input-size": (_contract_size, {}, "does not match the manifest"),
+    "contract-slots": (_contract_slots, {}, "slots"),
+    "swapped-graph": (_swapped_graph, {}, "input shape"),
+    "incompatible-version": (_future_format, {}, "format 99 is not supported"),
+    "manifest-not-json": (_not_json, {}, "not JSON"),
+    "not-a-bundle": (_other_format, {}, "not a SlotServe bundle"),
+    "missing-variant": (
+        lambda b: edit_manifest(b, lambda m: m["files"].pop("model.int8.onnx")),
+        {"SLOTSERVE_VARIANT": "int8"},
+        "no int8 variant",
+    ),
+    "provider-not-installed": (lambda b: None, {"SLOTSERVE_PROVIDER": "cuda"}, "provider cuda"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_service_refuses_to_start_on_a_bad_bundle(tmp_path, name):
+    spoil, extra_env, words = CASES[name]
+    bundle = copy_bundle(tmp_path / "bundle")
+    spoil(bundle)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp_path / "home"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "SLOTSERVE_BUNDLE": str(bundle),
+        **extra_env,
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "bentoml", "serve", "--port", "0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode != 0
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("slotserve: refusing to serve:"), res.stderr[-2000:]
+    assert words in last
+
+
+def test_a_bundle_directory_that_does_not_exist_is_refused(tmp_path):
+    env = {**os.environ, "SLOTSERVE_BUNDLE": str(tmp_path / "nope")}
+    res = subprocess.run(
+        [sys.executable, "-c", "import service.app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1 and "not a directory" in res.stderr.strip().splitlines()[-1]
+
+
+def test_provider_chain_prefers_gpus_and_always_ends_on_the_cpu():
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_chain("auto", gpu_build) == gpu_build
+    assert provider_chain("cuda", gpu_build) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_chain("cpu", gpu_build) == ["CPUExecutionProvider"]
+    assert provider_chain("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(BackendError, match="not in this onnxruntime build"):
+        provider_chain("tensorrt", ["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fp16", "int8"])
+def test_every_shipped_variant_loads_and_reports_its_provider(variant):
+    manifest = load_bundle(DEFAULT_BUNDLE)
+    name = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}[variant]
+    backend = OnnxRuntimeBackend(DEFAULT_BUNDLE / name, manifest, variant, "auto", 1, 1)
+    expected = "cpu" if ort.get_device() == "CPU" else backend.provider
+    assert backend.provider == expected
+    out = backend.infer(to_model_input(np.zeros((2, 64, 64, 3), dtype=np.uint8)))
+    assert out.masks.shape == (2, 7, 64, 64) and out.masks.dtype == np.float32
+    assert out.codes.dtype == np.int64 and out.distances.shape == (2, 7)
+    # int8 quantizes the mask output too (steps of 1/255)
+    np.testing.assert_allclose(out.masks.sum(1), 1.0, atol=1e-2 if variant == "int8" else 2e-3)
+    assert backend.describe()["variant"] == variant
