@@ -1,0 +1,78 @@
+"""Overload: past its latency budget the batcher sheds with 503 (gRPC UNAVAILABLE) at once,
+accepted requests still succeed, and the service answers normally as soon as load drops."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.rpc.slotserve.v1 import slotserve_pb2 as pb
+from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
+from tests.serving import serve
+
+pytestmark = pytest.mark.slow
+
+
+def png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_burst_past_the_latency_budget_is_shed_not_queued(tmp_path):
+    env = {"SLOTSERVE_MAX_LATENCY_MS": "150", "SLOTSERVE_MAX_BATCH_SIZE": "8"}
+    with serve(tmp_path / "srv", env=env) as server:
+        data = png(0)
+
+        async def burst():
+            async with (
+                httpx.AsyncClient(base_url=server.url, timeout=60) as client,
+                grpc.aio.insecure_channel(server.grpc_target) as channel,
+            ):
+                stub = pb_grpc.SlotServeStub(channel)
+
+                async def one_http():
+                    t = time.perf_counter()
+                    r = await client.post("/decompose", files={"image": ("s.png", data)})
+                    return r.status_code, r.json(), time.perf_counter() - t
+
+                async def one_grpc():
+                    t = time.perf_counter()
+                    try:
+                        await stub.Decompose(pb.DecomposeRequest(image=data))
+                        return 200, None, time.perf_counter() - t
+                    except grpc.aio.AioRpcError as err:
+                        return err.code(), err.details(), time.perf_counter() - t
+
+                return await asyncio.gather(
+                    *[one_http() for _ in range(96)], *[one_grpc() for _ in range(32)]
+                )
+
+        results = asyncio.run(burst())
+        http = results[:96]
+        statuses = [s for s, _, _ in http]
+        assert set(statuses) <= {200, 503}, statuses
+        shed = [(body, dt) for s, body, dt in http if s == 503]
+        assert shed, "a burst far past the latency budget must shed"
+        assert all(body["reason"] == "overloaded" for body, _ in shed)
+        assert statuses.count(200) > 0
+        # shed quickly: well within the client's patience, not after queueing without bound
+        assert max(dt for _, dt in shed) < 5.0
+        grpc_codes = {s for s, _, _ in results[96:]}
+        assert grpc_codes <= {200, grpc.StatusCode.UNAVAILABLE}, grpc_codes
+
+        # recovery: the very next lone request is served
+        time.sleep(0.5)
+        r = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", data)}, timeout=30)
+        assert r.status_code == 200
+        assert server.metric_value("slotserve_errors_total", reason="overloaded") == len(shed) + (
+            sum(1 for s, _, _ in results[96:] if s != 200)
+        )
