@@ -10,7 +10,8 @@ CHECKPOINT ?= models/slotserve-shapes/model.safetensors
 export MALLOC_MMAP_THRESHOLD_ = 4000000000
 export MALLOC_TRIM_THRESHOLD_ = 100000000000
 
-.PHONY: venv test lint format train train-ablation evaluate demo sweep clean
+.PHONY: venv system-deps test lint format serve proto build loadtest bench train train-ablation \
+	evaluate demo sweep clean
 
 venv: $(VENV)/.installed
 
@@ -21,7 +22,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
-test: venv
+# Debian packages the tests use: prometheus + promtool (the monitoring tests run them).
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    prometheus >/dev/null; }
+
+test: venv system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
@@ -31,6 +40,19 @@ lint: venv
 
 format: venv
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+# The main job: serve the shipped model (HTTP :3000, gRPC :50051). Settings: SLOTSERVE_* env.
+serve: venv
+	$(VENV)/bin/bentoml serve
+
+# Regenerate the gRPC code after editing service/rpc/slotserve/v1/slotserve.proto.
+proto: venv
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
+	  service/rpc/slotserve/v1/slotserve.proto
+
+# Pack the service, the contract and the default bundle into a bento (offline).
+build: venv
+	$(VENV)/bin/bentoml build .
 
 # Reproduce the shipped checkpoint from scratch (see README for time and figures).
 train: venv
