@@ -31,7 +31,7 @@ from starlette.routing import Route
 from export.contract import BundleError, to_model_input
 from service.backends import BackendError, check_graph, check_provider, create_backend
 from service.bundle import ResolvedBundle, resolve_bundle
-from service.errors import Overloaded, RequestError
+from service.errors import Overloaded, RequestError, all_reasons
 from service.guard import RequestGuard, UploadRoute
 from service.metrics import CodeDrift, ServiceMetrics
 from service.pipeline import Pipeline
@@ -64,12 +64,25 @@ RETRIES = 3
 _metrics: ServiceMetrics | None = None
 
 
+HTTP_ENDPOINTS = ["decompose", "decompose_batch", "visualize"]
+GRPC_ENDPOINTS = ["Decompose", "DecomposeBatch", "DecomposeStream"]
+
+
 def metrics() -> ServiceMetrics:
     """One set of metric objects per process, created after BentoML set up multiprocess mode."""
     global _metrics
     if _metrics is None:
         _metrics = ServiceMetrics()
+        _metrics.prime(all_reasons(), {"http": HTTP_ENDPOINTS, "grpc": GRPC_ENDPOINTS})
     return _metrics
+
+
+def count_refusal(path: str, reason: str) -> None:
+    """The request guard's refusals (never reach an API method) count like the others."""
+    m = metrics()
+    endpoint = path.strip("/")
+    m.requests.labels("http", endpoint if endpoint in HTTP_ENDPOINTS else "other", reason).inc()
+    m.errors.labels(reason, "http").inc()
 
 
 @bentoml.service(
@@ -115,7 +128,10 @@ class Inference:
         call = f"{os.getpid()}-{next(self.calls)}"
         self.metrics.batch_images.observe(n)
         self.metrics.inference_seconds.labels(**self.labels).observe(seconds)
-        codes = out.codes.ravel()
+        # Blank (all-zero) images carry no semantics and are what the start-up warm-up
+        # sends: they stay out of the code-usage statistics and the drift window.
+        informative = images.reshape(n, -1).any(axis=1)
+        codes = out.codes[informative].ravel()
         for code, count in zip(*np.unique(codes, return_counts=True), strict=True):
             self.metrics.code_assignments.labels(str(int(code))).inc(int(count))
         self.drift.add(codes)
@@ -246,6 +262,11 @@ class SlotServe:
             {"error": err.message, "reason": err.reason}, status_code=err.http_status
         )
 
+    def _internal(self, endpoint: str) -> None:
+        """A bug, not a bad request: counted, then BentoML answers 500 and logs the traceback."""
+        self.metrics.requests.labels("http", endpoint, "internal").inc()
+        self.metrics.errors.labels("internal", "http").inc()
+
     def _ok(self, endpoint: str) -> None:
         self.metrics.requests.labels("http", endpoint, "ok").inc()
 
@@ -256,6 +277,9 @@ class SlotServe:
             result = await self.pipeline.decompose(image.read_bytes(), "http")
         except RequestError as err:
             return self._refuse("decompose", err)
+        except Exception:
+            self._internal("decompose")
+            raise
         self._ok("decompose")
         return Decomposition.model_validate(result)
 
@@ -266,6 +290,9 @@ class SlotServe:
             results = await self.pipeline.decompose_many([p.read_bytes() for p in images], "http")
         except RequestError as err:
             return self._refuse("decompose_batch", err)
+        except Exception:
+            self._internal("decompose_batch")
+            raise
         self._ok("decompose_batch")
         return BatchDecomposition.model_validate({"results": results})
 
@@ -276,6 +303,9 @@ class SlotServe:
             png = await self.pipeline.visualize(image.read_bytes(), "http")
         except RequestError as err:
             return self._refuse("visualize", err)
+        except Exception:
+            self._internal("visualize")
+            raise
         self._ok("visualize")
         return Response(png, media_type="image/png")
 
@@ -291,4 +321,5 @@ SlotServe.add_asgi_middleware(
         ),
     },
     max_body_bytes=_per_image,
+    on_refuse=count_refusal,
 )

@@ -64,3 +64,25 @@ class Overloaded(RequestError):
     http_status = 503
     grpc_code = "UNAVAILABLE"
     reason = "overloaded"
+
+
+GUARD_REASONS = (
+    "bad_request",
+    "bad_multipart",
+    "wrong_field",
+    "missing_field",
+    "not_a_file",
+    "wrong_content_type",
+)
+"""Reasons the HTTP request guard (service.guard) refuses with, before any image is read."""
+
+
+def all_reasons() -> list[str]:
+    """Every refusal reason, for metric labels created at start-up (so rate() sees the first)."""
+    seen, stack = [], [RequestError]
+    while stack:
+        cls = stack.pop()
+        if cls.reason not in seen:
+            seen.append(cls.reason)
+        stack.extend(cls.__subclasses__())
+    return sorted({*seen, *GUARD_REASONS, "internal"})

@@ -123,10 +123,14 @@ def check_multipart(body: bytes, boundary: bytes, route: UploadRoute) -> int:
 
 
 class RequestGuard:
-    def __init__(self, app, routes: dict[str, UploadRoute], max_body_bytes: int) -> None:
+    def __init__(
+        self, app, routes: dict[str, UploadRoute], max_body_bytes: int, on_refuse=None
+    ) -> None:
         self.app = app
         self.routes = routes
         self.max_body_bytes = max_body_bytes
+        self.on_refuse = on_refuse
+        """Called as on_refuse(path, reason) for every refusal (the service counts them)."""
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -145,6 +149,8 @@ class RequestGuard:
                 return  # the client went away
             check_multipart(body, boundary, route)
         except Refusal as err:
+            if self.on_refuse is not None:
+                self.on_refuse(scope["path"], err.reason)
             await send_json(send, err.status, {"error": err.message, "reason": err.reason})
             return
 

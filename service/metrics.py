@@ -105,13 +105,27 @@ class ServiceMetrics:
         self.code_drift = Gauge(
             "slotserve_code_drift",
             "Jensen-Shannon divergence (0..1) of live code usage from the training usage",
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             **kw,
         )
         self.model_info = Gauge(
             "slotserve_model_info",
             "The model being served (value 1), labelled with what it is and where it runs",
             ["model", "version", "backend", "provider", "variant"],
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
             **kw,
         )
+
+    def prime(self, reasons: list[str], endpoints: dict[str, list[str]]) -> None:
+        """Create the labelled series at zero, so the first event of each is a visible rise
+        (`rate()` cannot see a series' first sample). endpoints: protocol -> endpoint names."""
+        for protocol, names in endpoints.items():
+            self.images.labels(protocol)
+            self.objects.labels(protocol)
+            for stage in STAGES:
+                self.stage_seconds.labels(stage, protocol)
+            for reason in reasons:
+                self.errors.labels(reason, protocol)
+            for name in names:
+                for outcome in ("ok", *reasons):
+                    self.requests.labels(protocol, name, outcome)

@@ -218,3 +218,6 @@ def test_service_still_serves_after_all_of_that(server):
     assert r.status_code == 200 and r.json()["objects"]
     assert "Traceback" not in server.log_tail(100000)
     assert server.metric_value("slotserve_errors_total", protocol="http") >= len(BAD_IMAGES)
+    # refusals by the request guard (before BentoML parses anything) are counted too
+    assert server.metric_value("slotserve_errors_total", reason="wrong_content_type") >= 4
+    assert server.metric_value("slotserve_errors_total", reason="bad_multipart") >= 3

@@ -68,11 +68,18 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
         self._count(endpoint, err.reason, err.reason)
         await context.abort(getattr(grpc.StatusCode, err.grpc_code), err.message)
 
+    async def _internal(self, context, endpoint: str, err: Exception):
+        log.exception("gRPC %s failed", endpoint)
+        self._count(endpoint, "internal", "internal")
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(err).__name__})")
+
     async def Decompose(self, request, context):
         try:
             result = await self.pipeline.decompose(request.image, "grpc")
         except RequestError as err:
             await self._refuse(context, "Decompose", err)
+        except Exception as err:
+            await self._internal(context, "Decompose", err)
         self._count("Decompose", "ok")
         return to_proto(result)
 
@@ -81,6 +88,8 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
             results = await self.pipeline.decompose_many(list(request.images), "grpc")
         except RequestError as err:
             await self._refuse(context, "DecomposeBatch", err)
+        except Exception as err:
+            await self._internal(context, "DecomposeBatch", err)
         self._count("DecomposeBatch", "ok")
         return pb.DecomposeBatchResponse(results=[to_proto(r) for r in results])
 
@@ -98,6 +107,12 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
             except RequestError as err:
                 self._count("DecomposeStream", err.reason, err.reason)
                 error = pb.Error(code=err.grpc_code, reason=err.reason, message=err.message)
+                await queue.put(pb.StreamResponse(id=item.id, error=error))
+            except Exception as err:
+                log.exception("gRPC DecomposeStream item %s failed", item.id)
+                self._count("DecomposeStream", "internal", "internal")
+                message = f"internal error ({type(err).__name__})"
+                error = pb.Error(code="INTERNAL", reason="internal", message=message)
                 await queue.put(pb.StreamResponse(id=item.id, error=error))
             finally:
                 slots.release()

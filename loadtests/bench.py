@@ -1,0 +1,462 @@
+"""Benchmark: the raw model and the served model, measured in ONE run so ratios hold.
+
+    python -m loadtests.bench --out reports/bench            # full run (~10 min on 2 cores)
+    python -m loadtests.bench --out /tmp/bench --quick       # smoke run (~1 min)
+
+Raw model: torch eager (from the checkpoint) and onnxruntime fp32 / fp16 / int8 (from the
+bundle), images/s and latency per call at batch 1, 4, 16, 64. Served: `bentoml serve` started
+here, HTTP and gRPC closed-loop clients at concurrency 1, 4, 16, 64: throughput, p50/p95/p99,
+images per model call (from the service's own metric), shed requests. Also the model's FLOPs
+per image and the FLOP rate achieved against this CPU's fp32 peak (a measured SGEMM, and the
+nominal AVX2-FMA figure where the clock is known).
+
+Writes bench.json (everything), bench.md (tables + headline ratios) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from loadtests.server import REPO, Server, serve
+
+BUNDLE = REPO / "models" / "slotserve-shapes"
+CHECKPOINT = BUNDLE / "model.safetensors"
+RAW_BATCHES = (1, 4, 16, 64)
+CONCURRENCIES = (1, 4, 16, 64)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+# -- raw model ----------------------------------------------------------------------------------
+def scenes(n: int, seed: int = 7) -> np.ndarray:
+    from training.data.shapes import generate_batch
+
+    half = generate_batch((n + 1) // 2, seed=seed, variant="solid")
+    rest = generate_batch(n // 2, seed=seed + 1, variant="textured")
+    return np.stack([s.image for s in half + rest])
+
+
+def time_calls(fn, batch, min_seconds: float, min_calls: int = 5) -> list[float]:
+    for _ in range(2):
+        fn(batch)  # warm-up
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - started < min_seconds:
+        t = time.perf_counter()
+        fn(batch)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def raw_runners(threads: int) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from export.contract import VARIANT_FILES, load_bundle, to_model_input
+    from training.checkpoint import load_checkpoint
+
+    torch.set_num_threads(threads)
+    model, _ = load_checkpoint(CHECKPOINT)
+
+    def torch_eager(images):
+        with torch.inference_mode():
+            model(torch.from_numpy(to_model_input(images)))
+
+    runners = {"torch-eager": torch_eager}
+    manifest = load_bundle(BUNDLE)
+    for variant, name in VARIANT_FILES.items():
+        if name not in manifest.files and variant != "fp32":
+            continue
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(BUNDLE / name), options, ["CPUExecutionProvider"])
+        dtype = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
+
+        def run(images, session=session, dtype=dtype):
+            session.run(None, {"image": to_model_input(images).astype(dtype, copy=False)})
+
+        runners[f"ort-{variant}"] = run
+    return runners
+
+
+def raw_benchmarks(batches, min_seconds: float, threads: int) -> list[dict]:
+    images = scenes(max(batches))
+    rows = []
+    for name, fn in raw_runners(threads).items():
+        for b in batches:
+            times = time_calls(fn, images[:b], min_seconds)
+            mean = statistics.fmean(times)
+            rows.append(
+                {
+                    "backend": name,
+                    "batch": b,
+                    "calls": len(times),
+                    "latency_ms_p50": 1e3 * percentile(times, 50),
+                    "latency_ms_p95": 1e3 * percentile(times, 95),
+                    "images_per_s": b / mean,
+                }
+            )
+            p50 = rows[-1]["latency_ms_p50"]
+            log(f"raw {name} batch {b}: {b / mean:.1f} img/s, p50 {p50:.2f} ms")
+    return rows
+
+
+def flops_per_image() -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from training.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(CHECKPOINT)
+    size = info.config.image_size
+    counter = FlopCounterMode(display=False)
+    with counter:  # (autograd on: the counter's module tracker hooks need grad_fns)
+        model(torch.rand(4, 3, size, size))
+    return counter.get_total_flops() / 4
+
+
+def cpu_peak(threads: int) -> dict:
+    """Measured SGEMM GFLOP/s (numpy's BLAS) and the nominal AVX2-FMA peak where known."""
+    n = 2048
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    a @ a
+    t = time.perf_counter()
+    reps = 5
+    for _ in range(reps):
+        a @ a
+    sgemm = 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+    mhz = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("cpu mhz"):
+                mhz = float(line.split(":")[1])
+                break
+    except OSError:
+        pass
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    per_cycle = 32 if " fma" in flags and " avx2" in flags else 16
+    nominal = threads * mhz * 1e6 * per_cycle / 1e9 if mhz else None
+    return {"sgemm_gflops": sgemm, "nominal_gflops": nominal, "flops_per_cycle": per_cycle}
+
+
+# -- served model --------------------------------------------------------------------------------
+def encoded(n: int) -> list[bytes]:
+    from PIL import Image
+
+    out = []
+    for img in scenes(n, seed=11):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+async def closed_loop(server: Server, protocol: str, users: int, seconds: float, images):
+    """`users` clients, each sending its next request as soon as the last one answers."""
+    import grpc
+    import httpx
+
+    from service.rpc.slotserve.v1 import slotserve_pb2 as pb
+    from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
+
+    latencies: list[float] = []
+    shed = errors = 0
+    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as client,
+        grpc.aio.insecure_channel(server.grpc_target) as channel,
+    ):
+        stub = pb_grpc.SlotServeStub(channel)
+        deadline = time.perf_counter() + seconds
+
+        async def user(k: int) -> None:
+            nonlocal shed, errors
+            i = k
+            while time.perf_counter() < deadline:
+                data = images[i % len(images)]
+                i += users
+                t = time.perf_counter()
+                if protocol == "http":
+                    r = await client.post("/decompose", files={"image": ("s.png", data)})
+                    ok, overloaded = r.status_code == 200, r.status_code == 503
+                else:
+                    try:
+                        await stub.Decompose(pb.DecomposeRequest(image=data))
+                        ok, overloaded = True, False
+                    except grpc.aio.AioRpcError as err:
+                        ok, overloaded = False, err.code() == grpc.StatusCode.UNAVAILABLE
+                if ok:
+                    latencies.append(time.perf_counter() - t)
+                elif overloaded:
+                    shed += 1
+                else:
+                    errors += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*[user(k) for k in range(users)])
+        elapsed = time.perf_counter() - started
+    return latencies, shed, errors, elapsed
+
+
+def served_benchmarks(server: Server, concurrencies, seconds: float) -> list[dict]:
+    images = encoded(64)
+    rows = []
+    for protocol in ("http", "grpc"):
+        asyncio.run(closed_loop(server, protocol, 2, 2.0, images))  # warm connections
+        for users in concurrencies:
+            calls0 = server.metric_value("slotserve_batch_images_count")
+            imgs0 = server.metric_value("slotserve_batch_images_sum")
+            lat, shed, errors, elapsed = asyncio.run(
+                closed_loop(server, protocol, users, seconds, images)
+            )
+            calls = server.metric_value("slotserve_batch_images_count") - calls0
+            imgs = server.metric_value("slotserve_batch_images_sum") - imgs0
+            rows.append(
+                {
+                    "protocol": protocol,
+                    "concurrency": users,
+                    "requests_ok": len(lat),
+                    "images_per_s": len(lat) / elapsed,
+                    "p50_ms": 1e3 * percentile(lat, 50),
+                    "p95_ms": 1e3 * percentile(lat, 95),
+                    "p99_ms": 1e3 * percentile(lat, 99),
+                    "images_per_model_call": imgs / calls if calls else float("nan"),
+                    "shed": shed,
+                    "errors": errors,
+                }
+            )
+            r = rows[-1]
+            log(
+                f"served {protocol} x{users}: {r['images_per_s']:.1f} img/s, p50 {r['p50_ms']:.1f}"
+                f" ms, p99 {r['p99_ms']:.1f} ms, {r['images_per_model_call']:.2f} img/call, "
+                f"shed {shed}, errors {errors}"
+            )
+    return rows
+
+
+# -- report --------------------------------------------------------------------------------------
+def headline(raw: list[dict], served: list[dict]) -> dict:
+    def raw_at(backend, batch):
+        return next(r for r in raw if r["backend"] == backend and r["batch"] == batch)
+
+    ort = [r for r in raw if r["backend"] == "ort-fp32"]
+    best = max(ort, key=lambda r: r["images_per_s"])
+    http = [r for r in served if r["protocol"] == "http"]
+    grpc_rows = [r for r in served if r["protocol"] == "grpc"]
+    saturation = max(http, key=lambda r: r["images_per_s"])
+    one_http = next(r for r in http if r["concurrency"] == 1)
+    one_grpc = next(r for r in grpc_rows if r["concurrency"] == 1)
+    at16 = next(r for r in http if r["concurrency"] == 16)
+    batch1 = raw_at("ort-fp32", 1)
+    out = {
+        "raw_best": {"batch": best["batch"], "images_per_s": best["images_per_s"]},
+        "served_saturation": {
+            "concurrency": saturation["concurrency"],
+            "images_per_s": saturation["images_per_s"],
+        },
+        "served_over_raw": saturation["images_per_s"] / best["images_per_s"],
+        "raw_batch1_p50_ms": batch1["latency_ms_p50"],
+        "http_p50_one_user_ms": one_http["p50_ms"],
+        "http_overhead_ms": one_http["p50_ms"] - batch1["latency_ms_p50"],
+        "grpc_p50_one_user_ms": one_grpc["p50_ms"],
+        "grpc_minus_http_ms": one_grpc["p50_ms"] - one_http["p50_ms"],
+        "images_per_call_at_16_http": at16["images_per_model_call"],
+    }
+    if any(r["backend"] == "torch-eager" and r["batch"] == 16 for r in raw):
+        out["ort_over_torch_at_16"] = (
+            raw_at("ort-fp32", 16)["images_per_s"] / raw_at("torch-eager", 16)["images_per_s"]
+        )
+    return out
+
+
+def write_markdown(path: Path, result: dict) -> None:
+    h, m = result["headline"], result["machine"]
+    lines = [
+        "# SlotServe benchmark",
+        "",
+        f"Machine: {m['cpu']} ({m['cores']} cores), {m['platform']}; onnxruntime "
+        f"{m['onnxruntime']}, torch {m['torch']}; {result['started']}. Raw and served figures "
+        "come from the same run.",
+        "",
+        "## Headline",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| served HTTP at saturation / raw onnxruntime at its best batch | "
+        f"{h['served_over_raw']:.2f} ({h['served_saturation']['images_per_s']:.1f} / "
+        f"{h['raw_best']['images_per_s']:.1f} img/s) | >= 0.70 |",
+        f"| HTTP p50, one user, minus raw batch-1 latency | {h['http_overhead_ms']:+.2f} ms "
+        f"({h['http_p50_one_user_ms']:.2f} vs {h['raw_batch1_p50_ms']:.2f}) | <= +5 ms |",
+        f"| gRPC p50 minus HTTP p50, one user | {h['grpc_minus_http_ms']:+.2f} ms | <= +2 ms |",
+        f"| images per model call, 16 HTTP users | {h['images_per_call_at_16_http']:.2f} | > 4 |",
+    ]
+    if "ort_over_torch_at_16" in h:
+        lines.append(
+            f"| onnxruntime fp32 / torch eager, batch 16 | {h['ort_over_torch_at_16']:.2f}x | "
+            ">= 2x (aim) |"
+        )
+    f = result["flops"]
+    lines += [
+        f"| model FLOPs per image | {f['per_image'] / 1e9:.3f} GFLOP | |",
+        f"| achieved at the best raw batch | {f['achieved_gflops']:.1f} GFLOP/s = "
+        f"{100 * f['of_sgemm']:.0f}% of measured SGEMM ({f['sgemm_gflops']:.0f} GFLOP/s)"
+        + (
+            f", {100 * f['of_nominal']:.0f}% of nominal {f['nominal_gflops']:.0f}"
+            if f.get("nominal_gflops")
+            else ""
+        )
+        + " | |",
+        "",
+        "## Raw model",
+        "",
+        "| backend | batch | images/s | p50 ms/call | p95 ms/call |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["raw"]:
+        lines.append(
+            f"| {r['backend']} | {r['batch']} | {r['images_per_s']:.1f} | "
+            f"{r['latency_ms_p50']:.2f} | {r['latency_ms_p95']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Served (closed loop, one image per request)",
+        "",
+        "| protocol | users | images/s | p50 ms | p95 ms | p99 ms | images/call | shed | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["served"]:
+        lines.append(
+            f"| {r['protocol']} | {r['concurrency']} | {r['images_per_s']:.1f} | "
+            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['images_per_model_call']:.2f} | {r['shed']} | {r['errors']} |"
+        )
+    lines += ["", "Plots: `raw-throughput.png`, `served-latency.png`.", ""]
+    path.write_text("\n".join(lines))
+
+
+def plot(out: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for backend in sorted({r["backend"] for r in result["raw"]}):
+        rows = [r for r in result["raw"] if r["backend"] == backend]
+        ax.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], "o-", label=backend)
+    for protocol in ("http", "grpc"):
+        best = max(
+            (r for r in result["served"] if r["protocol"] == protocol),
+            key=lambda r: r["images_per_s"],
+        )
+        ax.axhline(best["images_per_s"], ls="--", lw=1, label=f"served {protocol} (best)")
+    ax.set(xscale="log", xlabel="batch size", ylabel="images / s", title="Raw model throughput")
+    ax.set_xticks(RAW_BATCHES, [str(b) for b in RAW_BATCHES])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "raw-throughput.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for protocol, style in (("http", "-"), ("grpc", "--")):
+        rows = [r for r in result["served"] if r["protocol"] == protocol]
+        users = [r["concurrency"] for r in rows]
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            axes[0].plot(users, [r[q] for r in rows], "o" + style, label=f"{protocol} {q[:3]}")
+        axes[1].plot(users, [r["images_per_s"] for r in rows], "o" + style, label=protocol)
+    axes[0].set(xscale="log", yscale="log", xlabel="concurrent users", ylabel="latency (ms)")
+    axes[1].set(xscale="log", xlabel="concurrent users", ylabel="images / s")
+    for ax in axes:
+        ax.set_xticks(CONCURRENCIES, [str(c) for c in CONCURRENCIES])
+        ax.legend(fontsize=8)
+    fig.suptitle("Served latency and throughput")
+    fig.tight_layout()
+    fig.savefig(out / "served-latency.png", dpi=120)
+    plt.close(fig)
+
+
+def machine() -> dict:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__.split("+")[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--seconds", type=float, default=None, help="per served point")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw_seconds = 0.3 if args.quick else 3.0
+    served_seconds = args.seconds or (2.0 if args.quick else 15.0)
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    log("raw model (server not started yet, so nothing competes for the cores)")
+    raw = raw_benchmarks(RAW_BATCHES, raw_seconds, args.threads)
+    gflop = flops_per_image()
+    peak = cpu_peak(args.threads)
+    log("starting bentoml serve")
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as server:
+        served = served_benchmarks(server, CONCURRENCIES, served_seconds)
+    best = max((r for r in raw if r["backend"] == "ort-fp32"), key=lambda r: r["images_per_s"])
+    achieved = gflop * best["images_per_s"] / 1e9
+    result = {
+        "started": started,
+        "machine": machine(),
+        "settings": {"raw_seconds": raw_seconds, "served_seconds": served_seconds},
+        "raw": raw,
+        "served": served,
+        "flops": {
+            "per_image": gflop,
+            "achieved_gflops": achieved,
+            "of_sgemm": achieved / peak["sgemm_gflops"],
+            "of_nominal": achieved / peak["nominal_gflops"] if peak["nominal_gflops"] else None,
+            **peak,
+        },
+    }
+    result["headline"] = headline(raw, served)
+    (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(args.out / "bench.md", result)
+    plot(args.out, result)
+    log(f"wrote {args.out}/bench.json, bench.md, raw-throughput.png, served-latency.png")
+    print(json.dumps(result["headline"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Start the real service (`bentoml serve`) in a subprocess: for benchmarks, soak runs and tests.
+
+Each server gets its own BENTOML_HOME (servers sharing one wipe each other's Prometheus
+multiprocess directory), free HTTP and gRPC ports, and a log file shown when it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root: `bentoml serve` runs from here and finds bentofile.yaml."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    grpc_target: str
+    home: Path
+    log: Path
+    proc: subprocess.Popen
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=30).text
+
+    def metric_value(self, name: str, **labels) -> float:
+        """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for family in text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+        return total
+
+
+def _ready(url: str, grpc_target: str | None) -> bool:
+    try:
+        if httpx.get(f"{url}/readyz", timeout=2).status_code != 200:
+            return False
+    except httpx.HTTPError:
+        return False
+    if grpc_target is None:
+        return True
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(grpc_target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@contextlib.contextmanager
+def serve(
+    root: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    target: str | None = None,
+    cwd: Path = REPO,
+):
+    """Run `bentoml serve [TARGET]` (default: the repo's bentofile) until the block ends."""
+    root.mkdir(parents=True, exist_ok=True)
+    port, grpc_port = free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "BENTOML_HOME": str(root / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "SLOTSERVE_GRPC_PORT": str(grpc_port),
+        "SLOTSERVE_GRPC_HOST": "127.0.0.1",
+        **(env or {}),
+    }
+    log = root / "server.log"
+    address = ["--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", *([target] if target else []), *address],
+            cwd=cwd,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    grpc_on = full_env["SLOTSERVE_GRPC_PORT"] != "0"
+    server = Server(
+        f"http://127.0.0.1:{port}",
+        f"127.0.0.1:{grpc_port}" if grpc_on else "",
+        root / "bentoml",
+        log,
+        proc,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not _ready(server.url, server.grpc_target or None):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"bentoml serve exited with {proc.returncode}:\n{server.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"bentoml serve not ready after {timeout} s:\n{server.log_tail()}"
+                )
+            time.sleep(0.5)
+        yield server
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
