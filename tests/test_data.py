@@ -268,3 +268,14 @@ def test_coco_paints_large_first_and_skips_crowds(tmp_path):
     # The 40x20 image is stretched to 40x40: original (x, y) lands at row 2y, column x.
     assert scene.instances[14, 7] == 1 and scene.instances[30, 10] == 2
     assert scene.instances[18, 29] == 0  # the crowd annotation is skipped
+
+
+def test_scene_verb_writes_pngs(tmp_path):
+    from PIL import Image
+
+    from tests.conftest import run_module
+
+    res = run_module("training", "scene", "--out", tmp_path / "many", "-n", "2", "--size", "48")
+    assert res.returncode == 0, res.stderr[-2000:]
+    files = sorted((tmp_path / "many").glob("*.png"))
+    assert len(files) == 2 and Image.open(files[0]).size == (48, 48)

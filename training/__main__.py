@@ -206,6 +206,33 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _add_scene(sub) -> None:
+    p = sub.add_parser("scene", help="write generated scenes as PNG files (to send to the service)")
+    p.add_argument("--out", type=Path, default=Path("scene.png"), help="file, or folder with -n")
+    p.add_argument("-n", type=int, default=1, help="how many (more than 1: OUT is a folder)")
+    p.add_argument("--variant", choices=["solid", "textured"], default="solid")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=64)
+    p.set_defaults(func=_cmd_scene)
+
+
+def _cmd_scene(args) -> int:
+    from PIL import Image
+
+    from training.data.shapes import generate_batch
+
+    scenes = generate_batch(args.n, seed=args.seed, variant=args.variant, size=args.size)
+    if args.n == 1:
+        paths = [args.out]
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        paths = [args.out / f"{args.variant}-{args.seed}-{i:04d}.png" for i in range(args.n)]
+    for scene, path in zip(scenes, paths, strict=True):
+        Image.fromarray(scene.image).save(path)
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         from training.runtime import ensure_fast_malloc
@@ -214,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
-    for add in (_add_train, _add_evaluate, _add_sweep, _add_name_codes, _add_demo, _add_bench):
+    verbs = (_add_train, _add_evaluate, _add_sweep, _add_name_codes, _add_demo, _add_bench)
+    for add in (*verbs, _add_scene):
         add(sub)
     args = parser.parse_args(argv)
     try:
