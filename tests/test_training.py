@@ -82,11 +82,11 @@ def test_every_config_trains(name, tmp_path):
 def test_resume_continues_from_last_checkpoint(tmp_path):
     base = [*_small_model_overrides(), *TINY_RUN, f"run.out_dir={tmp_path}"]
     train(load_train_config("default", base), progress=False)
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2
     train(load_train_config("default", [*base, "run.max_steps=4"]), progress=False)
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 4
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
 
 

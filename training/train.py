@@ -27,6 +27,7 @@ from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.config import DataConfig, TrainConfig, save_config
 from training.data import ImageFolderDataset, ShapesDataset, generate_batch
 from training.lit import SlotModule
+from training.resume import AtomicCheckpointIO
 from training.visualize import save_code_usage, save_mask_grid, save_training_curves
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ def build_trainer(
             *callbacks,
             *([TQDMProgressBar(refresh_rate=20)] if enable_progress else []),
         ],
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=enable_progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,

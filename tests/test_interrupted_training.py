@@ -1,0 +1,125 @@
+"""Interrupted training: SIGKILL mid-run, then resume from the last checkpoint, losing at most
+one checkpoint interval; checkpoint writes are atomic, so a kill during a write leaves the
+previous complete checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.serving import REPO
+from tests.test_training import _small_model_overrides
+from training.checkpoint import load_checkpoint
+from training.resume import AtomicCheckpointIO
+
+INTERVAL = 10
+RUN = [
+    "data.train_scenes=256",
+    "data.val_scenes=8",
+    "data.batch_size=8",
+    "run.max_minutes=null",
+    "run.eval_scenes=8",
+    "run.val_every=1000",
+    "run.image_every=1000",
+    f"run.checkpoint_every={INTERVAL}",
+    "run.log_every=5",
+    "run.threads=1",
+]
+
+
+def _train_cmd(out, max_steps: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "training",
+        "train",
+        "--config",
+        "default",
+        "--no-progress",
+        *_small_model_overrides(),
+        *RUN,
+        f"run.max_steps={max_steps}",
+        f"run.out_dir={out}",
+    ]
+
+
+def _step(path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_loses_at_most_one_interval(tmp_path):
+    out = tmp_path / "run"
+    last = out / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        _train_cmd(out, 100_000), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        seen: list[float] = []
+        while len(seen) < 3:  # let it write a few checkpoints, then kill between two writes
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoints appeared"
+            if last.exists() and (not seen or last.stat().st_mtime != seen[-1]):
+                seen.append(last.stat().st_mtime)
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at_checkpoint = _step(last)  # loads: the latest checkpoint is complete
+    assert killed_at_checkpoint >= 2 * INTERVAL and killed_at_checkpoint % INTERVAL == 0
+    load_checkpoint(out / "model.safetensors")  # the model artefact is complete too
+
+    target = killed_at_checkpoint + 2 * INTERVAL
+    res = subprocess.run(
+        _train_cmd(out, target), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming from {last}" in res.stderr
+    assert _step(last) == target
+    # The resumed run (its log replaces the old one) started at the checkpoint's step, not 0:
+    # what the kill cost is the steps after that checkpoint, less than one interval.
+    steps = [
+        int(line.split(",")[2])
+        for line in (out / "logs" / "metrics.csv").read_text().splitlines()[1:]
+        if line.split(",")[2].isdigit()
+    ]
+    assert killed_at_checkpoint < min(steps) <= killed_at_checkpoint + 5, steps
+
+
+def test_a_crash_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 10, "w": torch.ones(3)}, path)
+
+    def dies_halfway(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial bytes of a checkpoint")
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 20, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = io.load_checkpoint(path)
+    assert state["global_step"] == 10 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+class NotATensor:
+    """Stands for any object a checkpoint should not be able to smuggle in."""
+
+
+def test_resume_checkpoints_load_without_arbitrary_pickle(tmp_path):
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"evil": NotATensor()}, tmp_path / "x.ckpt")
+    with pytest.raises(Exception, match=r"(?i)weights_only|unsupported|global"):
+        io.load_checkpoint(tmp_path / "x.ckpt")
