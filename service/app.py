@@ -64,6 +64,19 @@ RETRIES = 3
 _metrics: ServiceMetrics | None = None
 
 
+class ShedLogFilter(logging.Filter):
+    """BentoML logs every request its batcher sheds as an ERROR with a traceback (hundreds a
+    second under overload). A shed is the designed answer, counted in slotserve_errors_total:
+    log it as one WARNING line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ServiceUnavailable):
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "shed %s [%s]: the batcher is over its latency budget (503)"
+        return True
+
+
 HTTP_ENDPOINTS = ["decompose", "decompose_batch", "visualize"]
 GRPC_ENDPOINTS = ["Decompose", "DecomposeBatch", "DecomposeStream"]
 
@@ -98,6 +111,7 @@ class Inference:
     """The model behind BentoML's adaptive batcher: uint8 images in, per-image outputs out."""
 
     def __init__(self) -> None:
+        logging.getLogger("bentoml._internal.server.http_app").addFilter(ShedLogFilter())
         self.bundle = BUNDLE
         manifest = self.bundle.manifest
         self.backend = create_backend(self.bundle.path, manifest, SETTINGS)

@@ -69,6 +69,10 @@ def test_burst_past_the_latency_budget_is_shed_not_queued(tmp_path):
         grpc_codes = {s for s, _, _ in results[96:]}
         assert grpc_codes <= {200, grpc.StatusCode.UNAVAILABLE}, grpc_codes
 
+        # a shed is the designed answer: logged as one warning line, not as a traceback
+        log = server.log_tail(100000)
+        assert "Traceback" not in log and "over its latency budget" in log
+
         # recovery: the very next lone request is served
         time.sleep(0.5)
         r = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", data)}, timeout=30)

@@ -119,14 +119,16 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
 
         async def reader() -> None:
             tasks = set()
-            async for item in request_iterator:
-                await slots.acquire()
-                task = asyncio.create_task(one(item))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.gather(*tasks)
-            await queue.put(None)
+            try:
+                async for item in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(one(item))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                await queue.put(None)  # the stream always ends, whatever happened above
 
         feeder = asyncio.create_task(reader())
         try:

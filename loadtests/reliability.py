@@ -1,0 +1,333 @@
+"""Reliability runs against a real `bentoml serve`: overload, soak, crash.
+
+    python -m loadtests.reliability overload --out reports/reliability   # 4x saturation, 1 min
+    python -m loadtests.reliability soak --minutes 10 --out reports/reliability
+    python -m loadtests.reliability crash --out reports/reliability     # kill -9 workers
+    python -m loadtests.reliability all --out reports/reliability       # = make soak
+
+Each run starts its own server, writes `<run>.json` and the figures into `reliability.md`.
+overload  finds the saturating rate (closed loop), then offers 4x that rate open-loop for a
+          minute: shed ratio, p99 of accepted requests, how fast a refusal comes, and the
+          time to recover once the load drops back under capacity.
+soak      a steady load for N minutes: errors, and resident memory of the whole server
+          (arbiter + workers) from the end of the first minute to the end.
+crash     a steady load; kill -9 the inference worker, later the front worker: the worker
+          is restarted, requests after the restart succeed, the error burst is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from loadtests.server import Server, serve
+
+
+def log(msg: str) -> None:
+    print(f"[reliability {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def images(n: int = 32) -> list[bytes]:
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    out = []
+    for _ in range(n):
+        # blocky random scenes: cheap to make, never blank, decode like real PNGs
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((64, 64), Image.Resampling.NEAREST)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+@dataclass
+class Outcome:
+    t: float  # seconds since the run started, at the answer
+    status: int  # HTTP status, 0 = transport error
+    latency: float
+
+
+@dataclass
+class Recorder:
+    start: float = field(default_factory=time.perf_counter)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def add(self, status: int, latency: float) -> None:
+        self.outcomes.append(Outcome(time.perf_counter() - self.start, status, latency))
+
+    def window(self, t0: float, t1: float) -> list[Outcome]:
+        return [o for o in self.outcomes if t0 <= o.t < t1]
+
+
+async def post(client, data: bytes, rec: Recorder) -> None:
+    import httpx
+
+    t = time.perf_counter()
+    try:
+        r = await client.post("/decompose", files={"image": ("s.png", data)})
+        status = r.status_code
+    except httpx.HTTPError:
+        status = 0
+    rec.add(status, time.perf_counter() - t)
+
+
+async def closed_loop(client, users: int, seconds: float, rec: Recorder, data) -> None:
+    deadline = time.perf_counter() + seconds
+
+    async def user(k: int) -> None:
+        i = k
+        while time.perf_counter() < deadline:
+            await post(client, data[i % len(data)], rec)
+            i += users
+
+    await asyncio.gather(*[user(k) for k in range(users)])
+
+
+async def open_loop(client, rate: float, seconds: float, rec: Recorder, data) -> None:
+    """Poisson-free constant-rate arrivals: requests start on schedule, answered or not."""
+    tasks, n, started = [], 0, time.perf_counter()
+    while (now := time.perf_counter()) - started < seconds:
+        due = int((now - started) * rate)
+        while n < due:
+            tasks.append(asyncio.create_task(post(client, data[n % len(data)], rec)))
+            n += 1
+        await asyncio.sleep(0.002)
+    await asyncio.gather(*tasks)
+
+
+def _client(server: Server, connections: int = 512):
+    import httpx
+
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+# -- runs ----------------------------------------------------------------------------------------
+async def _overload(server: Server, seconds: float) -> dict:
+    data = images()
+    async with _client(server) as client:
+        probe = Recorder()
+        await closed_loop(client, 16, 10, probe, data)
+        capacity = sum(o.status == 200 for o in probe.outcomes) / 10
+        log(f"saturating throughput {capacity:.1f} req/s; offering 4x for {seconds:.0f} s")
+        rec = Recorder()
+        await open_loop(client, 4 * capacity, seconds, rec, data)
+        drop_at = time.perf_counter() - rec.start
+        await open_loop(client, 0.25 * capacity, 20, rec, data)
+    loaded = rec.window(0, drop_at)
+    accepted = [o.latency for o in loaded if o.status == 200]
+    shed = [o.latency for o in loaded if o.status == 503]
+    other = [o.status for o in loaded if o.status not in (200, 503)]
+    # recovery: from the drop, the first 1-s window in which everything succeeded
+    recovered = None
+    for k in range(0, 20 * 10):
+        t0 = drop_at + k / 10
+        win = rec.window(t0, t0 + 1)
+        if win and all(o.status == 200 for o in rec.window(t0, drop_at + 20)):
+            recovered = t0 - drop_at
+            break
+    return {
+        "capacity_req_per_s": capacity,
+        "offered_req_per_s": 4 * capacity,
+        "seconds": seconds,
+        "requests": len(loaded),
+        "accepted": len(accepted),
+        "shed": len(shed),
+        "shed_ratio": len(shed) / max(1, len(loaded)),
+        "other_errors": len(other),
+        "accepted_p50_ms": 1e3 * (pct(accepted, 50) or 0),
+        "accepted_p99_ms": 1e3 * (pct(accepted, 99) or 0),
+        "shed_p50_ms": 1e3 * (pct(shed, 50) or 0),
+        "shed_max_ms": 1e3 * (max(shed) if shed else 0),
+        "recovery_s": recovered,
+        "after_drop_ok_ratio": np.mean([o.status == 200 for o in rec.window(drop_at, 1e9)]),
+    }
+
+
+def server_rss(server: Server) -> int:
+    import psutil
+
+    root = psutil.Process(server.proc.pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+
+
+async def _soak(server: Server, seconds: float, users: int) -> dict:
+    data = images()
+    rec = Recorder()
+    samples: list[tuple[float, int]] = []
+
+    async def sample() -> None:
+        while time.perf_counter() - rec.start < seconds:
+            samples.append((time.perf_counter() - rec.start, server_rss(server)))
+            await asyncio.sleep(2)
+
+    async with _client(server) as client:
+        await asyncio.gather(closed_loop(client, users, seconds, rec, data), sample())
+    warm = min(60.0, seconds / 3)
+    base = next(r for t, r in samples if t >= warm)
+    end = samples[-1][1]
+    ok = [o for o in rec.outcomes if o.status == 200]
+    return {
+        "seconds": seconds,
+        "users": users,
+        "requests": len(rec.outcomes),
+        "errors": len(rec.outcomes) - len(ok),
+        "req_per_s": len(ok) / seconds,
+        "p99_ms": 1e3 * (pct([o.latency for o in ok], 99) or 0),
+        "rss_mb_after_warmup": base / 2**20,
+        "rss_mb_end": end / 2**20,
+        "rss_growth_pct": 100 * (end - base) / base,
+        "rss_samples_mb": [(round(t, 1), round(r / 2**20, 1)) for t, r in samples],
+    }
+
+
+def worker_pid(server: Server, service: str) -> int:
+    import psutil
+
+    root = psutil.Process(server.proc.pid)
+    for p in root.children(recursive=True):
+        cmd = p.cmdline()
+        if "--service-name" in cmd and cmd[cmd.index("--service-name") + 1] == service:
+            return p.pid
+    raise LookupError(f"no worker of {service}")
+
+
+async def _crash(server: Server, service: str, users: int) -> dict:
+    data = images()
+    rec = Recorder()
+    before = worker_pid(server, service)
+    info: dict = {"service": service, "killed_pid": before}
+
+    async def killer() -> None:
+        await asyncio.sleep(5)
+        info["killed_at_s"] = time.perf_counter() - rec.start
+        os.kill(before, signal.SIGKILL)
+        while True:  # wait for the replacement
+            await asyncio.sleep(0.2)
+            try:
+                pid = worker_pid(server, service)
+            except LookupError:
+                continue
+            if pid != before:
+                info["new_pid"] = pid
+                info["restarted_after_s"] = time.perf_counter() - rec.start - info["killed_at_s"]
+                return
+
+    async with _client(server) as client:
+        await asyncio.gather(closed_loop(client, users, 40, rec, data), killer())
+    killed = info["killed_at_s"]
+    failures = [o for o in rec.outcomes if o.status != 200]
+    last_failure = max((o.t for o in failures), default=killed)
+    after = rec.window(last_failure + 1e-6, 1e9)
+    info.update(
+        {
+            "requests": len(rec.outcomes),
+            "failed": len(failures),
+            "failed_by_status": {
+                str(s): sum(o.status == s for o in failures) for s in {o.status for o in failures}
+            },
+            "error_burst_s": last_failure - killed if failures else 0.0,
+            "ok_after_burst": sum(o.status == 200 for o in after),
+            "all_ok_after_burst": all(o.status == 200 for o in after) and len(after) > 0,
+        }
+    )
+    return info
+
+
+# -- report ---------------------------------------------------------------------------------------
+def write_report(out: Path) -> None:
+    def load(name: str):
+        path = out / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    lines = ["# Reliability", "", "Figures from `python -m loadtests.reliability` (see README)."]
+    if (o := load("overload")) is not None:
+        lines += [
+            "",
+            f"## Overload: 4x the saturating rate for {o['seconds']:.0f} s",
+            "",
+            f"- saturating rate {o['capacity_req_per_s']:.1f} req/s; offered "
+            f"{o['offered_req_per_s']:.1f} req/s, {o['requests']} requests",
+            f"- shed with 503: {o['shed']} ({100 * o['shed_ratio']:.1f}%), answered in "
+            f"{o['shed_p50_ms']:.0f} ms (median), {o['shed_max_ms']:.0f} ms at most",
+            f"- accepted: {o['accepted']}, p50 {o['accepted_p50_ms']:.0f} ms, "
+            f"p99 {o['accepted_p99_ms']:.0f} ms; other errors: {o['other_errors']}",
+            f"- recovery after the load dropped to 0.25x: {o['recovery_s']} s "
+            f"({100 * o['after_drop_ok_ratio']:.1f}% of requests after the drop succeeded)",
+        ]
+    if (s := load("soak")) is not None:
+        lines += [
+            "",
+            f"## Soak: {s['seconds'] / 60:.0f} min, {s['users']} users",
+            "",
+            f"- {s['requests']} requests, {s['errors']} errors, {s['req_per_s']:.1f} req/s, "
+            f"p99 {s['p99_ms']:.0f} ms",
+            f"- resident memory (server + workers): {s['rss_mb_after_warmup']:.0f} MB after "
+            f"warm-up, {s['rss_mb_end']:.0f} MB at the end: {s['rss_growth_pct']:+.1f}%",
+        ]
+    for name in ("crash-inference", "crash-front"):
+        if (c := load(name)) is not None:
+            lines += [
+                "",
+                f"## Crash: kill -9 the {c['service']} worker under load",
+                "",
+                f"- restarted after {c.get('restarted_after_s', float('nan')):.1f} s "
+                f"(pid {c['killed_pid']} -> {c.get('new_pid')})",
+                f"- error burst: {c['failed']} of {c['requests']} requests failed "
+                f"({c['failed_by_status']}), over {c['error_burst_s']:.1f} s",
+                f"- after the burst: {c['ok_after_burst']} requests, all succeeded: "
+                f"{c['all_ok_after_burst']}",
+            ]
+    (out / "reliability.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.reliability", description=__doc__)
+    parser.add_argument("run", choices=["overload", "soak", "crash", "all"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--minutes", type=float, default=10.0, help="soak length")
+    parser.add_argument("--overload-seconds", type=float, default=60.0)
+    parser.add_argument("--users", type=int, default=8, help="steady load (soak, crash)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = ["overload", "soak", "crash"] if args.run == "all" else [args.run]
+    for run in runs:
+        with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as server:
+            log(f"{run}: server up at {server.url}")
+            if run == "overload":
+                results = {"overload": asyncio.run(_overload(server, args.overload_seconds))}
+            elif run == "soak":
+                results = {"soak": asyncio.run(_soak(server, 60 * args.minutes, args.users))}
+            else:
+                results = {
+                    "crash-inference": asyncio.run(
+                        _crash(server, "slotserve-inference", args.users)
+                    ),
+                    "crash-front": asyncio.run(_crash(server, "slotserve", args.users)),
+                }
+        for name, result in results.items():
+            (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+            log(f"{name}: {json.dumps({k: v for k, v in result.items() if 'samples' not in k})}")
+    write_report(args.out)
+    log(f"wrote {args.out / 'reliability.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
