@@ -10,8 +10,8 @@ CHECKPOINT ?= models/slotserve-shapes/model.safetensors
 export MALLOC_MMAP_THRESHOLD_ = 4000000000
 export MALLOC_TRIM_THRESHOLD_ = 100000000000
 
-.PHONY: venv system-deps test lint format serve proto build loadtest bench train train-ablation \
-	evaluate demo sweep clean
+.PHONY: venv system-deps test lint format serve proto build loadtest bench soak train \
+	train-ablation evaluate demo sweep clean
 
 venv: $(VENV)/.installed
 
@@ -53,6 +53,19 @@ proto: venv
 # Pack the service, the contract and the default bundle into a bento (offline).
 build: venv
 	$(VENV)/bin/bentoml build .
+
+# Raw model against served model in one run: JSON, Markdown and plots under reports/bench.
+bench: venv
+	$(PY) -m loadtests.bench --out reports/bench
+
+# Overload (4x saturation, 1 min), 10-minute soak, kill -9 of each worker: reports/reliability.
+soak: venv
+	$(PY) -m loadtests.reliability all --out reports/reliability --minutes 10
+
+# A one-minute locust run against a running `make serve` (HTTP + gRPC users, SLO exit code).
+loadtest: venv
+	$(VENV)/bin/locust -f loadtests/locustfile.py --headless -u 8 -r 4 -t 1m --only-summary \
+	  --host http://127.0.0.1:3000 --grpc-target 127.0.0.1:50051
 
 # Reproduce the shipped checkpoint from scratch (see README for time and figures).
 train: venv

@@ -208,7 +208,7 @@ def worker_pid(server: Server, service: str) -> int:
     raise LookupError(f"no worker of {service}")
 
 
-async def _crash(server: Server, service: str, users: int) -> dict:
+async def _crash(server: Server, service: str, users: int, seconds: float = 40.0) -> dict:
     data = images()
     rec = Recorder()
     before = worker_pid(server, service)
@@ -230,7 +230,7 @@ async def _crash(server: Server, service: str, users: int) -> dict:
                 return
 
     async with _client(server) as client:
-        await asyncio.gather(closed_loop(client, users, 40, rec, data), killer())
+        await asyncio.gather(closed_loop(client, users, seconds, rec, data), killer())
     killed = info["killed_at_s"]
     failures = [o for o in rec.outcomes if o.status != 200]
     last_failure = max((o.t for o in failures), default=killed)
@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="soak length")
     parser.add_argument("--overload-seconds", type=float, default=60.0)
     parser.add_argument("--users", type=int, default=8, help="steady load (soak, crash)")
+    parser.add_argument("--crash-seconds", type=float, default=40.0, help="load per crash run")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = ["overload", "soak", "crash"] if args.run == "all" else [args.run]
@@ -317,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results = {
                     "crash-inference": asyncio.run(
-                        _crash(server, "slotserve-inference", args.users)
+                        _crash(server, "slotserve-inference", args.users, args.crash_seconds)
                     ),
-                    "crash-front": asyncio.run(_crash(server, "slotserve", args.users)),
+                    "crash-front": asyncio.run(
+                        _crash(server, "slotserve", args.users, args.crash_seconds)
+                    ),
                 }
         for name, result in results.items():
             (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -12,7 +12,6 @@ connection, so a keep-alive race between the two processes never reaches a clien
 """
 
 import asyncio
-import itertools
 import logging
 import os
 import time
@@ -30,12 +29,14 @@ from starlette.routing import Route
 
 from export.contract import BundleError, to_model_input
 from service.backends import BackendError, check_graph, check_provider, create_backend
+from service.batcher import Batcher
 from service.bundle import ResolvedBundle, resolve_bundle
 from service.errors import Overloaded, RequestError, all_reasons
 from service.guard import RequestGuard, UploadRoute
-from service.metrics import CodeDrift, ServiceMetrics
+from service.metrics import ServiceMetrics
 from service.pipeline import Pipeline
 from service.processing import Limits
+from service.runner import ModelRunner
 from service.schemas import BatchDecomposition, Decomposition
 from service.settings import get_settings
 
@@ -108,24 +109,12 @@ def count_refusal(path: str, reason: str) -> None:
     runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
 )
 class Inference:
-    """The model behind BentoML's adaptive batcher: uint8 images in, per-image outputs out."""
+    """The model behind BentoML's adaptive batcher (SLOTSERVE_BATCHER=bentoml only)."""
 
     def __init__(self) -> None:
         logging.getLogger("bentoml._internal.server.http_app").addFilter(ShedLogFilter())
         self.bundle = BUNDLE
-        manifest = self.bundle.manifest
-        self.backend = create_backend(self.bundle.path, manifest, SETTINGS)
-        size = (1, manifest.input.height, manifest.input.width, 3)
-        self.backend.infer(to_model_input(np.zeros(size, dtype=np.uint8)))  # warm-up
-        self.metrics = metrics()
-        self.drift = CodeDrift(manifest.code_usage, manifest.codebook_size)
-        self.calls = itertools.count(1)
-        self.labels = dict(
-            backend=self.backend.name, provider=self.backend.provider, variant=self.backend.variant
-        )
-        self.metrics.model_info.labels(
-            model=manifest.name, version=manifest.version, **self.labels
-        ).set(1)
+        self.runner = build_runner()
 
     @bentoml.api(
         batchable=True,
@@ -135,41 +124,29 @@ class Inference:
     )
     def infer(self, images: np.ndarray) -> list[dict]:
         """uint8 (N, H, W, 3) RGB at the model's input size -> one dict per image."""
-        started = time.perf_counter()
-        out = self.backend.infer(to_model_input(images))
-        seconds = time.perf_counter() - started
-        n = len(images)
-        call = f"{os.getpid()}-{next(self.calls)}"
-        self.metrics.batch_images.observe(n)
-        self.metrics.inference_seconds.labels(**self.labels).observe(seconds)
-        # Blank (all-zero) images carry no semantics and are what the start-up warm-up
-        # sends: they stay out of the code-usage statistics and the drift window.
-        informative = images.reshape(n, -1).any(axis=1)
-        codes = out.codes[informative].ravel()
-        for code, count in zip(*np.unique(codes, return_counts=True), strict=True):
-            self.metrics.code_assignments.labels(str(int(code))).inc(int(count))
-        self.drift.add(codes)
-        self.metrics.code_drift.set(self.drift.divergence())
-        return [
-            {
-                "masks": out.masks[i],
-                "codes": out.codes[i],
-                "distances": out.distances[i],
-                "call": call,
-                "images": n,
-                "compute_ms": seconds * 1000,
-            }
-            for i in range(n)
-        ]
+        return self.runner(images)
 
     @bentoml.api
     def describe(self) -> dict:
         """The backend really in use and the bundle it serves."""
-        return {
-            "backend": self.backend.describe(),
-            "bundle_source": self.bundle.source,
-            "pid": os.getpid(),
-        }
+        return describe_runner(self.runner)
+
+
+def build_runner() -> ModelRunner:
+    manifest = BUNDLE.manifest
+    backend = create_backend(BUNDLE.path, manifest, SETTINGS)
+    backend.infer(
+        to_model_input(np.zeros((1, manifest.input.height, manifest.input.width, 3), np.uint8))
+    )
+    return ModelRunner(backend, manifest, metrics())
+
+
+def describe_runner(runner: ModelRunner) -> dict:
+    return {
+        "backend": runner.backend.describe(),
+        "bundle_source": BUNDLE.source,
+        "pid": os.getpid(),
+    }
 
 
 async def model_route(request: Request) -> JSONResponse:
@@ -189,11 +166,21 @@ _routes = Starlette(routes=[Route("/model", model_route, methods=["GET"])])
 class SlotServe:
     """Object decomposition: one mask and one semantic code label per object."""
 
-    inference = bentoml.depends(Inference)
+    if SETTINGS.batcher == "bentoml":
+        inference = bentoml.depends(Inference)
 
     def __init__(self) -> None:
         self.bundle = BUNDLE
         self.metrics = metrics()
+        self.batcher: Batcher | None = None
+        if SETTINGS.batcher == "inprocess":
+            self.runner = build_runner()
+            self.batcher = Batcher(
+                self.runner,
+                SETTINGS.max_batch_size,
+                SETTINGS.max_latency_ms,
+                SETTINGS.batch_wait_ms,
+            )
         self.pipeline = Pipeline(
             self.bundle.manifest,
             self._infer,
@@ -205,6 +192,8 @@ class SlotServe:
         self.grpc_server = None
 
     async def _infer(self, images: np.ndarray) -> list[dict]:
+        if self.batcher is not None:
+            return await self.batcher.submit(images)
         for attempt in range(1, RETRIES + 1):
             try:
                 return await self.inference.to_async.call("infer", images)
@@ -220,26 +209,30 @@ class SlotServe:
         raise AssertionError("unreachable")
 
     async def describe_model(self) -> dict:
-        backend = await self.inference.to_async.call("describe")
+        if self.batcher is not None:
+            backend = describe_runner(self.runner)
+        else:
+            backend = await self.inference.to_async.call("describe")
         return {
             "manifest": self.bundle.manifest.model_dump(mode="json"),
             "bundle_source": self.bundle.source,
             **backend,
             "batching": {
+                "batcher": SETTINGS.batcher,
                 "max_batch_size": SETTINGS.max_batch_size,
                 "max_latency_ms": SETTINGS.max_latency_ms,
+                "batch_wait_ms": SETTINGS.batch_wait_ms,
             },
             "grpc_port": SETTINGS.grpc_port or None,
         }
 
     @bentoml.on_startup
     async def warm_up(self) -> None:
-        """Calibrate the adaptive batcher before traffic arrives.
+        """Calibrate the batcher before traffic arrives (blank images, results discarded).
 
-        BentoML's batcher sends its first ~11 requests one at a time while it fits its
-        latency model; under a burst at start-up the queue behind them overruns
-        max_latency_ms and gets shed. A few sequential then concurrent calls here (blank
-        images, results discarded) do that fitting before the port opens.
+        The in-process batcher learns its time per image from the first calls. BentoML's
+        batcher sends its first ~11 requests one at a time while it fits its latency model;
+        under a burst at start-up the queue behind them overruns max_latency_ms and is shed.
         """
         manifest = self.bundle.manifest
         blank = np.zeros((1, manifest.input.height, manifest.input.width, 3), dtype=np.uint8)
@@ -268,6 +261,8 @@ class SlotServe:
     async def stop_grpc(self) -> None:
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=5)
+        if self.batcher is not None:
+            self.batcher.close()
 
     def _refuse(self, endpoint: str, err: RequestError) -> JSONResponse:
         self.metrics.requests.labels("http", endpoint, err.reason).inc()

@@ -32,10 +32,18 @@ class Settings(BaseSettings):
     """onnxruntime execution provider; `auto` takes the best one that really loads."""
     intra_op_threads: int = Field(0, ge=0)
     """onnxruntime threads inside one operator; 0 lets onnxruntime choose (one per core)."""
+    ort_spinning: bool = False
+    """Let onnxruntime's idle threads spin: a little faster alone, but the spinning steals
+    the cores that decode and encode requests in the same process."""
     inter_op_threads: int = Field(1, ge=0)
     trt_cache_dir: Path | None = None
 
     # batching and load
+    batcher: Literal["inprocess", "bentoml"] = "inprocess"
+    """`inprocess`: continuous batching inside each front worker (service/batcher.py).
+    `bentoml`: BentoML's adaptive batching in a separate `slotserve-inference` service."""
+    batch_wait_ms: float = Field(0.0, ge=0)
+    """In-process batcher: extra wait to fill a batch when the model is idle (0 = none)."""
     max_batch_size: int = Field(32, ge=1)
     max_latency_ms: int = Field(2000, ge=1)
     """Latency budget of the adaptive batcher; requests it cannot serve in time get 503."""

@@ -79,6 +79,8 @@ def create_backend(bundle: Path, manifest: Manifest, settings) -> Backend:
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             trt_cache_dir=settings.trt_cache_dir or bundle / "trt-cache",
+            max_batch_size=settings.max_batch_size,
+            spinning=settings.ort_spinning,
         )
     if settings.backend == "tensorrt":
         from service.backends.tensorrt import TensorRTBackend

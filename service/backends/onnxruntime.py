@@ -82,6 +82,7 @@ class OnnxRuntimeBackend(Backend):
         inter_op_threads: int = 1,
         trt_cache_dir: Path | None = None,
         max_batch_size: int = 64,
+        spinning: bool = False,
     ) -> None:
         self.variant = variant
         self.path = path
@@ -90,6 +91,9 @@ class OnnxRuntimeBackend(Backend):
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.log_severity_level = 3
+        spin = "1" if spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         chain = provider_chain(provider, ort.get_available_providers())
         provider_options = []
         for p in chain:

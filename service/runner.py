@@ -1,0 +1,67 @@
+"""One model call: uint8 images -> per-image outputs, with the model-side metrics.
+
+Shared by both batchers (`service.batcher` in-process, or BentoML's via the `Inference`
+service): whichever forms the batch, the call, its metrics and the code statistics are the
+same code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import numpy as np
+
+from export.contract import Manifest, to_model_input
+from service.backends import Backend
+from service.metrics import CodeDrift, ServiceMetrics
+
+
+class ModelRunner:
+    def __init__(self, backend: Backend, manifest: Manifest, metrics: ServiceMetrics) -> None:
+        self.backend = backend
+        self.manifest = manifest
+        self.metrics = metrics
+        self.drift = CodeDrift(manifest.code_usage, manifest.codebook_size)
+        self.calls = itertools.count(1)
+        self.labels = {
+            "backend": backend.name,
+            "provider": backend.provider,
+            "variant": backend.variant,
+        }
+        metrics.model_info.labels(model=manifest.name, version=manifest.version, **self.labels).set(
+            1
+        )
+
+    def blank(self, n: int = 1) -> np.ndarray:
+        return np.zeros((n, self.manifest.input.height, self.manifest.input.width, 3), np.uint8)
+
+    def __call__(self, images: np.ndarray) -> list[dict]:
+        """uint8 (N, H, W, 3) RGB at the model's input size -> one dict per image."""
+        started = time.perf_counter()
+        out = self.backend.infer(to_model_input(images))
+        seconds = time.perf_counter() - started
+        n = len(images)
+        call = f"{os.getpid()}-{next(self.calls)}"
+        self.metrics.batch_images.observe(n)
+        self.metrics.inference_seconds.labels(**self.labels).observe(seconds)
+        # Blank (all-zero) images carry no semantics and are what the start-up warm-up
+        # sends: they stay out of the code-usage statistics and the drift window.
+        informative = images.reshape(n, -1).any(axis=1)
+        codes = out.codes[informative].ravel()
+        for code, count in zip(*np.unique(codes, return_counts=True), strict=True):
+            self.metrics.code_assignments.labels(str(int(code))).inc(int(count))
+        self.drift.add(codes)
+        self.metrics.code_drift.set(self.drift.divergence())
+        return [
+            {
+                "masks": out.masks[i],
+                "codes": out.codes[i],
+                "distances": out.distances[i],
+                "call": call,
+                "images": n,
+                "compute_ms": seconds * 1000,
+            }
+            for i in range(n)
+        ]

@@ -1,0 +1,107 @@
+"""The in-process batcher: no wait when idle, batches that grow with load, deadline shedding."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher
+from service.errors import Overloaded
+
+
+class SlowModel:
+    """Takes `per_image` seconds per image; records the size of every call."""
+
+    def __init__(self, per_image: float = 0.01, fail_on: int | None = None):
+        self.per_image, self.fail_on, self.calls = per_image, fail_on, []
+
+    def __call__(self, images: np.ndarray) -> list[dict]:
+        self.calls.append(len(images))
+        time.sleep(self.per_image * len(images))
+        if self.fail_on is not None and len(self.calls) == self.fail_on:
+            raise RuntimeError("model exploded")
+        return [{"value": int(img[0, 0, 0])} for img in images]
+
+
+def imgs(*values: int) -> np.ndarray:
+    out = np.zeros((len(values), 4, 4, 3), np.uint8)
+    out[:, 0, 0, 0] = values
+    return out
+
+
+def test_an_idle_model_serves_a_lone_request_at_once():
+    model = SlowModel(0.02)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=8)
+        t = time.perf_counter()
+        result = await batcher.submit(imgs(7))
+        return result, time.perf_counter() - t
+
+    result, seconds = asyncio.run(main())
+    assert result == [{"value": 7}] and model.calls == [1]
+    assert seconds < 0.02 + 0.015  # the model's time, no waiting for a batch to fill
+
+
+def test_requests_arriving_while_the_model_runs_leave_together_in_order():
+    model = SlowModel(0.01)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=8)
+        return await asyncio.gather(*[batcher.submit(imgs(i)) for i in range(20)])
+
+    results = asyncio.run(main())
+    assert [r[0]["value"] for r in results] == list(range(20))  # each caller gets its own
+    assert max(model.calls) == 8 and sum(model.calls) == 20 and len(model.calls) >= 3
+    assert all(size <= 8 for size in model.calls)
+
+
+def test_multi_image_requests_stay_whole():
+    model = SlowModel(0.001)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=4)
+        return await asyncio.gather(batcher.submit(imgs(1, 2, 3)), batcher.submit(imgs(4, 5)))
+
+    a, b = asyncio.run(main())
+    assert [r["value"] for r in a] == [1, 2, 3] and [r["value"] for r in b] == [4, 5]
+    assert model.calls == [3, 2]
+
+
+def test_expected_wait_over_the_budget_is_refused_at_once():
+    model = SlowModel(0.02)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=4, max_latency_ms=100)
+        await batcher.submit(imgs(0))  # learns ~20 ms per image
+        tasks = [asyncio.ensure_future(batcher.submit(imgs(i))) for i in range(30)]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(main())
+    shed = [r for r in results if isinstance(r, Overloaded)]
+    served = [r for r in results if isinstance(r, list)]
+    assert shed and served and len(shed) + len(served) == 30
+    assert "budget" in str(shed[0])
+
+
+def test_a_model_failure_reaches_its_callers_and_the_batcher_goes_on():
+    model = SlowModel(0.001, fail_on=1)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=4)
+        with pytest.raises(RuntimeError, match="exploded"):
+            await batcher.submit(imgs(1))
+        return await batcher.submit(imgs(2))
+
+    assert asyncio.run(main()) == [{"value": 2}]
+
+
+def test_more_images_than_a_batch_is_a_programming_error():
+    async def main():
+        await Batcher(SlowModel(), max_batch_size=2).submit(imgs(1, 2, 3))
+
+    with pytest.raises(ValueError, match="max_batch_size"):
+        asyncio.run(main())

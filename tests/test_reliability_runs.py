@@ -1,0 +1,61 @@
+"""Short versions of the reliability runs and the benchmark (the full ones: `make soak`,
+`make bench`). Each starts its own server through the same code the full runs use."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_module
+
+pytestmark = pytest.mark.slow
+
+
+def test_killed_workers_are_restarted_and_requests_succeed_after(tmp_path):
+    res = run_module(
+        "loadtests.reliability", "crash", "--out", tmp_path, "--users", "4",
+        "--crash-seconds", "20", timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for name in ("crash-inference", "crash-front"):
+        run = json.loads((tmp_path / f"{name}.json").read_text())
+        assert run["new_pid"] != run["killed_pid"], run
+        assert run["all_ok_after_burst"] and run["ok_after_burst"] > 0, run
+        # the burst is bounded: failures only around the kill, not for the rest of the run
+        assert run["error_burst_s"] < 15, run
+    assert "kill -9 the slotserve-inference worker" in (tmp_path / "reliability.md").read_text()
+
+
+def test_short_soak_has_no_errors_and_flat_memory(tmp_path):
+    res = run_module(
+        "loadtests.reliability", "soak", "--out", tmp_path, "--minutes", "0.75", "--users", "4",
+        timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    soak = json.loads((tmp_path / "soak.json").read_text())
+    assert soak["requests"] > 50 and soak["errors"] == 0, soak
+    assert soak["rss_growth_pct"] < 10, soak
+
+
+def test_quick_benchmark_writes_its_report(tmp_path):
+    res = run_module("loadtests.bench", "--out", tmp_path, "--quick", timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    backends = {r["backend"] for r in result["raw"]}
+    assert {"torch-eager", "ort-fp32", "ort-fp16", "ort-int8"} <= backends
+    assert {(r["protocol"], r["concurrency"]) for r in result["served"]} == {
+        (p, c) for p in ("http", "grpc") for c in (1, 4, 16, 64)
+    }
+    assert all(r["errors"] == 0 for r in result["served"])
+    assert result["flops"]["per_image"] > 1e8
+    for key in (
+        "served_over_raw",
+        "http_overhead_ms",
+        "grpc_minus_http_ms",
+        "ort_over_torch_at_16",
+    ):
+        assert key in result["headline"]
+    assert (tmp_path / "raw-throughput.png").stat().st_size > 10_000
+    assert (tmp_path / "served-latency.png").stat().st_size > 10_000
+    assert "| served HTTP at saturation" in (tmp_path / "bench.md").read_text()
