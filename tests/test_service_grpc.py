@@ -133,12 +133,13 @@ def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):
             aio_stub = pb_grpc.SlotServeStub(channel)
             https = [client.post("/decompose", files={"image": ("s.png", d)}) for d in datas]
             grpcs = [aio_stub.Decompose(pb.DecomposeRequest(image=d)) for d in datas]
-            return await asyncio.gather(*https, *grpcs)
+            replies = await asyncio.gather(*[c for pair in zip(https, grpcs) for c in pair])
+            return replies[0::2], replies[1::2]
 
-    for _ in range(3):  # scheduling can keep the protocols apart once; not three times
-        replies = asyncio.run(mixed())
-        http_calls = {r.json()["model_call"]["id"] for r in replies[:16]}
-        grpc_calls = {r.model_call.id for r in replies[16:]}
+    for _ in range(5):  # scheduling can keep the protocols apart once; not five times
+        http_replies, grpc_replies = asyncio.run(mixed())
+        http_calls = {r.json()["model_call"]["id"] for r in http_replies}
+        grpc_calls = {r.model_call.id for r in grpc_replies}
         if http_calls & grpc_calls:
             break
     assert http_calls & grpc_calls, (http_calls, grpc_calls)
