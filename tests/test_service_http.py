@@ -16,6 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from export.contract import load_bundle, to_model_input
+from service.schemas import BatchDecomposition, Decomposition
 from service.settings import DEFAULT_BUNDLE
 from training.data.shapes import generate_batch
 from training.metrics import fg_ari
@@ -46,6 +47,7 @@ def test_decompose_returns_objects_with_pycocotools_masks(server):
     r = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", png(scene.image))})
     assert r.status_code == 200, r.text
     body = r.json()
+    Decomposition.model_validate(body)  # the documented schema, field for field
     assert (body["width"], body["height"]) == (64, 64)
     assert body["model"]["name"] == "slotserve-shapes"
     assert set(body["timings_ms"]) >= {"decode", "preprocess", "inference", "postprocess", "total"}
@@ -78,7 +80,7 @@ def _served_and_bundle_fg_ari(server, scenes, scale=None, size=None):
         truths.append(np.asarray(inst))
     r = httpx.post(f"{server.url}/decompose_batch", files=files, timeout=120)
     assert r.status_code == 200, r.text
-    results = r.json()["results"]
+    results = BatchDecomposition.model_validate(r.json()).model_dump()["results"]
     scores = []
     for result, t in zip(results, truths, strict=True):
         assert (result["width"], result["height"]) == (t.shape[1], t.shape[0])
