@@ -10,7 +10,7 @@ CHECKPOINT ?= models/slotserve-shapes/model.safetensors
 export MALLOC_MMAP_THRESHOLD_ = 4000000000
 export MALLOC_TRIM_THRESHOLD_ = 100000000000
 
-.PHONY: venv system-deps test lint format serve proto build loadtest bench soak train \
+.PHONY: venv system-deps test lint format audit serve proto build loadtest bench soak train \
 	train-ablation evaluate demo sweep clean
 
 venv: $(VENV)/.installed
@@ -53,6 +53,12 @@ proto: venv
 # Pack the service, the contract and the default bundle into a bento (offline).
 build: venv
 	$(VENV)/bin/bentoml build .
+
+# Known vulnerabilities in the installed dependencies (PyPI's advisory data; fails on any
+# not listed with a reason in .pip-audit-ignore).
+audit: venv
+	$(VENV)/bin/pip-audit --vulnerability-service pypi --progress-spinner off \
+	  $$(grep -v '^#' .pip-audit-ignore | awk 'NF {print "--ignore-vuln", $$1}')
 
 # Raw model against served model in one run: JSON, Markdown and plots under reports/bench.
 bench: venv

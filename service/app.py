@@ -92,6 +92,25 @@ def metrics() -> ServiceMetrics:
     return _metrics
 
 
+_front: "SlotServe | None" = None
+
+
+def admit(in_flight: int) -> str | None:
+    """Shed an HTTP request before reading it when the requests already in flight in this
+    worker would take the model past its latency budget."""
+    batcher = _front.batcher if _front is not None else None
+    if batcher is None:
+        return None
+    wait = (in_flight + 1) * batcher.per_image  # each request in flight holds >= 1 image
+    if wait > batcher.max_latency:
+        return (
+            f"the model is saturated: {in_flight} requests in flight would wait about "
+            f"{1000 * wait:.0f} ms, over the {1000 * batcher.max_latency:.0f} ms budget; "
+            "retry shortly"
+        )
+    return None
+
+
 def count_refusal(path: str, reason: str) -> None:
     """The request guard's refusals (never reach an API method) count like the others."""
     m = metrics()
@@ -197,6 +216,8 @@ class SlotServe:
             metrics=self.metrics,
         )
         self.grpc_server = None
+        global _front
+        _front = self
 
     async def _infer(self, images: np.ndarray) -> list[dict]:
         if self.batcher is not None:
@@ -338,4 +359,5 @@ SlotServe.add_asgi_middleware(
     },
     max_body_bytes=_per_image,
     on_refuse=count_refusal,
+    admit=admit,
 )

@@ -43,7 +43,7 @@ def test_an_idle_model_serves_a_lone_request_at_once():
 
     result, seconds = asyncio.run(main())
     assert result == [{"value": 7}] and model.calls == [1]
-    assert seconds < 0.02 + 0.015  # the model's time, no waiting for a batch to fill
+    assert seconds < 0.25  # the model's 20 ms, not a wait for the batch to fill (2 s budget)
 
 
 def test_requests_arriving_while_the_model_runs_leave_together_in_order():
