@@ -1,0 +1,73 @@
+"""The request guard as a plain ASGI middleware (no BentoML): limits, upload shape, shedding."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from service.guard import RequestGuard, UploadRoute
+
+ROUTES = {"/decompose": UploadRoute("image", 1, 1000)}
+
+
+class Echo:
+    """The app behind the guard: answers with the size of the body it received."""
+
+    def __init__(self):
+        self.calls = 0
+
+    async def __call__(self, scope, receive, send):
+        self.calls += 1
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(len(body)).encode()})
+
+
+def post(guard, **kw) -> httpx.Response:
+    async def go():
+        transport = httpx.ASGITransport(app=guard)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post("/decompose", **kw)
+
+    return asyncio.run(go())
+
+
+def test_a_good_upload_reaches_the_app_byte_for_byte():
+    app, refused = Echo(), []
+    guard = RequestGuard(app, ROUTES, 1000, on_refuse=lambda p, r: refused.append(r))
+    r = post(guard, files={"image": ("a.png", b"x" * 100)})
+    sent = httpx.Request("POST", "http://t", files={"image": ("a.png", b"x" * 100)})
+    assert r.status_code == 200 and int(r.text) == len(sent.read())
+    assert app.calls == 1 and refused == []
+
+
+def test_refusals_are_counted_and_never_reach_the_app():
+    app, refused = Echo(), []
+    guard = RequestGuard(app, ROUTES, 1000, on_refuse=lambda p, r: refused.append(r))
+    assert post(guard, files={"image": ("a.png", b"x" * 2000)}).status_code == 413
+    assert post(guard, files={"other": ("a.png", b"x")}).status_code == 400
+    assert post(guard, json={"image": "x"}).status_code == 415
+    assert app.calls == 0
+    assert refused == ["upload_too_large", "wrong_field", "wrong_content_type"]
+
+
+def test_admission_sheds_before_reading_the_body():
+    app, refused, seen = Echo(), [], []
+
+    def admit(in_flight):
+        seen.append(in_flight)
+        return "the model is saturated; retry shortly"
+
+    guard = RequestGuard(app, ROUTES, 1000, on_refuse=lambda p, r: refused.append(r), admit=admit)
+    r = post(guard, files={"image": ("a.png", b"x" * 10)})
+    assert r.status_code == 503 and r.json() == {
+        "error": "the model is saturated; retry shortly",
+        "reason": "overloaded",
+    }
+    assert app.calls == 0 and refused == ["overloaded"] and seen == [0]
