@@ -90,7 +90,7 @@ evaluate: venv
 	  done; \
 	done
 
-# The main job until the service lands: evaluate the shipped model and draw its masks.
+# Evaluate the shipped model beside the baselines and draw its masks (runs/demo).
 demo: venv
 	$(PY) -m training demo --checkpoint $(CHECKPOINT) --out runs/demo
 
