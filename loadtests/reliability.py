@@ -11,8 +11,8 @@ overload  finds the saturating rate (closed loop), then offers 4x that rate open
           time to recover once the load drops back under capacity.
 soak      a steady load for N minutes: errors, and resident memory of the whole server
           (arbiter + workers) from the end of the first minute to the end.
-crash     a steady load; kill -9 the inference worker, later the front worker: the worker
-          is restarted, requests after the restart succeed, the error burst is counted.
+crash     a steady load; kill -9 the serving worker (alone, then one of two): it is
+          restarted, requests after the restart succeed, the error burst is counted.
 """
 
 from __future__ import annotations
@@ -202,22 +202,34 @@ async def _soak(server: Server, seconds: float, users: int) -> dict:
     }
 
 
-def worker_pid(server: Server, service: str) -> int:
+def worker_pids(server: Server, service: str) -> list[int]:
     import psutil
 
     root = psutil.Process(server.proc.pid)
+    pids = []
     for p in root.children(recursive=True):
-        cmd = p.cmdline()
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            continue
         if "--service-name" in cmd and cmd[cmd.index("--service-name") + 1] == service:
-            return p.pid
-    raise LookupError(f"no worker of {service}")
+            pids.append(p.pid)
+    if not pids:
+        raise LookupError(f"no worker of {service}")
+    return sorted(pids)
 
 
-async def _crash(server: Server, service: str, users: int, seconds: float = 40.0) -> dict:
+def worker_pid(server: Server, service: str) -> int:
+    return worker_pids(server, service)[0]
+
+
+async def _crash(
+    server: Server, service: str, users: int, seconds: float = 40.0, workers: int = 1
+) -> dict:
     data = images()
     rec = Recorder()
     before = worker_pid(server, service)
-    info: dict = {"service": service, "killed_pid": before}
+    info: dict = {"service": service, "workers": workers, "killed_pid": before}
 
     async def killer() -> None:
         await asyncio.sleep(5)
@@ -226,10 +238,11 @@ async def _crash(server: Server, service: str, users: int, seconds: float = 40.0
         while True:  # wait for the replacement
             await asyncio.sleep(0.2)
             try:
-                pid = worker_pid(server, service)
+                pids = worker_pids(server, service)
             except LookupError:
                 continue
-            if pid != before:
+            if len(pids) == workers and before not in pids:
+                pid = max(pids)
                 info["new_pid"] = pid
                 info["restarted_after_s"] = time.perf_counter() - rec.start - info["killed_at_s"]
                 return
@@ -261,7 +274,19 @@ def write_report(out: Path) -> None:
         path = out / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None
 
-    lines = ["# Reliability", "", "Figures from `python -m loadtests.reliability` (see README)."]
+    cpu = "unknown CPU"
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    lines = [
+        "# Reliability",
+        "",
+        "Figures from `python -m loadtests.reliability` (see README), on "
+        f"{cpu} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d', time.gmtime())}; the load "
+        "generator (Python, aiohttp) runs on the same cores as the server.",
+    ]
     if (o := load("overload")) is not None:
         lines += [
             "",
@@ -286,11 +311,11 @@ def write_report(out: Path) -> None:
             f"- resident memory (server + workers): {s['rss_mb_after_warmup']:.0f} MB after "
             f"warm-up, {s['rss_mb_end']:.0f} MB at the end: {s['rss_growth_pct']:+.1f}%",
         ]
-    for name in ("crash-inference", "crash-front"):
+    for name in ("crash-1-worker", "crash-2-workers"):
         if (c := load(name)) is not None:
             lines += [
                 "",
-                f"## Crash: kill -9 the {c['service']} worker under load",
+                f"## Crash: kill -9 one of {c['workers']} {c['service']} worker(s) under load",
                 "",
                 f"- restarted after {c.get('restarted_after_s', float('nan')):.1f} s "
                 f"(pid {c['killed_pid']} -> {c.get('new_pid')})",
@@ -313,22 +338,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     runs = ["overload", "soak", "crash"] if args.run == "all" else [args.run]
+    plans = {
+        "overload": [("overload", {})],
+        "soak": [("soak", {})],
+        # The front worker also runs the model (in-process batcher): kill it alone, then one
+        # of two workers while the other goes on serving.
+        "crash": [("crash-1-worker", {}), ("crash-2-workers", {"SLOTSERVE_WORKERS": "2"})],
+    }
     for run in runs:
-        with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as server:
-            log(f"{run}: server up at {server.url}")
-            if run == "overload":
-                results = {"overload": asyncio.run(_overload(server, args.overload_seconds))}
-            elif run == "soak":
-                results = {"soak": asyncio.run(_soak(server, 60 * args.minutes, args.users))}
-            else:
-                results = {
-                    "crash-inference": asyncio.run(
-                        _crash(server, "slotserve-inference", args.users, args.crash_seconds)
-                    ),
-                    "crash-front": asyncio.run(
-                        _crash(server, "slotserve", args.users, args.crash_seconds)
-                    ),
-                }
+        results = {}
+        for name, env in plans[run]:
+            with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), env=env) as server:
+                log(f"{name}: server up at {server.url}")
+                if run == "overload":
+                    results[name] = asyncio.run(_overload(server, args.overload_seconds))
+                elif run == "soak":
+                    results[name] = asyncio.run(_soak(server, 60 * args.minutes, args.users))
+                else:
+                    workers = int(env.get("SLOTSERVE_WORKERS", "1"))
+                    results[name] = asyncio.run(
+                        _crash(server, "slotserve", args.users, args.crash_seconds, workers)
+                    )
         for name, result in results.items():
             (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
             log(f"{name}: {json.dumps({k: v for k, v in result.items() if 'samples' not in k})}")
