@@ -28,7 +28,9 @@ def png(seed: int) -> bytes:
 
 
 def test_bentoml_batching_shares_calls_across_protocols_and_survives_a_burst(tmp_path):
-    env = {"SLOTSERVE_BATCHER": "bentoml"}
+    # A budget the burst cannot overrun: any failure left is the connection trouble this
+    # mode works around (BentoML issue 4971), not shedding.
+    env = {"SLOTSERVE_BATCHER": "bentoml", "SLOTSERVE_MAX_LATENCY_MS": "60000"}
     with serve(tmp_path / "srv", env=env) as server:
         info = httpx.get(f"{server.url}/model", timeout=30).json()
         assert info["batching"]["batcher"] == "bentoml"
