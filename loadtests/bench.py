@@ -1,7 +1,7 @@
 """Benchmark: the raw model and the served model, measured in ONE run so ratios hold.
 
     python -m loadtests.bench --out reports/bench            # full run (~10 min on 2 cores)
-    python -m loadtests.bench --out /tmp/bench --quick       # smoke run (~1 min)
+    python -m loadtests.bench --out runs/bench-quick --quick # smoke run (~1 min)
 
 Raw model: torch eager (from the checkpoint) and onnxruntime fp32 / fp16 / int8 (from the
 bundle), images/s and latency per call at batch 1, 4, 16, 64. Served: `bentoml serve` started
