@@ -186,6 +186,9 @@ def code_palette(size: int) -> np.ndarray:
     return np.asarray(colours, dtype=np.uint8)
 
 
+OVERLAY_MIN_SIDE = 256
+
+
 def render_overlay(
     img: Image.Image,
     labels: np.ndarray,
@@ -193,8 +196,17 @@ def render_overlay(
     codebook_size: int,
     alpha: float = 0.55,
 ) -> bytes:
-    """PNG of the input with each object tinted by its code, outlined, and named."""
+    """PNG of the input with each object tinted by its code, outlined, and named.
+
+    Small inputs are enlarged by a whole factor (nearest neighbour) until the short side is
+    at least `OVERLAY_MIN_SIDE` pixels, so the names stay legible; larger ones keep their size.
+    """
+    scale = max(1, min(8, OVERLAY_MIN_SIDE // max(1, min(img.size))))
     rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    if scale > 1:
+        rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
+        labels = labels.repeat(scale, axis=0).repeat(scale, axis=1)
+        objects = [{**o, "bbox": [v * scale for v in o["bbox"]]} for o in objects]
     palette = code_palette(codebook_size)
     slot_colour = np.zeros((int(labels.max()) + 1, 3), dtype=np.float32)
     for obj in objects:

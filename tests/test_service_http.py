@@ -150,7 +150,7 @@ def test_visualize_returns_a_png_overlay(server):
     r = httpx.post(f"{server.url}/visualize", files={"image": ("s.png", png(scene.image))})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     img = Image.open(io.BytesIO(r.content))
-    assert img.size == (64, 64)
+    assert img.size == (256, 256)  # a 64x64 input is drawn 4x larger
 
 
 def test_openapi_lists_the_routes(server):

@@ -183,5 +183,14 @@ def test_overlay_is_a_png_of_the_input_size():
     objects = describe_objects(labels, np.array([0, 5, 9]), np.zeros(3), ["bg"] * 10)
     png = render_overlay(img, labels, objects, codebook_size=10)
     out = Image.open(io.BytesIO(png))
-    assert out.format == "PNG" and out.size == (50, 40)
-    assert not np.array_equal(np.asarray(out.convert("RGB")), np.asarray(img))
+    assert out.format == "PNG" and out.size == (300, 240)  # enlarged 6x: names stay legible
+    small = np.asarray(out.convert("RGB"))[::6, ::6]
+    assert not np.array_equal(small, np.asarray(img))  # tinted
+
+
+def test_large_overlays_keep_the_input_size():
+    img = rgb(400, 300)
+    labels = masks_to_labels(_masks(k=3), 300, 400)
+    objects = describe_objects(labels, np.array([0, 5, 9]), np.zeros(3), None)
+    out = Image.open(io.BytesIO(render_overlay(img, labels, objects, codebook_size=10)))
+    assert out.size == (400, 300)
