@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import grpc
 import httpx
@@ -30,6 +31,11 @@ def png(seed: int) -> bytes:
 def test_metrics_add_up_across_two_workers(tmp_path):
     env = {"SLOTSERVE_WORKERS": "2", "SLOTSERVE_VARIANT": "fp16"}
     with serve(tmp_path / "srv", env=env) as server:
+        seen: set[int] = set()  # /readyz answers once one worker is up: wait for both
+        deadline = time.monotonic() + 90
+        while len(seen) < 2 and time.monotonic() < deadline:
+            seen.add(httpx.get(f"{server.url}/model", timeout=30).json()["pid"])
+        assert len(seen) == 2, seen
         before_http = server.metric_value("slotserve_images_total", protocol="http")
         before_grpc = server.metric_value("slotserve_images_total", protocol="grpc")
         before_calls = server.metric_value("slotserve_batch_images_sum")
