@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import platform
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtests.images import encode
 from loadtests.server import REPO, Server, serve
 
 BUNDLE = REPO / "models" / "slotserve-shapes"
@@ -158,14 +158,7 @@ def cpu_peak(threads: int) -> dict:
 
 # -- served model --------------------------------------------------------------------------------
 def encoded(n: int) -> list[bytes]:
-    from PIL import Image
-
-    out = []
-    for img in scenes(n, seed=11):
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="PNG")
-        out.append(buf.getvalue())
-    return out
+    return [encode(img) for img in scenes(n, seed=11)]
 
 
 async def closed_loop(server: Server, protocol: str, users: int, seconds: float, images):
@@ -404,20 +397,22 @@ def plot(out: Path, result: dict) -> None:
     plt.close(fig)
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine() -> dict:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "platform": platform.platform(terse=True),
         "python": platform.python_version(),

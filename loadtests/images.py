@@ -44,11 +44,20 @@ class TestImage:
     __test__ = False  # not a pytest test class
 
 
-def encode(pixels: np.ndarray, fmt: str) -> bytes:
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG", **options) -> bytes:
+    """An image (uint8 array or PIL) as the bytes of an image file; `options` go to PIL."""
+    if fmt in ("JPEG", "WEBP"):
+        options.setdefault("quality", 90)
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
     buf = io.BytesIO()
-    options = {"quality": 90} if fmt in ("JPEG", "WEBP") else {}
-    Image.fromarray(pixels).save(buf, format=fmt, **options)
+    img.save(buf, format=fmt, **options)
     return buf.getvalue()
+
+
+def blocky_png(seed: int, size: int = 64) -> bytes:
+    """A PNG of random 8x8 colour blocks: cheap to make, never blank, varied by seed."""
+    small = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return encode(Image.fromarray(small).resize((size, size), Image.Resampling.NEAREST))
 
 
 def make_images(seed: int = 0, count: int = len(LAYOUT)) -> list[TestImage]:
@@ -63,7 +72,7 @@ def make_images(seed: int = 0, count: int = len(LAYOUT)) -> list[TestImage]:
         img = Image.fromarray(scene.image)
         if img.size != (width, height):
             img = img.resize((width, height), Image.Resampling.NEAREST)
-        data = encode(np.asarray(img), fmt)
+        data = encode(img, fmt)
         name = f"{i:03d}-{variant}-{height}x{width}.{fmt.lower()}"
         images.append(TestImage(name, data, width, height, fmt))
     return images

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import signal
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtests.bench import cpu_name
+from loadtests.images import blocky_png
 from loadtests.server import Server, serve
 
 
@@ -38,18 +39,7 @@ def log(msg: str) -> None:
 
 
 def images(n: int = 32) -> list[bytes]:
-    from PIL import Image
-
-    rng = np.random.default_rng(3)
-    out = []
-    for _ in range(n):
-        # blocky random scenes: cheap to make, never blank, decode like real PNGs
-        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((64, 64), Image.Resampling.NEAREST)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        out.append(buf.getvalue())
-    return out
+    return [blocky_png(seed) for seed in range(n)]
 
 
 @dataclass
@@ -274,12 +264,7 @@ def write_report(out: Path) -> None:
         path = out / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None
 
-    cpu = "unknown CPU"
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_name()
     lines = [
         "# Reliability",
         "",

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -111,12 +112,18 @@ def admit(in_flight: int) -> str | None:
     return None
 
 
+def count_http(endpoint: str, outcome: str) -> None:
+    """One HTTP request's outcome: `ok` or the refusal / failure reason."""
+    m = metrics()
+    m.requests.labels("http", endpoint, outcome).inc()
+    if outcome != "ok":
+        m.errors.labels(outcome, "http").inc()
+
+
 def count_refusal(path: str, reason: str) -> None:
     """The request guard's refusals (never reach an API method) count like the others."""
-    m = metrics()
     endpoint = path.strip("/")
-    m.requests.labels("http", endpoint if endpoint in HTTP_ENDPOINTS else "other", reason).inc()
-    m.errors.labels(reason, "http").inc()
+    count_http(endpoint if endpoint in HTTP_ENDPOINTS else "other", reason)
 
 
 @bentoml.service(
@@ -133,7 +140,6 @@ class Inference:
 
     def __init__(self) -> None:
         logging.getLogger("bentoml._internal.server.http_app").addFilter(ShedLogFilter())
-        self.bundle = BUNDLE
         self.runner = build_runner()
 
     @bentoml.api(
@@ -292,59 +298,47 @@ class SlotServe:
         if self.batcher is not None:
             self.batcher.close()
 
-    def _refuse(self, endpoint: str, err: RequestError) -> JSONResponse:
-        self.metrics.requests.labels("http", endpoint, err.reason).inc()
-        self.metrics.errors.labels(err.reason, "http").inc()
-        return JSONResponse(
-            {"error": err.message, "reason": err.reason}, status_code=err.http_status
-        )
-
-    def _internal(self, endpoint: str) -> None:
-        """A bug, not a bad request: counted, then BentoML answers 500 and logs the traceback."""
-        self.metrics.requests.labels("http", endpoint, "internal").inc()
-        self.metrics.errors.labels("internal", "http").inc()
-
-    def _ok(self, endpoint: str) -> None:
-        self.metrics.requests.labels("http", endpoint, "ok").inc()
+    async def _answer(self, endpoint: str, work: Callable[[], Awaitable], respond) -> Response:
+        """Run one request's work and count its outcome: ok, a refusal (its 4xx / 503 with the
+        one-line reason) or a bug (counted, then re-raised: BentoML answers 500 and logs it)."""
+        try:
+            result = await work()
+        except RequestError as err:
+            count_http(endpoint, err.reason)
+            body = {"error": err.message, "reason": err.reason}
+            return JSONResponse(body, status_code=err.http_status)
+        except Exception:
+            count_http(endpoint, "internal")
+            raise
+        count_http(endpoint, "ok")
+        return respond(result)
 
     @bentoml.api(route="/decompose")
     async def decompose(self, image: Path) -> Decomposition:
         """One image (multipart field `image`: PNG, JPEG or WebP, any size) -> its objects."""
-        try:
-            result = await self.pipeline.decompose(image.read_bytes(), "http")
-        except RequestError as err:
-            return self._refuse("decompose", err)
-        except Exception:
-            self._internal("decompose")
-            raise
-        self._ok("decompose")
-        return json_response(result)
+        return await self._answer(
+            "decompose",
+            lambda: self.pipeline.decompose(image.read_bytes(), "http"),
+            json_response,
+        )
 
     @bentoml.api(route="/decompose_batch")
     async def decompose_batch(self, images: list[Path]) -> BatchDecomposition:
         """Several images (repeat the multipart field `images`) -> their objects, in order."""
-        try:
-            results = await self.pipeline.decompose_many([p.read_bytes() for p in images], "http")
-        except RequestError as err:
-            return self._refuse("decompose_batch", err)
-        except Exception:
-            self._internal("decompose_batch")
-            raise
-        self._ok("decompose_batch")
-        return json_response({"results": results})
+        return await self._answer(
+            "decompose_batch",
+            lambda: self.pipeline.decompose_many([p.read_bytes() for p in images], "http"),
+            lambda results: json_response({"results": results}),
+        )
 
     @bentoml.api(route="/visualize")
     async def visualize(self, image: Path) -> Image.Image:
         """One image -> PNG overlay of its objects, coloured by semantic code and named."""
-        try:
-            png = await self.pipeline.visualize(image.read_bytes(), "http")
-        except RequestError as err:
-            return self._refuse("visualize", err)
-        except Exception:
-            self._internal("visualize")
-            raise
-        self._ok("visualize")
-        return Response(png, media_type="image/png")
+        return await self._answer(
+            "visualize",
+            lambda: self.pipeline.visualize(image.read_bytes(), "http"),
+            lambda png: Response(png, media_type="image/png"),
+        )
 
 
 _per_image = SETTINGS.max_upload_bytes + 64 * 1024

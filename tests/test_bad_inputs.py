@@ -4,7 +4,6 @@ Ends with schemathesis fuzzing the OpenAPI spec: zero server errors."""
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
@@ -16,18 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from loadtests.images import encode
 from service.rpc.slotserve.v1 import slotserve_pb2 as pb
 from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
 from service.settings import Settings
 
 pytestmark = pytest.mark.slow
 LIMITS = Settings()
-
-
-def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
 
 
 def noise(w: int = 64, h: int = 64, seed: int = 0) -> Image.Image:

@@ -3,15 +3,14 @@ serves, and a bundle imported into the model store is what it serves."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 
 import httpx
 import pytest
-from PIL import Image
 
+from loadtests.images import encode
 from tests.serving import REPO, serve
 from training.data.shapes import generate_batch
 
@@ -55,7 +54,6 @@ def test_bentoml_build_then_serve_the_bento_from_the_model_store(tmp_path):
     with serve(tmp_path / "srv", target="slotserve:latest", cwd=outside) as server:
         info = httpx.get(f"{server.url}/model", timeout=30).json()
         assert info["bundle_source"] == "model store slotserve-shapes:latest"
-        buf = io.BytesIO()
-        Image.fromarray(generate_batch(1, seed=2)[0].image).save(buf, format="PNG")
-        r = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", buf.getvalue())})
+        data = encode(generate_batch(1, seed=2)[0].image)
+        r = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", data)})
         assert r.status_code == 200 and r.json()["objects"]

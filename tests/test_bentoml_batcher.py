@@ -4,27 +4,17 @@ HTTP and gRPC still share its model calls, and a burst right after start-up lose
 from __future__ import annotations
 
 import asyncio
-import io
 
 import grpc
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
+from loadtests.images import blocky_png
 from service.rpc.slotserve.v1 import slotserve_pb2 as pb
 from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
 from tests.serving import serve
 
 pytestmark = pytest.mark.slow
-
-
-def png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(small).resize((64, 64), Image.Resampling.NEAREST).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_bentoml_batching_shares_calls_across_protocols_and_survives_a_burst(tmp_path):
@@ -35,7 +25,7 @@ def test_bentoml_batching_shares_calls_across_protocols_and_survives_a_burst(tmp
         info = httpx.get(f"{server.url}/model", timeout=30).json()
         assert info["batching"]["batcher"] == "bentoml"
         assert info["pid"] != server.proc.pid  # the model runs in its own service process
-        datas = [png(i) for i in range(16)]
+        datas = [blocky_png(i) for i in range(16)]
 
         async def mixed(n_http: int, n_grpc: int):
             limits = httpx.Limits(max_connections=256)

@@ -458,31 +458,27 @@ def test_steady_shape_with_grpc_user(live_server, tmp_path):
     assert by_type["grpc"][0] > 0 and by_type["grpc"][1] == 0, by_type
 
 
-def test_unknown_shape_is_refused(tmp_path):
-    env = {**os.environ, "SLOTSERVE_LOAD_SHAPE": "sawtooth"}
-    env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
-    proc = subprocess.run(
+def _locust_list(**extra_env: str) -> subprocess.CompletedProcess:
+    """`locust --list` on the locustfile, in a subprocess that gevent may patch."""
+    env = {k: v for k, v in os.environ.items() if k != "LOCUST_SKIP_MONKEY_PATCH"}
+    return subprocess.run(
         [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--list"],
         cwd=REPO,
-        env=env,
+        env={**env, **extra_env},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_unknown_shape_is_refused(tmp_path):
+    proc = _locust_list(SLOTSERVE_LOAD_SHAPE="sawtooth")
     assert proc.returncode != 0
     assert "unknown load shape 'sawtooth'" in proc.stdout + proc.stderr
 
 
 def test_users_are_listed():
-    env = {k: v for k, v in os.environ.items() if k != "LOCUST_SKIP_MONKEY_PATCH"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--list"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _locust_list()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "HttpDecomposeUser" in proc.stdout and "GrpcDecomposeUser" in proc.stdout
 

@@ -4,15 +4,13 @@ accepted requests still succeed, and the service answers normally as soon as loa
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 
 import grpc
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
+from loadtests.images import blocky_png
 from service.rpc.slotserve.v1 import slotserve_pb2 as pb
 from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
 from tests.serving import serve
@@ -20,17 +18,10 @@ from tests.serving import serve
 pytestmark = pytest.mark.slow
 
 
-def png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_burst_past_the_latency_budget_is_shed_not_queued(tmp_path):
     env = {"SLOTSERVE_MAX_LATENCY_MS": "150", "SLOTSERVE_MAX_BATCH_SIZE": "8"}
     with serve(tmp_path / "srv", env=env) as server:
-        data = png(0)
+        data = blocky_png(0)
 
         async def burst():
             async with (

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import io
 import math
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
+from loadtests.images import blocky_png
 from service.metrics import LATENCY_BUCKETS
 from tests.serving import free_port, serve
 from tests.test_monitoring import (
@@ -44,13 +42,6 @@ PACE_S = 0.5  # pause between one client's requests: the load spans ~8 s of 1 s 
 N_GRPC = 4  # good images over gRPC
 N_BAD = 3  # undecodable uploads over HTTP (400, reason bad_image)
 BAD = b"this is not an image" * 8
-
-
-def png(seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def bucket(seconds: float) -> tuple[float, float]:
@@ -154,7 +145,7 @@ async def http_load(url: str) -> tuple[list[float], list[float]]:
 
     async def client(http: httpx.AsyncClient) -> None:
         for seed in seeds:
-            data = png(seed)
+            data = blocky_png(seed)
             started = time.perf_counter()
             reply = await http.post(f"{url}/decompose", files={"image": ("x.png", data)})
             client_s.append(time.perf_counter() - started)
@@ -176,7 +167,7 @@ def grpc_decompose(target: str, seeds: range) -> None:
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.SlotServeStub(channel)
         for seed in seeds:
-            stub.Decompose(pb.DecomposeRequest(image=png(seed)), timeout=60)
+            stub.Decompose(pb.DecomposeRequest(image=blocky_png(seed)), timeout=60)
 
 
 def post_bad(url: str) -> None:
@@ -203,7 +194,9 @@ def test_prometheus_sees_what_was_sent(tmp_path) -> None:
 def check_scraped_load(server, prometheus: Prometheus) -> None:
     # One request of each kind first, then a scrape: every series the load touches exists
     # before it starts, so rate() sees the whole load (a counter's first value is not a rate).
-    first = httpx.post(f"{server.url}/decompose", files={"image": ("x.png", png(1))}, timeout=60)
+    first = httpx.post(
+        f"{server.url}/decompose", files={"image": ("x.png", blocky_png(1))}, timeout=60
+    )
     assert first.status_code == 200, first.text
     inference_s = [first.json()["timings_ms"]["inference"] / 1000]
     post_bad(server.url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 
 import grpc
@@ -14,17 +13,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
+from loadtests.images import encode
 from service.rpc.slotserve.v1 import slotserve_pb2 as pb
 from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
 from training.data.shapes import generate_batch
 
 pytestmark = pytest.mark.slow
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -49,7 +43,7 @@ def as_dicts(message: pb.Decomposition) -> list[dict]:
 
 def test_grpc_and_http_give_identical_codes_and_masks(server, stub):
     for scene in generate_batch(4, seed=21, variant="textured"):
-        data = png(scene.image)
+        data = encode(scene.image)
         via_grpc = stub.Decompose(pb.DecomposeRequest(image=data), timeout=60)
         via_http = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", data)}).json()
         drop = ("code_distance",)
@@ -64,7 +58,7 @@ def test_batch_call_keeps_order(stub):
     scenes = generate_batch(3, seed=4)
     sizes = [(64, 64), (128, 96), (80, 80)]
     images = [
-        png(np.asarray(Image.fromarray(s.image).resize(size))) for s, size in zip(scenes, sizes)
+        encode(np.asarray(Image.fromarray(s.image).resize(size))) for s, size in zip(scenes, sizes)
     ]
     reply = stub.DecomposeBatch(pb.DecomposeBatchRequest(images=images), timeout=60)
     assert [(r.width, r.height) for r in reply.results] == sizes
@@ -72,7 +66,7 @@ def test_batch_call_keeps_order(stub):
 
 def test_stream_echoes_ids_and_survives_a_bad_image(stub):
     scenes = generate_batch(6, seed=8)
-    requests = [pb.StreamRequest(id=f"ok-{i}", image=png(s.image)) for i, s in enumerate(scenes)]
+    requests = [pb.StreamRequest(id=f"ok-{i}", image=encode(s.image)) for i, s in enumerate(scenes)]
     requests.insert(3, pb.StreamRequest(id="bad", image=b"not an image"))
     replies = {r.id: r for r in stub.DecomposeStream(iter(requests), timeout=120)}
     assert set(replies) == {r.id for r in requests}
@@ -123,7 +117,7 @@ def test_health_reflection_and_model_info(server, stub):
 
 def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):
     scenes = generate_batch(16, seed=30)
-    datas = [png(s.image) for s in scenes]
+    datas = [encode(s.image) for s in scenes]
 
     async def mixed():
         async with (

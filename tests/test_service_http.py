@@ -16,18 +16,13 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from export.contract import load_bundle, to_model_input
+from loadtests.images import encode
 from service.schemas import BatchDecomposition, Decomposition
 from service.settings import DEFAULT_BUNDLE
 from training.data.shapes import generate_batch
 from training.metrics import fg_ari
 
 pytestmark = pytest.mark.slow
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def labels_from(result: dict) -> np.ndarray:
@@ -44,7 +39,7 @@ def labels_from(result: dict) -> np.ndarray:
 
 def test_decompose_returns_objects_with_pycocotools_masks(server):
     scene = generate_batch(1, seed=3)[0]
-    r = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", png(scene.image))})
+    r = httpx.post(f"{server.url}/decompose", files={"image": ("s.png", encode(scene.image))})
     assert r.status_code == 200, r.text
     body = r.json()
     Decomposition.model_validate(body)  # the documented schema, field for field
@@ -76,7 +71,7 @@ def _served_and_bundle_fg_ari(server, scenes, scale=None, size=None):
         inst = Image.fromarray(s.instances.astype(np.int32)).resize(
             (w, h), Image.Resampling.NEAREST
         )
-        files.append(("images", (f"{len(files)}.png", png(np.asarray(img)))))
+        files.append(("images", (f"{len(files)}.png", encode(np.asarray(img)))))
         truths.append(np.asarray(inst))
     r = httpx.post(f"{server.url}/decompose_batch", files=files, timeout=120)
     assert r.status_code == 200, r.text
@@ -117,7 +112,7 @@ def test_concurrent_requests_share_model_calls(server):
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
             return await asyncio.gather(
                 *[
-                    client.post("/decompose", files={"image": ("s.png", png(s.image))})
+                    client.post("/decompose", files={"image": ("s.png", encode(s.image))})
                     for s in scenes
                 ]
             )
@@ -147,7 +142,7 @@ def test_model_route_reports_the_provider_in_use(server):
 
 def test_visualize_returns_a_png_overlay(server):
     scene = generate_batch(1, seed=9)[0]
-    r = httpx.post(f"{server.url}/visualize", files={"image": ("s.png", png(scene.image))})
+    r = httpx.post(f"{server.url}/visualize", files={"image": ("s.png", encode(scene.image))})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     img = Image.open(io.BytesIO(r.content))
     assert img.size == (256, 256)  # a 64x64 input is drawn 4x larger

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from loadtests.images import encode
 from service.errors import (
     BadImage,
     EmptyUpload,
@@ -25,12 +26,6 @@ from service.processing import (
     render_overlay,
     to_model_size,
 )
-
-
-def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
 
 
 def rgb(w: int = 40, h: int = 30, seed: int = 0) -> Image.Image:

@@ -4,28 +4,18 @@ by both through SO_REUSEPORT, and a bundle variant is selectable."""
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 
 import grpc
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
+from loadtests.images import blocky_png
 from service.rpc.slotserve.v1 import slotserve_pb2 as pb
 from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
 from tests.serving import serve
 
 pytestmark = pytest.mark.slow
-
-
-def png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(small).resize((64, 64), Image.Resampling.NEAREST).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_metrics_add_up_across_two_workers(tmp_path):
@@ -43,14 +33,17 @@ def test_metrics_add_up_across_two_workers(tmp_path):
         async def load():
             async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
                 https = [
-                    client.post("/decompose", files={"image": ("s.png", png(i))}) for i in range(40)
+                    client.post("/decompose", files={"image": ("s.png", blocky_png(i))})
+                    for i in range(40)
                 ]
                 replies = await asyncio.gather(*https)
             grpc_replies = []
             for i in range(12):  # a new channel each time: connections spread over workers
                 async with grpc.aio.insecure_channel(server.grpc_target) as channel:
                     stub = pb_grpc.SlotServeStub(channel)
-                    grpc_replies.append(await stub.Decompose(pb.DecomposeRequest(image=png(i))))
+                    grpc_replies.append(
+                        await stub.Decompose(pb.DecomposeRequest(image=blocky_png(i)))
+                    )
             return replies, grpc_replies
 
         replies, grpc_replies = asyncio.run(load())
