@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
     )
     p.add_argument("--int8", choices=["auto", "static", "dynamic"], default="auto")
+    p.add_argument(
+        "--int8-scope",
+        choices=["decoder", "all"],
+        default="decoder",
+        help="modules quantised to int8 (decoder: 91%% of the FLOPs, after the codes)",
+    )
 
     p = sub.add_parser("verify", help="torch against onnxruntime at batch 1, 3, 32")
     p.add_argument("--bundle", required=True)
@@ -34,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True)
     p.add_argument("--checkpoint", default=None, help="to keep the codebook lookup in float")
     p.add_argument("--int8", choices=["auto", "static", "dynamic"], default="auto")
+    p.add_argument(
+        "--int8-scope",
+        choices=["decoder", "all"],
+        default="decoder",
+        help="modules quantised to int8 (decoder: 91%% of the FLOPs, after the codes)",
+    )
     p.add_argument("--scenes", type=int, default=256)
 
     p = sub.add_parser("tensorrt", help="build a TensorRT plan on this GPU (UNVERIFIED here)")
@@ -77,7 +89,10 @@ def run(args) -> object:
             from export.variants import build_variants
 
             result["variants"] = build_variants(
-                args.out, args.int8, codebook=_codebook(args.checkpoint)
+                args.out,
+                args.int8,
+                codebook=_codebook(args.checkpoint),
+                int8_scope=args.int8_scope,
             )
         return result
     if args.verb == "verify":
@@ -91,7 +106,11 @@ def run(args) -> object:
         from export.variants import build_variants
 
         return build_variants(
-            args.bundle, args.int8, args.scenes, codebook=_codebook(args.checkpoint)
+            args.bundle,
+            args.int8,
+            args.scenes,
+            codebook=_codebook(args.checkpoint),
+            int8_scope=args.int8_scope,
         )
     if args.verb == "tensorrt":
         from export.tensorrt import BatchProfile, build_bundle_engine

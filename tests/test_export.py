@@ -140,3 +140,30 @@ def test_evaluate_through_onnxruntime_matches_checkpoint(exported):
     a, b = results["--checkpoint"], results["--bundle"]
     assert abs(a["fg_ari"] - b["fg_ari"]) <= 0.005
     assert a["code_class_nmi"] == pytest.approx(b["code_class_nmi"], abs=1e-6)
+
+
+def test_graph_optimisation_keeps_tiny_epsilons(tmp_path):
+    """Slot attention adds 1e-8 before normalising; onnxscript's `x + 0` rule deleted it."""
+    import onnxruntime as ort
+    import torch
+
+    from export.onnx_export import optimize_graph
+
+    class WeightedMean(torch.nn.Module):
+        def forward(self, attn):
+            weights = attn + 1e-8
+            return weights / weights.sum(dim=-1, keepdim=True)
+
+    with torch.no_grad():
+        program = torch.onnx.export(
+            WeightedMean(), (torch.rand(2, 4),), dynamo=True, optimize=False, verbose=False
+        )
+    optimize_graph(program.model)
+    path = tmp_path / "m.onnx"
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # An all-zero row (a slot that attends nowhere) is uniform with the epsilon, NaN without.
+    x = np.zeros((2, 4), np.float32)
+    x[1] = [1.0, 0.0, 0.0, 0.0]
+    (out,) = session.run(None, {session.get_inputs()[0].name: x})
+    assert np.allclose(out[0], 0.25) and np.allclose(out[1], [1.0, 0.0, 0.0, 0.0], atol=1e-7)

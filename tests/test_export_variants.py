@@ -36,7 +36,10 @@ def test_variants_are_written_hashed_and_measured(with_variants):
         for key in ("code_agreement", "fg_ari_change", "speedup_vs_fp32", "fp32_ms", "ms"):
             assert key in figures, (name, key)
         assert 0.0 <= figures["code_agreement"] <= 1.0
-    assert manifest.variants["int8"]["method"] in ("static", "dynamic")
+    int8 = manifest.variants["int8"]
+    assert int8["method"] in ("static", "dynamic") and int8["scope"] == "decoder"
+    # the whole-graph static candidate is measured beside it, for the record
+    assert {"static", "static-all"} <= set(int8["candidates"]) | set(int8["failed"])
     assert results["fp16"]["code_agreement"] >= 0.99  # half precision keeps the codes
 
 
@@ -48,14 +51,24 @@ def test_fp16_keeps_float32_io_and_has_half_weights(with_variants):
     assert halves, "no fp16 weights in the fp16 variant"
 
 
-def test_int8_graph_is_quantised_but_codebook_stays_float(with_variants, exported):
-    from export.variants import codebook_nodes
+def test_int8_quantises_the_decoder_only_and_codebook_stays_float(with_variants, exported):
+    from export.variants import QUANTISABLE_OPS, codebook_nodes, scope_nodes
     from training.checkpoint import load_checkpoint
 
     bundle, _ = with_variants
     model = onnx.load(str(bundle / VARIANT_FILES["int8"]))
     ops = {n.op_type for n in model.graph.node}
     assert ops & {"QuantizeLinear", "DequantizeLinear", "MatMulInteger", "DynamicQuantizeLinear"}
+    dequantised = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    # node names survive quantisation (module paths do not): compare with the fp32 graph
+    decoder = set(scope_nodes(onnx.load(str(exported[1] / "model.onnx")), "decoder"))
+    quantised = {"decoder": 0, "elsewhere": 0}
+    for node in model.graph.node:
+        integer = node.op_type in ("MatMulInteger", "ConvInteger")
+        if integer or (node.op_type in QUANTISABLE_OPS and dequantised & set(node.input)):
+            name = node.name.removesuffix("_quant")
+            quantised["decoder" if name in decoder else "elsewhere"] += 1
+    assert quantised["decoder"] >= 3 and quantised["elsewhere"] == 0, quantised
     codebook = load_checkpoint(exported[0])[0].codebook.embed.numpy()
     fp32 = onnx.load(str(exported[1] / "model.onnx"))
     assert codebook_nodes(fp32, codebook), "found no node reading the codebook"
