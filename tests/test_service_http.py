@@ -134,6 +134,11 @@ def test_model_route_reports_the_provider_in_use(server):
     assert info["backend"]["provider"] == "cpu"
     assert info["backend"]["providers"][0] == "CPUExecutionProvider"
     assert info["manifest"]["name"] == "slotserve-shapes"
+    # what the serving figures rest on: spinning onnxruntime threads, uvloop + httptools
+    # under uvicorn, no OpenTelemetry spans on the model routes unless asked for
+    assert info["backend"]["spinning"] is True
+    assert info["http"]["event_loop"].startswith("uvloop") and info["http"]["parser"] == "httptools"
+    assert "/decompose" in info["http"]["untraced_routes"]
     assert (
         info["bundle_source"] in ("shipped default", "setting")
         or "model store" in info["bundle_source"]

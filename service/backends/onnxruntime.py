@@ -82,7 +82,7 @@ class OnnxRuntimeBackend(Backend):
         inter_op_threads: int = 1,
         trt_cache_dir: Path | None = None,
         max_batch_size: int = 64,
-        spinning: bool = False,
+        spinning: bool = True,
     ) -> None:
         self.variant = variant
         self.path = path
@@ -145,4 +145,8 @@ class OnnxRuntimeBackend(Backend):
             "providers": self.session.get_providers(),
             "onnxruntime": ort.__version__,
             "intra_op_threads": self.session.get_session_options().intra_op_num_threads,
+            "spinning": self.session.get_session_options().get_session_config_entry(
+                "session.intra_op.allow_spinning"
+            )
+            == "1",
         }
