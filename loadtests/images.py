@@ -54,6 +54,23 @@ def encode(image: np.ndarray | Image.Image, fmt: str = "PNG", **options) -> byte
     return buf.getvalue()
 
 
+MULTIPART_BOUNDARY = "slotserve-load-boundary"
+MULTIPART_HEADERS = {"Content-Type": f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"}
+
+
+def multipart_body(data: bytes, field: str = "image", filename: str = "s.png") -> bytes:
+    """One file upload as a ready multipart/form-data body (send with MULTIPART_HEADERS).
+
+    Load generators build it once per image: at hundreds of requests a second, building a
+    form per request costs the client CPU the server it measures shares on small machines."""
+    head = (
+        f"--{MULTIPART_BOUNDARY}\r\n"
+        f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    )
+    return head.encode() + data + f"\r\n--{MULTIPART_BOUNDARY}--\r\n".encode()
+
+
 def blocky_png(seed: int, size: int = 64) -> bytes:
     """A PNG of random 8x8 colour blocks: cheap to make, never blank, varied by seed."""
     small = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)

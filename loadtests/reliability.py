@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtests.bench import cpu_name
-from loadtests.images import blocky_png
+from loadtests.images import MULTIPART_HEADERS, blocky_png, multipart_body
 from loadtests.server import Server, serve
 
 
@@ -39,7 +39,8 @@ def log(msg: str) -> None:
 
 
 def images(n: int = 32) -> list[bytes]:
-    return [blocky_png(seed) for seed in range(n)]
+    """Ready multipart bodies, one image each."""
+    return [multipart_body(blocky_png(seed)) for seed in range(n)]
 
 
 @dataclass
@@ -61,14 +62,13 @@ class Recorder:
         return [o for o in self.outcomes if t0 <= o.t < t1]
 
 
-async def post(session, data: bytes, rec: Recorder) -> None:
+async def post(session, body: bytes, rec: Recorder) -> None:
+    """POST one ready multipart body (see `images`) to /decompose and record the outcome."""
     import aiohttp
 
-    form = aiohttp.FormData()
-    form.add_field("image", data, filename="s.png", content_type="image/png")
     t = time.perf_counter()
     try:
-        async with session.post("/decompose", data=form) as r:
+        async with session.post("/decompose", data=body, headers=MULTIPART_HEADERS) as r:
             await r.read()
             status = r.status
     except (TimeoutError, aiohttp.ClientError):
