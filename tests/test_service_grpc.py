@@ -118,6 +118,7 @@ def test_health_reflection_and_model_info(server, stub):
 def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):
     scenes = generate_batch(16, seed=30)
     datas = [encode(s.image) for s in scenes]
+    blocker = [("images", (f"b{i}.png", datas[i % 16])) for i in range(32)]
 
     async def mixed():
         async with (
@@ -125,12 +126,17 @@ def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):
             grpc.aio.insecure_channel(server.grpc_target) as channel,
         ):
             aio_stub = pb_grpc.SlotServeStub(channel)
+            # A full batch keeps the model busy (~0.25 s) while the mixed requests arrive, so
+            # they queue together and leave in one call, whichever protocol parses faster.
+            busy = asyncio.ensure_future(client.post("/decompose_batch", files=blocker))
+            await asyncio.sleep(0.05)
             https = [client.post("/decompose", files={"image": ("s.png", d)}) for d in datas]
             grpcs = [aio_stub.Decompose(pb.DecomposeRequest(image=d)) for d in datas]
             replies = await asyncio.gather(*[c for pair in zip(https, grpcs) for c in pair])
+            assert (await busy).status_code == 200
             return replies[0::2], replies[1::2]
 
-    for _ in range(5):  # scheduling can keep the protocols apart once; not five times
+    for _ in range(5):  # scheduling can still keep the protocols apart once; not five times
         http_replies, grpc_replies = asyncio.run(mixed())
         http_calls = {r.json()["model_call"]["id"] for r in http_replies}
         grpc_calls = {r.model_call.id for r in grpc_replies}
