@@ -10,6 +10,16 @@ import logging
 import sys
 
 
+def _int8_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int8", choices=["auto", "static", "dynamic"], default="auto")
+    p.add_argument(
+        "--int8-scope",
+        choices=["decoder", "all"],  # export.variants.INT8_SCOPES
+        default="decoder",
+        help="modules quantised to int8 (decoder: 91%% of the FLOPs, after the codes)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -23,13 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
     )
-    p.add_argument("--int8", choices=["auto", "static", "dynamic"], default="auto")
-    p.add_argument(
-        "--int8-scope",
-        choices=["decoder", "all"],
-        default="decoder",
-        help="modules quantised to int8 (decoder: 91%% of the FLOPs, after the codes)",
-    )
+    _int8_options(p)
 
     p = sub.add_parser("verify", help="torch against onnxruntime at batch 1, 3, 32")
     p.add_argument("--bundle", required=True)
@@ -39,13 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("variants", help="(re)build model.fp16.onnx and model.int8.onnx")
     p.add_argument("--bundle", required=True)
     p.add_argument("--checkpoint", default=None, help="to keep the codebook lookup in float")
-    p.add_argument("--int8", choices=["auto", "static", "dynamic"], default="auto")
-    p.add_argument(
-        "--int8-scope",
-        choices=["decoder", "all"],
-        default="decoder",
-        help="modules quantised to int8 (decoder: 91%% of the FLOPs, after the codes)",
-    )
+    _int8_options(p)
     p.add_argument("--scenes", type=int, default=256)
 
     p = sub.add_parser("tensorrt", help="build a TensorRT plan on this GPU (UNVERIFIED here)")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.images import MULTIPART_HEADERS, encode, multipart_body
+from loadtests.images import encode, multipart
 from loadtests.server import REPO, Server, serve
 
 BUNDLE = REPO / "models" / "slotserve-shapes"
@@ -96,10 +96,10 @@ def raw_runners(threads: int) -> dict:
     return runners
 
 
-def raw_benchmarks(batches, min_seconds: float, threads: int) -> list[dict]:
+def raw_benchmarks(runners: dict, batches, min_seconds: float) -> list[dict]:
     images = scenes(max(batches))
     rows = []
-    for name, fn in raw_runners(threads).items():
+    for name, fn in runners.items():
         for b in batches:
             times = time_calls(fn, images[:b], min_seconds)
             mean = statistics.fmean(times)
@@ -183,11 +183,11 @@ async def closed_loop(server: Server, protocol: str, users: int, seconds: float,
         stub = pb_grpc.SlotServeStub(channel)
         deadline = time.perf_counter() + seconds
 
-        bodies = {id(data): multipart_body(data) for data in images}
+        uploads = {id(data): multipart("image", [("s.png", data, "image/png")]) for data in images}
 
         async def http_call(data: bytes) -> tuple[bool, bool]:
-            body = bodies[id(data)]
-            async with session.post("/decompose", data=body, headers=MULTIPART_HEADERS) as r:
+            body, ctype = uploads[id(data)]
+            async with session.post("/decompose", data=body, headers={"Content-Type": ctype}) as r:
                 await r.read()
                 return r.status == 200, r.status == 503
 
@@ -221,8 +221,7 @@ async def closed_loop(server: Server, protocol: str, users: int, seconds: float,
     return latencies, shed, errors, elapsed
 
 
-def served_benchmarks(server: Server, concurrencies, seconds: float) -> list[dict]:
-    images = encoded(64)
+def served_benchmarks(server: Server, concurrencies, seconds: float, images) -> list[dict]:
     rows = []
     for protocol in ("http", "grpc"):
         asyncio.run(closed_loop(server, protocol, 2, 2.0, images))  # warm connections
@@ -258,15 +257,13 @@ def served_benchmarks(server: Server, concurrencies, seconds: float) -> list[dic
 
 
 def headline_rounds(
-    server: Server, rounds: int, seconds: float, threads: int, best_batch: int, users: int
+    server: Server, rounds: int, seconds: float, fn, best_batch: int, users: int, bodies
 ) -> list[dict]:
     """The headline comparisons again, interleaved: each round measures raw onnxruntime
     (batch 1 and the best batch, in this process while the server idles) and then the served
     points it is compared with, so a drift of the machine's speed hits both sides of a ratio.
     The headline is the median round; the spread shows the noise."""
-    fn = raw_runners(threads)["ort-fp32"]
     images = scenes(max(best_batch, 1))
-    bodies = encoded(64)
     out = []
     for k in range(rounds):
         one = time_calls(fn, images[:1], seconds)
@@ -494,12 +491,14 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     log("raw model (server not started yet, so nothing competes for the cores)")
-    raw = raw_benchmarks(RAW_BATCHES, raw_seconds, args.threads)
+    runners = raw_runners(args.threads)
+    raw = raw_benchmarks(runners, RAW_BATCHES, raw_seconds)
     gflop = flops_per_image()
     peak = cpu_peak(args.threads)
     log("starting bentoml serve")
     with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as server:
-        served = served_benchmarks(server, CONCURRENCIES, served_seconds)
+        bodies = encoded(64)
+        served = served_benchmarks(server, CONCURRENCIES, served_seconds, bodies)
         best_batch = max(
             (r for r in raw if r["backend"] == "ort-fp32"), key=lambda r: r["images_per_s"]
         )["batch"]
@@ -511,7 +510,13 @@ def main(argv: list[str] | None = None) -> int:
             f"HTTP x{saturation_users}"
         )
         rounds = headline_rounds(
-            server, args.rounds, round_seconds, args.threads, best_batch, saturation_users
+            server,
+            args.rounds,
+            round_seconds,
+            runners["ort-fp32"],
+            best_batch,
+            saturation_users,
+            bodies,
         )
     best = max((r for r in raw if r["backend"] == "ort-fp32"), key=lambda r: r["images_per_s"])
     achieved = gflop * best["images_per_s"] / 1e9

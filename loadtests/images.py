@@ -9,6 +9,7 @@ JPEG and one WebP, at 64x64, 128x128 and 96x160 (height x width): deterministic 
 from __future__ import annotations
 
 import io
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,21 +55,24 @@ def encode(image: np.ndarray | Image.Image, fmt: str = "PNG", **options) -> byte
     return buf.getvalue()
 
 
-MULTIPART_BOUNDARY = "slotserve-load-boundary"
-MULTIPART_HEADERS = {"Content-Type": f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"}
-
-
-def multipart_body(data: bytes, field: str = "image", filename: str = "s.png") -> bytes:
-    """One file upload as a ready multipart/form-data body (send with MULTIPART_HEADERS).
-
-    Load generators build it once per image: at hundreds of requests a second, building a
-    form per request costs the client CPU the server it measures shares on small machines."""
-    head = (
-        f"--{MULTIPART_BOUNDARY}\r\n"
-        f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    )
-    return head.encode() + data + f"\r\n--{MULTIPART_BOUNDARY}--\r\n".encode()
+def multipart(field: str, files: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    """A multipart/form-data body with each (filename, data, content type) as a file in
+    `field`; returns (body, Content-Type header). Load generators build it once per image:
+    at hundreds of requests a second a form built per request costs the client CPU that the
+    server it measures shares on small machines."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+            f"Content-Type: {ctype}\r\n\r\n"
+        ).encode()
+        + data
+        + b"\r\n"
+        for name, data, ctype in files
+    ]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def blocky_png(seed: int, size: int = 64) -> bytes:

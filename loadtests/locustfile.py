@@ -24,7 +24,6 @@ import os
 import random
 import sys
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,6 +40,7 @@ from loadtests import shapes  # noqa: E402
 from loadtests.images import (  # noqa: E402
     TestImage,
     make_images,
+    multipart,
     proto_to_result,
     validate,
     validate_batch,
@@ -134,23 +134,12 @@ def on_init(environment, **_kw) -> None:
 
 
 # -- users ------------------------------------------------------------------------------------
-def multipart(field: str, items: list[TestImage]) -> tuple[bytes, str]:
-    """A multipart/form-data body with each image as a file in `field`; (body, content type)."""
-    boundary = uuid.uuid4().hex
-    mime = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-    parts = []
-    for item in items:
-        parts.append(
-            (
-                f"--{boundary}\r\n"
-                f'Content-Disposition: form-data; name="{field}"; filename="{item.name}"\r\n'
-                f"Content-Type: {mime[item.format]}\r\n\r\n"
-            ).encode()
-            + item.data
-            + b"\r\n"
-        )
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+def upload(field: str, items: list[TestImage]) -> tuple[bytes, str]:
+    """The test images as files in `field`: (multipart body, content type)."""
+    return multipart(field, [(i.name, i.data, MIME[i.format]) for i in items])
 
 
 def http_reason(response, check) -> str | None:
@@ -184,7 +173,7 @@ class HttpDecomposeUser(FastHttpUser):
     def on_start(self) -> None:
         self.images = load_images(self.environment)
         self.rng = random.Random()
-        self.bodies = {image.name: multipart("image", [image]) for image in self.images}
+        self.bodies = {image.name: upload("image", [image]) for image in self.images}
 
     @task(10)
     def decompose(self) -> None:
@@ -211,7 +200,7 @@ class HttpDecomposeUser(FastHttpUser):
     @task(1)
     def decompose_batch(self) -> None:
         batch = self.rng.sample(self.images, BATCH)
-        body, ctype = multipart("images", batch)
+        body, ctype = upload("images", batch)
         with self.client.post(
             "/decompose_batch",
             data=body,

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtests.bench import cpu_name
-from loadtests.images import MULTIPART_HEADERS, blocky_png, multipart_body
+from loadtests.images import blocky_png, multipart
 from loadtests.server import Server, serve
 
 
@@ -38,9 +38,9 @@ def log(msg: str) -> None:
     print(f"[reliability {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def images(n: int = 32) -> list[bytes]:
-    """Ready multipart bodies, one image each."""
-    return [multipart_body(blocky_png(seed)) for seed in range(n)]
+def images(n: int = 32) -> list[tuple[bytes, str]]:
+    """Ready uploads, one image each: (multipart body, content type)."""
+    return [multipart("image", [("s.png", blocky_png(seed), "image/png")]) for seed in range(n)]
 
 
 @dataclass
@@ -62,13 +62,14 @@ class Recorder:
         return [o for o in self.outcomes if t0 <= o.t < t1]
 
 
-async def post(session, body: bytes, rec: Recorder) -> None:
-    """POST one ready multipart body (see `images`) to /decompose and record the outcome."""
+async def post(session, upload: tuple[bytes, str], rec: Recorder) -> None:
+    """POST one ready upload (see `images`) to /decompose and record the outcome."""
     import aiohttp
 
+    body, ctype = upload
     t = time.perf_counter()
     try:
-        async with session.post("/decompose", data=body, headers=MULTIPART_HEADERS) as r:
+        async with session.post("/decompose", data=body, headers={"Content-Type": ctype}) as r:
             await r.read()
             status = r.status
     except (TimeoutError, aiohttp.ClientError):

@@ -36,12 +36,16 @@ def small_cfg() -> ModelConfig:
 
 
 def run_module(module: str, *args: str, timeout: int = 600, env=None):
-    """`python -m MODULE ARGS` in a subprocess (the CLI as a user runs it)."""
+    """`python -m MODULE ARGS` in a subprocess, in the repository root (the CLI as a user
+    runs it)."""
     import subprocess
     import sys
 
+    from loadtests.server import REPO
+
     return subprocess.run(
         [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=timeout,

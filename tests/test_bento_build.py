@@ -4,14 +4,13 @@ serves, and a bundle imported into the model store is what it serves."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import httpx
 import pytest
 
 from loadtests.images import encode
-from tests.serving import REPO, serve
+from tests.conftest import run_module
+from tests.serving import serve
 from training.data.shapes import generate_batch
 
 pytestmark = pytest.mark.slow
@@ -20,23 +19,11 @@ pytestmark = pytest.mark.slow
 def test_bentoml_build_then_serve_the_bento_from_the_model_store(tmp_path):
     home = tmp_path / "srv" / "bentoml"
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
-    imported = subprocess.run(
-        [sys.executable, "-m", "export", "bentoml", "--bundle", "models/slotserve-shapes"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    imported = run_module(
+        "export", "bentoml", "--bundle", "models/slotserve-shapes", env=env, timeout=300
     )
     assert imported.returncode == 0, imported.stderr[-3000:]
-    built = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", "."],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    built = run_module("bentoml", "build", ".", env=env, timeout=300)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     src = next((home / "bentos" / "slotserve").glob("*/src"))
     packed = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}

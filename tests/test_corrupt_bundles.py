@@ -18,6 +18,7 @@ from export.contract import load_bundle, to_model_input
 from service.backends import BackendError
 from service.backends.onnxruntime import OnnxRuntimeBackend, provider_chain
 from service.settings import DEFAULT_BUNDLE
+from tests.conftest import run_module
 from tests.serving import REPO
 
 FILES = ("manifest.json", "model.onnx", "model.fp16.onnx", "model.int8.onnx")
@@ -113,14 +114,7 @@ def test_service_refuses_to_start_on_a_bad_bundle(tmp_path, name):
         "SLOTSERVE_BUNDLE": str(bundle),
         **extra_env,
     }
-    res = subprocess.run(
-        [sys.executable, "-m", "bentoml", "serve", "--port", "0"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = run_module("bentoml", "serve", "--port", "0", env=env, timeout=120)
     assert res.returncode != 0
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("slotserve: refusing to serve:"), res.stderr[-2000:]

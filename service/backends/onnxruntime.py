@@ -139,14 +139,12 @@ class OnnxRuntimeBackend(Backend):
         )
 
     def describe(self) -> dict:
+        options = self.session.get_session_options()
         return {
             **super().describe(),
             "file": self.path.name,
             "providers": self.session.get_providers(),
             "onnxruntime": ort.__version__,
-            "intra_op_threads": self.session.get_session_options().intra_op_num_threads,
-            "spinning": self.session.get_session_options().get_session_config_entry(
-                "session.intra_op.allow_spinning"
-            )
-            == "1",
+            "intra_op_threads": options.intra_op_num_threads,
+            "spinning": options.get_session_config_entry("session.intra_op.allow_spinning") == "1",
         }
