@@ -175,47 +175,36 @@ class HttpDecomposeUser(FastHttpUser):
         self.rng = random.Random()
         self.bodies = {image.name: upload("image", [image]) for image in self.images}
 
-    @task(10)
-    def decompose(self) -> None:
-        image = self.rng.choice(self.images)
-        body, ctype = self.bodies[image.name]
+    def _post(self, path: str, upload: tuple[bytes, str], check) -> None:
+        """POST a ready upload; a wrong or empty answer (see `http_reason`) is a failure."""
+        body, ctype = upload
         with self.client.post(
-            "/decompose",
-            data=body,
-            headers={"Content-Type": ctype},
-            name="/decompose",
-            catch_response=True,
+            path, data=body, headers={"Content-Type": ctype}, name=path, catch_response=True
         ) as response:
-
-            def check(payload) -> str | None:
-                reason = validate(payload, image.width, image.height)
-                return reason and f"{image.name}: {reason}"
-
             reason = http_reason(response, check)
             if reason:
                 response.failure(reason)
             else:
                 response.success()
 
+    @task(10)
+    def decompose(self) -> None:
+        image = self.rng.choice(self.images)
+
+        def check(payload) -> str | None:
+            reason = validate(payload, image.width, image.height)
+            return reason and f"{image.name}: {reason}"
+
+        self._post("/decompose", self.bodies[image.name], check)
+
     @task(1)
     def decompose_batch(self) -> None:
         batch = self.rng.sample(self.images, BATCH)
-        body, ctype = upload("images", batch)
-        with self.client.post(
+        self._post(
             "/decompose_batch",
-            data=body,
-            headers={"Content-Type": ctype},
-            name="/decompose_batch",
-            catch_response=True,
-        ) as response:
-            reason = http_reason(
-                response,
-                lambda r: validate_batch(r.get("results") if isinstance(r, dict) else r, batch),
-            )
-            if reason:
-                response.failure(reason)
-            else:
-                response.success()
+            upload("images", batch),
+            lambda r: validate_batch(r.get("results") if isinstance(r, dict) else r, batch),
+        )
 
 
 class GrpcDecomposeUser(User):
