@@ -118,7 +118,7 @@ def test_health_reflection_and_model_info(server, stub):
 def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):
     scenes = generate_batch(16, seed=30)
     datas = [encode(s.image) for s in scenes]
-    blocker = [("images", (f"b{i}.png", datas[i % 16])) for i in range(32)]
+    blocker = [("images", (f"b{i}.png", d)) for i, d in enumerate(datas)]
 
     async def mixed():
         async with (
@@ -126,14 +126,16 @@ def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):
             grpc.aio.insecure_channel(server.grpc_target) as channel,
         ):
             aio_stub = pb_grpc.SlotServeStub(channel)
-            # A full batch keeps the model busy (~0.25 s) while the mixed requests arrive, so
-            # they queue together and leave in one call, whichever protocol parses faster.
+            # A 16-image call keeps the model busy (~0.1 s) while the mixed requests arrive, so
+            # they queue together and leave in one call, whichever protocol parses faster. (On
+            # a loaded machine the batcher may shed it; that attempt then proves nothing and
+            # the loop tries again.)
             busy = asyncio.ensure_future(client.post("/decompose_batch", files=blocker))
             await asyncio.sleep(0.05)
             https = [client.post("/decompose", files={"image": ("s.png", d)}) for d in datas]
             grpcs = [aio_stub.Decompose(pb.DecomposeRequest(image=d)) for d in datas]
             replies = await asyncio.gather(*[c for pair in zip(https, grpcs) for c in pair])
-            assert (await busy).status_code == 200
+            await busy
             return replies[0::2], replies[1::2]
 
     for _ in range(5):  # scheduling can still keep the protocols apart once; not five times
