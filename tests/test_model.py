@@ -25,8 +25,22 @@ def _images(b=3, size=32, seed=0):
         {"decoder": {"kind": "conv", "broadcast_size": 8, "output_stride": 2}},
         {"decoder": {"attention_prior": True}},
         {"decoder": {"kind": "conv", "broadcast_size": 8, "attention_prior": True}},
+        {"encoder": {"stride": 2}, "decoder": {"attention_prior": True}},
+        {"encoder": {"stride": 1}},
+        {"decoder": {"slot_centric": True, "attention_prior": True}},
     ],
-    ids=["default", "no_topdown", "qvf", "learned_init", "conv_decoder", "prior", "conv_prior"],
+    ids=[
+        "default",
+        "no_topdown",
+        "qvf",
+        "learned_init",
+        "conv_decoder",
+        "prior",
+        "conv_prior",
+        "stride2_prior",
+        "stride1",
+        "slot_centric",
+    ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
     torch.manual_seed(0)
@@ -49,7 +63,7 @@ def test_shapes_no_nan_and_gradients_everywhere(overrides):
     assert out.codes.shape == (3, k) and out.codes.dtype == torch.int64
     assert out.code_distances.shape == (3, k)
     assert out.slots.shape == (3, k, cfg.slot_attention.slot_dim)
-    assert out.attention.shape == (3, k, (s // 4) ** 2)
+    assert out.attention.shape == (3, k, (s // cfg.encoder.stride) ** 2)
     assert out.reconstruction.shape == (3, 3, s, s)
     assert torch.allclose(out.masks.sum(1), torch.ones(3, s, s), atol=1e-5)
     for t in (out.masks, out.code_distances, out.slots, out.reconstruction):

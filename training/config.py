@@ -24,7 +24,11 @@ class _Strict(BaseModel):
 class EncoderConfig(_Strict):
     kind: Literal["cnn", "vit"] = "cnn"
     channels: int = Field(64, ge=8)
-    """CNN width; the CNN downsamples by 4, so a 64x64 image gives 16x16 tokens."""
+    """CNN width."""
+    stride: Literal[1, 2, 4] = 4
+    """CNN downsampling: 4 turns a 64x64 image into 16x16 tokens, 2 into 32x32, 1 into 64x64.
+    Finer tokens straddle fewer object edges (a token that mixes object and background is
+    neither, and attracts "halo" slots) and give the decoder's attention prior a finer grid."""
     vit_name: str = "vit_small_patch16_224"
     vit_weights: str | None = None
     """Local weights file for the optional frozen timm ViT (nothing is downloaded)."""
@@ -78,6 +82,10 @@ class DecoderConfig(_Strict):
     attention_prior: bool = False
     """Add log(slot attention), upsampled, to each slot's alpha logits: a direct path from the
     reconstruction to the grouping that breaks the all-slots-alike start of training."""
+    slot_centric: bool = False
+    """mlp: decode each slot in its own frame: pixel positions relative to the centre and
+    spread of the slot's attention (as Invariant Slot Attention does), so a slot encodes its
+    object's shape and look, not where it is."""
     broadcast_size: int = Field(8, ge=1)
     """conv: size of the grid each slot is tiled over."""
     output_stride: int = Field(2, ge=1)
@@ -99,8 +107,11 @@ class ModelConfig(_Strict):
         s, dec = self.image_size, self.decoder
         if dec.kind == "conv":
             self._check_conv_decoder()
-        if self.encoder.kind == "cnn" and s % 4:
-            raise ValueError(f"image_size {s} must be a multiple of 4 for the CNN encoder")
+            if dec.slot_centric:
+                raise ValueError("decoder.slot_centric needs decoder.kind=mlp")
+        stride = self.encoder.stride
+        if self.encoder.kind == "cnn" and s % stride:
+            raise ValueError(f"image_size {s} must be a multiple of the CNN stride {stride}")
         return self
 
     def _check_conv_decoder(self) -> None:

@@ -14,6 +14,20 @@ from torch import nn
 from training.config import DecoderConfig
 from training.model.position import SoftPositionEmbed
 
+FRAME_SPAN = 4.0
+"""Relative positions are divided by FRAME_SPAN x the slot's spread (the standard deviation of
+its attention), so an object spans about [-0.5, 0.5], the span of the image in the absolute
+frame, and the same Fourier bands fit it."""
+FRAME_CLAMP = 4.0
+"""Relative positions are clipped here: far from its slot a pixel's exact offset does not
+matter, and a tiny spread would otherwise feed huge values to the MLP."""
+
+
+@dataclass
+class SlotFrames:
+    centre: torch.Tensor  # (B, K, 2) attention-weighted mean position (x, y) in [0, 1]
+    scale: torch.Tensor  # (B, K, 2) attention-weighted standard deviation, clamped below
+
 
 @dataclass
 class Decoded:
@@ -54,21 +68,36 @@ class MLPBroadcastDecoder(nn.Module):
         coords = torch.stack([xs, ys], -1).reshape(-1, 2)  # (H*W, 2)
         # Fourier features of every pixel, computed once: a constant in an exported graph.
         self.register_buffer("features", fourier_features(coords, self.bands), persistent=False)
+        self.register_buffer("coords", coords, persistent=False)
+
+    def _positions(self, pixels: torch.Tensor | None, frames: SlotFrames | None) -> torch.Tensor:
+        """Projected position features: (1, 1, P, h) absolute, or (B, K, P, h) in slot frames."""
+        if frames is None:
+            feats = self.features if pixels is None else self.features[pixels]  # (P|B,P, F)
+            pos = self.pos_proj(feats)
+            return pos.unsqueeze(0).unsqueeze(0) if pixels is None else pos.unsqueeze(1)
+        coords = self.coords if pixels is None else self.coords[pixels]  # (P, 2) | (B, P, 2)
+        if pixels is None:
+            coords = coords.unsqueeze(0)
+        rel = (coords.unsqueeze(1) - frames.centre.unsqueeze(2)) / (
+            FRAME_SPAN * frames.scale.unsqueeze(2)
+        )  # (B, K, P, 2): the slot's object spans about [-0.5, 0.5]
+        rel = rel.clamp(-FRAME_CLAMP, FRAME_CLAMP)
+        return self.pos_proj(fourier_features(rel, self.bands))
 
     def forward(
         self,
         slots: torch.Tensor,
         pixels: torch.Tensor | None = None,
         alpha_bias: torch.Tensor | None = None,
+        frames: SlotFrames | None = None,
     ) -> Decoded:
         """slots (B, K, D); pixels (B, P) flat pixel indices to decode (None: all, as an image);
-        alpha_bias (B, K, P or H*W) added to the alpha logits."""
+        alpha_bias (B, K, P or H*W) added to the alpha logits; frames: decode each slot at
+        positions relative to its own centre and scale (slot-centric decoding)."""
         b, k, _ = slots.shape
-        if pixels is None:
-            pos = self.pos_proj(self.features).unsqueeze(0)  # (1, H*W, h)
-        else:
-            pos = self.pos_proj(self.features[pixels])  # (B, P, h)
-        hidden = self.slot_proj(slots).unsqueeze(2) + pos.unsqueeze(1)  # (B, K, P, h)
+        pos = self._positions(pixels, frames)  # (1 | B, 1 | K, P, h)
+        hidden = self.slot_proj(slots).unsqueeze(2) + pos  # (B, K, P, h)
         out = self.mlp(hidden).float()  # (B, K, P, 4)
         rgb = torch.sigmoid(out[..., :3])  # (B, K, P, 3)
         logits = out[..., 3] if alpha_bias is None else out[..., 3] + alpha_bias
@@ -107,11 +136,12 @@ class BroadcastDecoder(nn.Module):
         slots: torch.Tensor,
         pixels: torch.Tensor | None = None,
         alpha_bias: torch.Tensor | None = None,
+        frames: SlotFrames | None = None,
     ) -> Decoded:
-        """slots (B, K, D) -> Decoded at image resolution (`pixels` must be None);
+        """slots (B, K, D) -> Decoded at image resolution (`pixels` and `frames` must be None);
         alpha_bias (B, K, H*W) added to the alpha logits."""
-        if pixels is not None:
-            raise ValueError("the convolutional decoder decodes whole images only")
+        if pixels is not None or frames is not None:
+            raise ValueError("the convolutional decoder decodes whole images in one frame only")
         b, k, d = slots.shape
         s0 = self.cfg.broadcast_size
         x = slots.reshape(b * k, d, 1, 1).expand(-1, -1, s0, s0)  # (B*K, D, s0, s0)

@@ -11,11 +11,14 @@ from torch import nn
 
 from training.config import ModelConfig
 from training.model.codebook import EMACodebook
-from training.model.decoder import build_decoder
+from training.model.decoder import SlotFrames, build_decoder
 from training.model.encoder import build_encoder
 from training.model.modulation import TopDownModulation
 from training.model.slot_attention import SlotAttention
 from training.model.slot_init import SlotInit
+
+MIN_SPREAD = 0.01
+"""Floor of a slot's spread (0.6 px of a 64x64 image): an empty slot's frame stays finite."""
 
 
 @dataclass
@@ -80,11 +83,24 @@ class SelfModulatingSlotAttention(nn.Module):
         grid = torch.log(attn.float() + 1e-6).reshape(b, k, side, side)
         return F.interpolate(grid, size=size, mode="bilinear", align_corners=False).flatten(2)
 
+    def _slot_frames(self, attn: torch.Tensor) -> SlotFrames:
+        """attn (B, K, N) on the token grid -> each slot's centre and spread in [0, 1] units."""
+        n = attn.shape[-1]
+        side = round(n**0.5)
+        axis = torch.linspace(0.0, 1.0, side, device=attn.device, dtype=attn.dtype)
+        y, x = torch.meshgrid(axis, axis, indexing="ij")
+        grid = torch.stack([x, y], -1).reshape(n, 2)  # (N, 2), the encoder's token order
+        w = attn / (attn.sum(-1, keepdim=True) + 1e-8)
+        centre = w @ grid  # (B, K, 2)
+        var = torch.einsum("bkn,bknc->bkc", w, (grid - centre.unsqueeze(2)) ** 2)
+        return SlotFrames(centre, (var + MIN_SPREAD**2).sqrt())
+
     def _decode(self, slots: torch.Tensor, image: torch.Tensor, attn: torch.Tensor):
         """Decode all pixels, or in training a random subset when the decoder supports it."""
         n_pix = self.cfg.decoder.train_pixels
         hw = image.shape[-1] * image.shape[-2]
         bias = None
+        frames = self._slot_frames(attn) if self.cfg.decoder.slot_centric else None
         if self.cfg.decoder.attention_prior:
             bias = self._attention_prior(attn, (image.shape[-2], image.shape[-1]))  # (B, K, H*W)
         if self.training and self.cfg.decoder.kind == "mlp" and n_pix and n_pix < hw:
@@ -93,8 +109,8 @@ class SelfModulatingSlotAttention(nn.Module):
             target = flat.gather(1, pixels.unsqueeze(-1).expand(-1, -1, 3))
             if bias is not None:
                 bias = bias.gather(2, pixels.unsqueeze(1).expand(-1, bias.shape[1], -1))
-            return self.decoder(slots, pixels, bias), target.float()  # target (B, P, 3)
-        return self.decoder(slots, alpha_bias=bias), image.float()
+            return self.decoder(slots, pixels, bias, frames), target.float()  # target (B, P, 3)
+        return self.decoder(slots, alpha_bias=bias, frames=frames), image.float()
 
 
 def build_model(cfg: ModelConfig) -> SelfModulatingSlotAttention:
