@@ -37,7 +37,8 @@ class Decoded:
 
 
 def fourier_features(coords: torch.Tensor, bands: int) -> torch.Tensor:
-    """coords (..., 2) in [0, 1] -> (..., 2 + 4 * bands): raw, sin and cos of 2^i * pi * coords."""
+    """coords (..., 2) (in [0, 1] in the image frame) -> (..., 2 + 4 * bands): raw, sin and cos
+    of 2^i * pi * coords."""
     freqs = (2.0 ** torch.arange(bands, dtype=coords.dtype, device=coords.device)) * math.pi
     angles = coords.unsqueeze(-1) * freqs  # (..., 2, bands)
     return torch.cat([coords, angles.sin().flatten(-2), angles.cos().flatten(-2)], dim=-1)
@@ -50,7 +51,8 @@ class MLPBroadcastDecoder(nn.Module):
     projection per slot plus one per pixel. Because every pixel is decoded independently,
     training decodes a random subset of pixels (`train_pixels`): an unbiased estimate of the
     full-image loss at a fraction of the cost; inference decodes every pixel at full
-    resolution, so masks are not limited by a coarse decoding grid."""
+    resolution, so masks are not limited by a coarse decoding grid. Given `frames`, each slot
+    sees positions relative to its own centre and spread (slot-centric decoding)."""
 
     def __init__(self, cfg: DecoderConfig, slot_dim: int, image_size: int):
         super().__init__()
