@@ -16,7 +16,7 @@ def _int8_options(p: argparse.ArgumentParser) -> None:
         "--int8-scope",
         choices=["decoder", "all"],  # export.variants.INT8_SCOPES
         default="decoder",
-        help="modules quantised to int8 (decoder: 91%% of the FLOPs, after the codes)",
+        help="modules quantised to int8 (decoder: 85%% of the FLOPs, after the codes)",
     )
 
 

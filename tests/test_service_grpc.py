@@ -126,10 +126,10 @@ def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):
             grpc.aio.insecure_channel(server.grpc_target) as channel,
         ):
             aio_stub = pb_grpc.SlotServeStub(channel)
-            # A 16-image call keeps the model busy (~0.1 s) while the mixed requests arrive, so
-            # they queue together and leave in one call, whichever protocol parses faster. (On
-            # a loaded machine the batcher may shed it; that attempt then proves nothing and
-            # the loop tries again.)
+            # A 16-image call keeps the model busy (a few hundred ms) while the mixed requests
+            # arrive, so they queue together and leave in one call, whichever protocol parses
+            # faster. (On a loaded machine the batcher may shed it; that attempt then proves
+            # nothing and the loop tries again.)
             busy = asyncio.ensure_future(client.post("/decompose_batch", files=blocker))
             await asyncio.sleep(0.05)
             https = [client.post("/decompose", files={"image": ("s.png", d)}) for d in datas]

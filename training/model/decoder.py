@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import DecoderConfig
-from training.model.position import SoftPositionEmbed
+from training.model.position import SoftPositionEmbed, coordinate_grid
 
 FRAME_SPAN = 4.0
 """Relative positions are divided by FRAME_SPAN x the slot's spread (the standard deviation of
@@ -64,10 +64,7 @@ class MLPBroadcastDecoder(nn.Module):
         self.mlp = nn.Sequential(
             nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 4)
         )
-        ys, xs = torch.meshgrid(
-            torch.linspace(0, 1, image_size), torch.linspace(0, 1, image_size), indexing="ij"
-        )
-        coords = torch.stack([xs, ys], -1).reshape(-1, 2)  # (H*W, 2)
+        coords = coordinate_grid(image_size, image_size)[..., :2].reshape(-1, 2)  # (H*W, 2) x, y
         # Fourier features of every pixel, computed once: a constant in an exported graph.
         self.register_buffer("features", fourier_features(coords, self.bands), persistent=False)
         self.register_buffer("coords", coords, persistent=False)
