@@ -28,6 +28,7 @@ def _images(b=3, size=32, seed=0):
         {"encoder": {"stride": 2}, "decoder": {"attention_prior": True}},
         {"encoder": {"stride": 1}},
         {"decoder": {"slot_centric": True, "attention_prior": True}},
+        {"slot_attention": {"locality": 1.0}, "encoder": {"stride": 2}},
     ],
     ids=[
         "default",
@@ -40,6 +41,7 @@ def _images(b=3, size=32, seed=0):
         "stride2_prior",
         "stride1",
         "slot_centric",
+        "locality",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -199,3 +201,27 @@ def test_slot_centric_decoding_moves_with_the_slot():
     a, b = decode(0.0), decode(8.0)
     assert torch.allclose(a[:, 4:-12, 4:-12], b[:, 12:-4, 12:-4], atol=1e-5)
     assert not torch.allclose(a, b, atol=1e-3), "the decoded slots ignore their frames"
+
+
+def test_locality_prior_keeps_slots_where_they_attended():
+    """Tokens that look alike cannot be told apart by content; the locality prior then hands
+    each slot the tokens near where it attended before, and without it attention is even."""
+    from training.config import SlotAttentionConfig
+    from training.model.slot_attention import SlotAttention
+
+    torch.manual_seed(0)
+    grouping = SlotAttention(SlotAttentionConfig(num_slots=2, locality=1.0), 64).eval()
+    side = 8
+    k = v = torch.randn(1, 1, 64).expand(1, side * side, 64)  # every token the same
+    x = torch.arange(side).repeat(side)  # token column, row-major order
+    before = torch.stack([(x < side // 2).float(), (x >= side // 2).float()])[None]  # (1, 2, N)
+    slots = torch.randn(1, 2, 64)
+    with torch.no_grad():
+        _, plain = grouping.step(slots, k, v)
+        _, local = grouping.step(slots, k, v, prior=grouping.locality_bias(before))
+    assert torch.allclose(plain, plain[..., :1].expand_as(plain), atol=1e-5)  # no spatial cue
+    left = local[0, 0].reshape(side, side)
+    assert (left[:, : side // 2] > 0.5).all() and (left[:, side // 2 :] < 0.5).all()
+    # the log-density peaks at each slot's centre and falls off with distance from it
+    bias = grouping.locality_bias(before)[0, 0].reshape(side, side)
+    assert bias[:, 1:2].mean() > bias[:, 0].mean() > bias[:, -1].mean()

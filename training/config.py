@@ -44,6 +44,11 @@ class SlotAttentionConfig(_Strict):
     learned: one learned query per slot (deterministic always)."""
     temperature: float = Field(1.0, gt=0.0)
     """Multiplies the attention logits q.k / sqrt(D); > 1 sharpens the competition early."""
+    locality: float = Field(0.0, ge=0.0)
+    """Weight of a spatial Gaussian prior in the grouping: from the second refinement on, each
+    slot's attention logits gain `locality` x the log-density of a Gaussian fitted to its
+    previous attention (centre and spread on the token grid), as in a spatial mixture model.
+    0 (default) is plain Slot Attention. Against one slot grouping two distant look-alikes."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""

@@ -62,7 +62,7 @@ class SelfModulatingSlotAttention(nn.Module):
         bottom_up_attn = attn
         if self.modulation is not None:
             mod = self.modulation(vq.quantized.to(slots.dtype), attn)
-            slots, attn = self.grouping.iterate(z0, k, v, mod)  # same z0, same weights
+            slots, attn = self.grouping.iterate(z0, k, v, mod, attn)  # same z0, same weights
         decoded, target = self._decode(slots, image, attn)
         mse = F.mse_loss(decoded.reconstruction, target)
         total = mse + self.cfg.codebook.commitment_weight * vq.commitment

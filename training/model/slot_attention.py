@@ -10,6 +10,7 @@ from torch import nn
 
 from training.config import SlotAttentionConfig
 from training.model.modulation import Modulation
+from training.model.position import coordinate_grid
 
 
 class SlotAttention(nn.Module):
@@ -39,13 +40,34 @@ class SlotAttention(nn.Module):
         x = self.norm_inputs(inputs)
         return self.to_k(x), self.to_v(x)
 
-    def step(self, slots, k, v, mod: Modulation | None = None):
-        """One refinement: slots (B, K, D) -> (new slots (B, K, D), attention (B, K, N))."""
+    def locality_bias(self, attn: torch.Tensor) -> torch.Tensor:
+        """Previous attention (B, K, N) -> (B, K, N) log-density, up to a constant, of each
+        token's position under a diagonal Gaussian fitted to that slot's attention.
+
+        The fit is detached (an EM-style E-step prior, not a path for gradients), and the
+        spread is floored at one token so a slot that holds a single token cannot collapse."""
+        n = attn.shape[-1]
+        side = round(n**0.5)
+        grid = coordinate_grid(side, side)[..., :2].reshape(n, 2).to(attn)  # (N, 2) x, y
+        w = attn.detach()
+        w = w / (w.sum(-1, keepdim=True) + 1e-8)
+        centre = w @ grid  # (B, K, 2)
+        offset = grid - centre.unsqueeze(2)  # (B, K, N, 2)
+        var = torch.einsum("bkn,bknc->bkc", w, offset**2)
+        var = var.clamp_min((1.0 / max(side - 1, 1)) ** 2)  # (B, K, 2)
+        return -0.5 * (offset**2 / var.unsqueeze(2)).sum(-1) - 0.5 * var.log().sum(-1, True)
+
+    def step(self, slots, k, v, mod: Modulation | None = None, prior: torch.Tensor | None = None):
+        """One refinement: slots (B, K, D) -> (new slots (B, K, D), attention (B, K, N)).
+
+        `prior` (B, K, N), if given, is added to the attention logits (`locality_bias`)."""
         b, n_slots, d = slots.shape
         q = self.to_q(self.norm_slots(slots))  # (B, K, D)
         if mod is not None and mod.query is not None:
             q = q * mod.query
         logits = torch.einsum("bkd,bnd->bkn", q, k) * self.scale
+        if prior is not None:
+            logits = logits + self.cfg.locality * prior
         attn = logits.softmax(dim=1)  # competition over slots
         weights = attn + self.cfg.eps
         weights = weights / weights.sum(dim=-1, keepdim=True)  # weighted mean over tokens
@@ -65,17 +87,21 @@ class SlotAttention(nn.Module):
             hidden = hidden * mod.ffn
         return slots + self.mlp_out(hidden), attn
 
-    def iterate(self, slots, k, v, mod: Modulation | None = None):
+    def iterate(self, slots, k, v, mod: Modulation | None = None, attn=None):
         """T refinements from `slots`; returns the final slots and the last attention map.
 
         With `implicit_grad` the gradient skips all but the last refinement and flows straight
-        through to the initial slots (first-order implicit differentiation, as in BO-QSA)."""
-        init, attn = slots, None
+        through to the initial slots (first-order implicit differentiation, as in BO-QSA).
+        With `locality` each refinement is biased towards where the previous one attended;
+        `attn` (B, K, N) stands in for that before the first refinement (the modulated pass
+        gets the bottom-up pass's final attention)."""
+        init = slots
         for i in range(self.cfg.iterations):
             last = i == self.cfg.iterations - 1
             if self.cfg.implicit_grad and last and i > 0 and torch.is_grad_enabled():
                 slots = slots.detach() + init - init.detach()
-            slots, attn = self.step(slots, k, v, mod)
+            prior = self.locality_bias(attn) if self.cfg.locality and attn is not None else None
+            slots, attn = self.step(slots, k, v, mod, prior)
         return slots, attn
 
     def forward(self, inputs, slots, mod: Modulation | None = None):
