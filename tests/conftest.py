@@ -68,10 +68,13 @@ def exported(tmp_path_factory):
     from export.onnx_export import export_bundle
 
     root = tmp_path_factory.mktemp("export")
-    # The shipped architecture's options (finer tokens, attention prior, slot-centric decoding),
-    # so every export, bundle and service test runs the operators the shipped model exports.
+    # The shipped architecture's options (finer tokens, locality prior, attention prior,
+    # slot-centric decoding), so every export, bundle and service test runs the operators the
+    # shipped model exports.
     cfg = small_config(
-        encoder={"stride": 2}, decoder={"attention_prior": True, "slot_centric": True}
+        encoder={"stride": 2},
+        slot_attention={"locality": 1.0},
+        decoder={"attention_prior": True, "slot_centric": True},
     )
     ckpt = small_checkpoint(root / "m.safetensors", cfg, code_names=["background"] * 8)
     manifest = export_bundle(ckpt, root / "bundle")
