@@ -225,3 +225,19 @@ def test_locality_prior_keeps_slots_where_they_attended():
     # the log-density peaks at each slot's centre and falls off with distance from it
     bias = grouping.locality_bias(before)[0, 0].reshape(side, side)
     assert bias[:, 1:2].mean() > bias[:, 0].mean() > bias[:, -1].mean()
+
+
+def test_locality_prior_training_and_inference_forms_agree():
+    """Training's expanded (matmul) form and inference's offset form are one function."""
+    from training.config import SlotAttentionConfig
+    from training.model.slot_attention import SlotAttention
+
+    grouping = SlotAttention(SlotAttentionConfig(num_slots=5, locality=1.0), 64)
+    spread = torch.randn(4, 5, 32 * 32, generator=torch.Generator().manual_seed(1))
+    peaked = torch.zeros(2, 5, 32 * 32)
+    peaked[:, :, :40] = 1.0  # slots on a few tokens: the spread floor applies
+    peaked[:, 1, 500:600] = 1.0
+    for attn in (spread.softmax(1), peaked):
+        fast = grouping.train().locality_bias(attn)
+        exact = grouping.eval().locality_bias(attn)
+        assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-3)

@@ -22,7 +22,7 @@ CHECKPOINT = BUNDLE / "model.safetensors"
 pytestmark = pytest.mark.slow
 
 # measured at release on 512 scenes (seed 12345); these checks use 96 scenes
-FLOORS = {"solid": 0.74, "textured": 0.43}  # measured 0.8025 / 0.4914 on 512 scenes
+FLOORS = {"solid": 0.77, "textured": 0.54}  # measured 0.8312 / 0.6079 on 512 scenes
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,10 @@ def test_shipped_bundle_verifies_and_matches_checkpoint(shipped):
 
     assert parity["max_mask_diff"] <= MAX_MASK_DIFF and parity["min_code_agreement"] == 1.0
     assert parity["batch_symbolic"] and not parity["random_ops"]
-    assert manifest.variants["fp16"]["code_agreement"] >= 0.99
+    # fp16 flips 3% of the shipped model's codes (it has nearly tied codes: perplexity 30.6 of
+    # 32) but not its masks' quality
+    fp16 = manifest.variants["fp16"]
+    assert fp16["code_agreement"] >= 0.95 and abs(fp16["fg_ari_change"]) <= 0.01
     int8 = manifest.variants["int8"]
     assert int8["passes_gate"] and passes(int8)
     assert int8["code_agreement"] >= 0.99 and abs(int8["fg_ari_change"]) <= 0.01
