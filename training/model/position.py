@@ -12,6 +12,26 @@ def coordinate_grid(height: int, width: int) -> torch.Tensor:
     return torch.stack([x, y, 1.0 - x, 1.0 - y], dim=-1)
 
 
+def token_grid(attn: torch.Tensor) -> torch.Tensor:
+    """(N, 2) positions (x, y) in [0, 1] of the square token map that attention
+    (..., N) covers, in the encoder's row-major token order, on attn's device and dtype."""
+    n = attn.shape[-1]
+    side = round(n**0.5)
+    return coordinate_grid(side, side)[..., :2].reshape(n, 2).to(attn)
+
+
+def attention_moments(attn: torch.Tensor):
+    """Each slot's attention (B, K, N) as a distribution over token positions -> (mean
+    (B, K, 2), offsets of every token from the mean (B, K, N, 2), variance (B, K, 2)).
+    Shared by the slot frames of slot-centric decoding and the grouping's locality prior."""
+    grid = token_grid(attn)
+    w = attn / (attn.sum(-1, keepdim=True) + 1e-8)
+    mean = w @ grid
+    offset = grid - mean.unsqueeze(2)
+    var = torch.einsum("bkn,bknc->bkc", w, offset.square())
+    return mean, offset, var
+
+
 class SoftPositionEmbed(nn.Module):
     """Adds a learned projection of the coordinate grid to a (B, C, H, W) feature map."""
 

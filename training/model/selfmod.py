@@ -14,7 +14,7 @@ from training.model.codebook import EMACodebook
 from training.model.decoder import SlotFrames, build_decoder
 from training.model.encoder import build_encoder
 from training.model.modulation import TopDownModulation
-from training.model.position import coordinate_grid
+from training.model.position import attention_moments
 from training.model.slot_attention import SlotAttention
 from training.model.slot_init import SlotInit
 
@@ -86,13 +86,7 @@ class SelfModulatingSlotAttention(nn.Module):
 
     def _slot_frames(self, attn: torch.Tensor) -> SlotFrames:
         """attn (B, K, N) on the token grid -> each slot's centre and spread in [0, 1] units."""
-        n = attn.shape[-1]
-        side = round(n**0.5)
-        # (N, 2) token positions (x, y) in the encoder's token order
-        grid = coordinate_grid(side, side)[..., :2].reshape(n, 2).to(attn)
-        w = attn / (attn.sum(-1, keepdim=True) + 1e-8)
-        centre = w @ grid  # (B, K, 2)
-        var = torch.einsum("bkn,bknc->bkc", w, (grid - centre.unsqueeze(2)) ** 2)
+        centre, _, var = attention_moments(attn)
         return SlotFrames(centre, (var + MIN_SPREAD**2).sqrt())
 
     def _decode(self, slots: torch.Tensor, image: torch.Tensor, attn: torch.Tensor):

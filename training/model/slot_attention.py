@@ -10,7 +10,7 @@ from torch import nn
 
 from training.config import SlotAttentionConfig
 from training.model.modulation import Modulation
-from training.model.position import coordinate_grid
+from training.model.position import attention_moments, token_grid
 
 
 class SlotAttention(nn.Module):
@@ -53,22 +53,22 @@ class SlotAttention(nn.Module):
         ~1e-4 in the logits. Inference and export take the offsets themselves, which keeps
         the exported graph within the 1e-4 parity gate of PyTorch (the expanded form missed
         it: 2e-4)."""
-        n = attn.shape[-1]
-        side = round(n**0.5)
-        grid = coordinate_grid(side, side)[..., :2].reshape(n, 2).to(attn)  # (N, 2) x, y
         w = attn.detach()
+        side = round(w.shape[-1] ** 0.5)
+        floor = (1.0 / max(side - 1, 1)) ** 2
+        if not self.training:
+            _, offset, var = attention_moments(w)
+            var = var.clamp_min(floor)
+            distance = (offset.square() / var.unsqueeze(2)).sum(-1)  # (B, K, N)
+            return -0.5 * (distance + var.log().sum(-1, keepdim=True))
+        grid = token_grid(w)  # (N, 2) x, y
         w = w / (w.sum(-1, keepdim=True) + 1e-8)
         mean = w @ grid  # (B, K, 2)
-        floor = (1.0 / max(side - 1, 1)) ** 2
-        if self.training:
-            var = (w @ grid.square() - mean.square()).clamp_min(floor)
-            coef = torch.cat([var.reciprocal(), -2.0 * mean / var], dim=-1)  # (B, K, 4)
-            features = torch.cat([grid.square(), grid], dim=-1)  # (N, 4)
-            per_slot = (mean.square() / var + var.log()).sum(-1, keepdim=True)  # (B, K, 1)
-            return -0.5 * (coef @ features.T + per_slot)
-        offset = grid - mean.unsqueeze(2)  # (B, K, N, 2)
-        var = torch.einsum("bkn,bknc->bkc", w, offset.square()).clamp_min(floor)
-        return -0.5 * (offset.square() / var.unsqueeze(2)).sum(-1) - 0.5 * var.log().sum(-1, True)
+        var = (w @ grid.square() - mean.square()).clamp_min(floor)
+        coef = torch.cat([var.reciprocal(), -2.0 * mean / var], dim=-1)  # (B, K, 4)
+        features = torch.cat([grid.square(), grid], dim=-1)  # (N, 4)
+        per_slot = (mean.square() / var + var.log()).sum(-1, keepdim=True)  # (B, K, 1)
+        return -0.5 * (coef @ features.T + per_slot)
 
     def step(self, slots, k, v, mod: Modulation | None = None, prior: torch.Tensor | None = None):
         """One refinement: slots (B, K, D) -> (new slots (B, K, D), attention (B, K, N)).
