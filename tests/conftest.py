@@ -73,7 +73,7 @@ def exported(tmp_path_factory):
     # shipped model exports.
     cfg = small_config(
         encoder={"stride": 2},
-        slot_attention={"locality": 1.0},
+        slot_attention={"locality": 1.0, "locality_window": 0.25},
         decoder={"attention_prior": True, "slot_centric": True},
     )
     ckpt = small_checkpoint(root / "m.safetensors", cfg, code_names=["background"] * 8)

@@ -29,6 +29,7 @@ def _images(b=3, size=32, seed=0):
         {"encoder": {"stride": 1}},
         {"decoder": {"slot_centric": True, "attention_prior": True}},
         {"slot_attention": {"locality": 1.0}, "encoder": {"stride": 2}},
+        {"slot_attention": {"locality": 1.0, "locality_window": 0.25}, "encoder": {"stride": 2}},
     ],
     ids=[
         "default",
@@ -42,6 +43,7 @@ def _images(b=3, size=32, seed=0):
         "stride1",
         "slot_centric",
         "locality",
+        "locality_window",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -232,12 +234,47 @@ def test_locality_prior_training_and_inference_forms_agree():
     from training.config import SlotAttentionConfig
     from training.model.slot_attention import SlotAttention
 
-    grouping = SlotAttention(SlotAttentionConfig(num_slots=5, locality=1.0), 64)
     spread = torch.randn(4, 5, 32 * 32, generator=torch.Generator().manual_seed(1))
     peaked = torch.zeros(2, 5, 32 * 32)
     peaked[:, :, :40] = 1.0  # slots on a few tokens: the spread floor applies
     peaked[:, 1, 500:600] = 1.0
-    for attn in (spread.softmax(1), peaked):
-        fast = grouping.train().locality_bias(attn)
-        exact = grouping.eval().locality_bias(attn)
-        assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-3)
+    for window in (0.0, 0.25):
+        cfg = SlotAttentionConfig(num_slots=5, locality=1.0, locality_window=window)
+        grouping = SlotAttention(cfg, 64)
+        for attn in (spread.softmax(1), peaked):
+            fast = grouping.train().locality_bias(attn)
+            exact = grouping.eval().locality_bias(attn)
+            assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-3)
+
+
+def test_locality_window_lets_a_slot_keep_one_of_two_apart_blobs():
+    """A slot that attended to two blobs far apart: fitted to all of its attention, its
+    Gaussian spans both (the prior barely tells them apart); fitted near the peak
+    (`locality_window`) it covers the larger blob only, and the smaller one goes to the other
+    slot."""
+    from training.config import SlotAttentionConfig
+    from training.model.slot_attention import SlotAttention
+
+    torch.manual_seed(0)
+    side = 16
+    k = v = torch.randn(1, 1, 64).expand(1, side * side, 64)  # every token the same
+    blobs = torch.zeros(side, side)
+    blobs[1:7, 1:7] = 1.0  # the larger blob, top left
+    blobs[11:14, 11:14] = 1.0  # the smaller one, bottom right
+    before = torch.stack([blobs, 1.0 - blobs]).flatten(1)[None]  # (1, 2, N)
+    small = torch.zeros(side, side, dtype=torch.bool)
+    small[11:14, 11:14] = True
+    small = small.flatten()
+    large = blobs.flatten().bool() & ~small
+    gap, share = {}, {}
+    for window in (0.0, 0.25):
+        cfg = SlotAttentionConfig(num_slots=2, locality=1.0, locality_window=window)
+        grouping = SlotAttention(cfg, 64).eval()
+        with torch.no_grad():
+            prior = grouping.locality_bias(before)
+            _, attn = grouping.step(torch.randn(1, 2, 64), k, v, prior=prior)
+        bias = prior[0, 0]
+        gap[window] = (bias[large].mean() - bias[small].mean()).item()
+        share[window] = (attn[0, 0, large].mean().item(), attn[0, 0, small].mean().item())
+    assert gap[0.0] < 5.0 < 15.0 < gap[0.25], gap  # log-density, large blob minus small
+    assert share[0.25][0] > 0.9 and share[0.25][1] < 0.01, share

@@ -49,6 +49,11 @@ class SlotAttentionConfig(_Strict):
     slot's attention logits gain `locality` x the log-density of a Gaussian fitted to its
     previous attention (centre and spread on the token grid), as in a spatial mixture model.
     0 (default) is plain Slot Attention. Against one slot grouping two distant look-alikes."""
+    locality_window: float = Field(0.0, ge=0.0)
+    """> 0: fit the prior's Gaussian to the slot's attention near its densest spot only (the
+    attention weighted by a Gaussian of this spread, in image units, around a soft argmax of
+    the attention averaged over 5x5 tokens), so a slot that took two look-alike blobs far
+    apart keeps the larger one and lets the other go. 0: fit to all of the attention."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""
