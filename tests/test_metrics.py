@@ -23,6 +23,7 @@ from training.metrics import (
     name_codes,
     nanmean,
     nmi,
+    object_errors,
     slot_classes,
 )
 
@@ -202,6 +203,33 @@ def test_object_ids_absent_from_an_image_are_not_counted() -> None:
     np.testing.assert_allclose(miou_hungarian(true, pred), [1 / 3, 1.0])
 
 
+def test_object_errors_hand_made() -> None:
+    """Objects 1 and 2 touch; object 3 is apart from both."""
+    true = np.zeros((8, 8), int)
+    true[0:3, 0:3], true[0:3, 3:6], true[6:8, 6:8] = 1, 2, 3
+
+    def errors(pred):
+        e = object_errors(true, pred)
+        return e.split.tolist(), e.merged.tolist(), e.merged_apart.tolist()
+
+    assert errors(true) == ([False] * 3, [False] * 3, [False] * 3)
+    touching = np.where(true == 2, 1, true)  # 1 and 2 in one segment
+    assert errors(touching) == ([False] * 3, [True, True, False], [False] * 3)
+    apart = np.where(true == 3, 1, true)  # 1 and 3 in one segment
+    assert errors(apart) == ([False] * 3, [True, False, True], [True, False, True])
+    split = true.copy()
+    split[0:3, 0:2] = 5  # 6 of object 1's 9 pixels elsewhere: 2/3 < 0.8 in one segment
+    assert errors(split) == ([True, False, False], [False] * 3, [False] * 3)
+    assert object_errors(true, split, split_below=0.6).split.tolist() == [False] * 3
+    # Large, sparse ids and a batch: objects are counted per image, absent ids are skipped.
+    big = np.where(true > 0, true + 1000, 0)
+    e = object_errors(np.stack([big, np.where(big == 1003, 0, big)]), np.stack([apart, apart]))
+    assert e.merged_apart.tolist() == [True, False, True, False, False]
+    # Background is no object: sharing a segment with it is neither a merge nor a split.
+    with_background = np.where(true >= 2, true, 7)  # object 1 and the background: segment 7
+    assert errors(with_background) == ([False] * 3, [False] * 3, [False] * 3)
+
+
 # --------------------------------------------------------------------------------------------
 # code metrics
 # --------------------------------------------------------------------------------------------
@@ -313,6 +341,9 @@ def test_evaluator_end_to_end() -> None:
     assert math.isclose(out["fg_ari"], 2 / 3)  # (1 + 0 + 1) / 3
     assert math.isclose(out["mbo"], 2.5 / 3)  # (1 + 1/2 + 1) / 3
     assert math.isclose(out["miou"], 0.75)  # (1 + 1/4 + 1) / 3
+    # 5 objects; the two of image B share slot 0 and touch: merged, not apart; none split.
+    assert math.isclose(out["merged_objects"], 0.4)
+    assert out["merged_apart_objects"] == 0.0 and out["split_objects"] == 0.0
     # (code, class) pairs: (2,0) (0,1) (0,1) (2,-1) (1,2)
     # code counts: 0 -> 2, 1 -> 1, 2 -> 2, 3 -> 0; p = (.4, .2, .4)
     h_codes = -(2 * 0.4 * math.log2(0.4) + 0.2 * math.log2(0.2))  # 1.5219 bits
@@ -336,7 +367,11 @@ def test_evaluator_without_codes() -> None:
     ev = SegmentationEvaluator(num_slots=4)
     ev.update(TRUE[None], [np.array([0, 0, 0])], TRUE[None])
     out = ev.compute()
-    assert set(out) == {"images", "fg_ari", "mbo", "miou"}
+    assert set(out) == {
+        "images", "fg_ari", "mbo", "miou", "split_objects", "merged_objects",
+        "merged_apart_objects",
+    }  # fmt: skip
     assert out["fg_ari"] == out["mbo"] == out["miou"] == 1.0
+    assert out["split_objects"] == out["merged_objects"] == out["merged_apart_objects"] == 0.0
     with pytest.raises(ValueError):
         ev.code_names()

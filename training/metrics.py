@@ -41,6 +41,7 @@ __all__ = [
     "name_codes",
     "nanmean",
     "nmi",
+    "object_errors",
     "slot_classes",
 ]
 
@@ -237,6 +238,52 @@ def miou_hungarian(true_ids: np.ndarray, pred_ids: np.ndarray) -> np.ndarray:
         rows, cols = linear_sum_assignment(m, maximize=True)
         out[b] = m[rows, cols].sum() / m.shape[0]
     return out
+
+
+class ObjectErrors(NamedTuple):
+    """Per ground-truth object (objects present in an image, image-major order): where its
+    FG-ARI goes. All (M,) bool."""
+
+    split: np.ndarray  # its majority segment holds less than `split_below` of its pixels
+    merged: np.ndarray  # another object of its image has the same majority segment
+    merged_apart: np.ndarray  # ... and that object does not touch it (4-neighbourhood)
+
+
+def object_errors(
+    true_ids: np.ndarray, pred_ids: np.ndarray, split_below: float = 0.8
+) -> ObjectErrors:
+    """Split and merged objects: the two ways a grouping loses FG-ARI.
+
+    An object is *split* when no predicted segment holds `split_below` of its pixels, and
+    *merged* when its majority segment is also the majority segment of another object;
+    *merged apart* when one such object does not touch it, which a spatially compact grouping
+    avoids.
+
+    Args:
+        true_ids: (H, W) or (B, H, W) int, 0 = background.
+        pred_ids: same shape, int predicted segment ids.
+    """
+    t, p = _as_batch(true_ids, pred_ids)
+    counts, true_labels = _contingency(t, p)  # (B, T, P)
+    area = counts.sum(axis=2)  # (B, T)
+    present = (area > 0) & (true_labels > 0)[None]
+    majority = counts.argmax(axis=2)  # (B, T)
+    share = counts.max(axis=2, initial=0) / np.maximum(area, 1)
+    same = (majority[:, :, None] == majority[:, None, :]) & present[:, :, None] & present[:, None]
+    same &= ~np.eye(len(true_labels), dtype=bool)[None]  # (B, T, T) other objects only
+    # Which true labels share a 4-neighbour edge, per image: one bincount over (B, T, T).
+    n_b, n_t = t.shape[0], len(true_labels)
+    rows = np.searchsorted(true_labels, t).reshape(n_b, -1, np.shape(true_ids)[-1])
+    left = np.concatenate([rows[:, :, :-1].reshape(n_b, -1), rows[:, :-1].reshape(n_b, -1)], 1)
+    right = np.concatenate([rows[:, :, 1:].reshape(n_b, -1), rows[:, 1:].reshape(n_b, -1)], 1)
+    flat = (np.arange(n_b)[:, None] * n_t + left) * n_t + right
+    touch = np.bincount(flat.ravel(), minlength=n_b * n_t * n_t).reshape(n_b, n_t, n_t) > 0
+    touch |= touch.transpose(0, 2, 1)
+    return ObjectErrors(
+        split=(share < split_below)[present],
+        merged=same.any(axis=2)[present],
+        merged_apart=(same & ~touch).any(axis=2)[present],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,10 +515,11 @@ class SegmentationEvaluator:
     _miou: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
     _codes: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
     _classes: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
+    _errors: list[ObjectErrors] = field(default_factory=list, init=False, repr=False)
 
     def reset(self) -> None:
         """Forget everything accumulated so far."""
-        for acc in (self._fg_ari, self._mbo, self._miou, self._codes, self._classes):
+        for acc in (self._fg_ari, self._mbo, self._miou, self._codes, self._classes, self._errors):
             acc.clear()
 
     def update(
@@ -496,6 +544,7 @@ class SegmentationEvaluator:
         self._fg_ari.append(fg_ari(true_ids, pred_ids))
         self._mbo.append(mbo(true_ids, pred_ids))
         self._miou.append(miou_hungarian(true_ids, pred_ids))
+        self._errors.append(object_errors(true_ids, pred_ids))
         if codes is None:
             return
         if self.num_codes is None:
@@ -522,7 +571,9 @@ class SegmentationEvaluator:
 
         Returns:
             ``images`` (int), ``fg_ari``, ``mbo``, ``miou`` (means over images, NaN entries
-            excluded; NaN if none is left). When codes were given also ``code_perplexity``,
+            excluded; NaN if none is left); ``split_objects``, ``merged_objects`` and
+            ``merged_apart_objects``, fractions of all objects (:func:`object_errors`).
+            When codes were given also ``code_perplexity``,
             ``code_usage``, ``codes_used`` (int), ``code_class_nmi`` and
             ``code_class_purity``, over the non-empty slots.
         """
@@ -533,6 +584,9 @@ class SegmentationEvaluator:
             "mbo": nanmean(cat(self._mbo)) if self._mbo else float("nan"),
             "miou": nanmean(cat(self._miou)) if self._miou else float("nan"),
         }
+        for name in ObjectErrors._fields:  # split, merged, merged_apart
+            flags = cat([getattr(e, name) for e in self._errors]) if self._errors else []
+            out[f"{name}_objects"] = nanmean(flags)
         if self._codes:
             assert self.num_codes is not None
             codes, classes = self.pairs()
