@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from training.checkpoint import load_checkpoint
 from training.data import generate_batch
 
 MAX_MASK_DIFF = 1e-4
+"""Masks may differ from PyTorch's by this much; beyond it the bundle must still be no farther
+from the exact (float64) model than PyTorch's own float32 run is (see `parity_gate`)."""
 MIN_CODE_AGREEMENT = 1.0
 
 
@@ -54,6 +57,7 @@ def verify_bundle(
     manifest = load_bundle(bundle)
     model, _ = load_checkpoint(checkpoint)
     wrapper = ExportWrapper(model, manifest.mask_source)
+    exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)
     session = ort_session(bundle / MODEL_FILE)
     size = manifest.input.height
     report: dict = {"batches": {}}
@@ -61,8 +65,14 @@ def verify_bundle(
         x = to_model_input(_scenes(b, size, seed + b))
         with torch.no_grad():
             t_out = wrapper(torch.from_numpy(x))
+            e_masks = exact(torch.from_numpy(x).double())[0].numpy()
         o_out = session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-        report["batches"][str(b)] = compare(t_out, o_out)
+        figures = compare(t_out, o_out)
+        # Distance of each float32 run from the float64 model: how much of the difference
+        # is float rounding that PyTorch itself makes.
+        figures["exact_mask_diff"] = float(np.abs(o_out[0] - e_masks).max())
+        figures["torch_exact_mask_diff"] = float(np.abs(t_out[0].numpy() - e_masks).max())
+        report["batches"][str(b)] = figures
     graph = graph_report(bundle / MODEL_FILE)
     report.update(
         provider=session.get_providers()[0],
@@ -75,10 +85,22 @@ def verify_bundle(
 
 
 def parity_gate(report: dict) -> None:
-    """Raise when the bundle does not reproduce the checkpoint."""
+    """Raise when the bundle does not reproduce the checkpoint.
+
+    Masks pass at each batch size when they are within MAX_MASK_DIFF of PyTorch's, or else
+    when they are no farther from the float64 model than PyTorch's float32 masks are: a model
+    whose attention amplifies rounding (PyTorch alone then differs from itself by ~1e-4
+    between batch sizes) is not held to a tolerance float32 cannot meet, while an export
+    that adds error of its own still fails."""
     problems = []
-    if report["max_mask_diff"] > MAX_MASK_DIFF:
-        problems.append(f"max mask difference {report['max_mask_diff']:.2e} > {MAX_MASK_DIFF:.0e}")
+    for batch, r in report["batches"].items():
+        own = max(MAX_MASK_DIFF, r["torch_exact_mask_diff"])
+        if r["max_mask_diff"] > MAX_MASK_DIFF and r["exact_mask_diff"] > own:
+            problems.append(
+                f"batch {batch}: max mask difference {r['max_mask_diff']:.2e} > "
+                f"{MAX_MASK_DIFF:.0e} and {r['exact_mask_diff']:.2e} from the float64 model "
+                f"(PyTorch float32: {r['torch_exact_mask_diff']:.2e})"
+            )
     if report["min_code_agreement"] < MIN_CODE_AGREEMENT:
         problems.append(f"code agreement {report['min_code_agreement']:.4f} < {MIN_CODE_AGREEMENT}")
     if not report["batch_symbolic"]:

@@ -31,7 +31,34 @@ def test_bundle_passes_parity_at_every_batch(exported):
         assert figures["max_mask_diff"] <= 1e-4
         assert figures["code_agreement"] == 1.0
         assert figures["argmax_agreement"] >= 0.999
+        # distances from the float64 model (> 0: the reference really ran in double)
+        assert 0 < figures["exact_mask_diff"] <= max(1e-4, figures["torch_exact_mask_diff"])
+        assert 0 < figures["torch_exact_mask_diff"] < 1e-3
     assert parity["batch_symbolic"] and parity["random_ops"] == []
+
+
+def _report(diff: float, exact: float, torch_exact: float) -> dict:
+    figures = {"max_mask_diff": diff, "exact_mask_diff": exact}
+    figures["torch_exact_mask_diff"] = torch_exact
+    return {
+        "batches": {"1": figures},
+        "min_code_agreement": 1.0,
+        "batch_symbolic": True,
+        "random_ops": [],
+    }
+
+
+def test_parity_gate_allows_float32_rounding_but_not_export_error():
+    """Beyond 1e-4 from PyTorch, the bundle passes only if it is no farther from the float64
+    model than PyTorch's float32 run (rounding PyTorch makes too); otherwise it fails."""
+    from export.verify import parity_gate
+
+    parity_gate(_report(5e-5, 9e-1, 0.0))  # within 1e-4 of PyTorch: passes
+    parity_gate(_report(2e-4, 1e-4, 3e-4))  # closer to the exact model than PyTorch is
+    with pytest.raises(RuntimeError, match="float64"):
+        parity_gate(_report(2e-4, 5e-4, 3e-4))  # error of its own on top of rounding
+    with pytest.raises(RuntimeError, match="code agreement"):
+        parity_gate({**_report(0.0, 0.0, 0.0), "min_code_agreement": 0.99})
 
 
 def test_graph_has_symbolic_batch_no_random_ops_and_baked_codebook(exported):

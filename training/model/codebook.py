@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import CodebookConfig
+from training.model.precision import full_precision
 
 
 @dataclass
@@ -102,7 +103,7 @@ class EMACodebook(nn.Module):
     def forward(self, x: torch.Tensor) -> Quantized:
         """x (B, K, D) slots -> Quantized. EMA updates happen only in training mode."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x = x.float()
+            x = full_precision(x)
             flat = x.detach().reshape(-1, x.shape[-1])
             if self.training and not bool(self.initialised):
                 self._init(flat)

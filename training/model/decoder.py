@@ -13,6 +13,7 @@ from torch import nn
 
 from training.config import DecoderConfig
 from training.model.position import SoftPositionEmbed, coordinate_grid
+from training.model.precision import full_precision
 
 FRAME_SPAN = 4.0
 """Relative positions are divided by FRAME_SPAN x the slot's spread (the standard deviation of
@@ -97,7 +98,7 @@ class MLPBroadcastDecoder(nn.Module):
         b, k, _ = slots.shape
         pos = self._positions(pixels, frames)  # (1 | B, 1 | K, P, h)
         hidden = self.slot_proj(slots).unsqueeze(2) + pos  # (B, K, P, h)
-        out = self.mlp(hidden).float()  # (B, K, P, 4)
+        out = full_precision(self.mlp(hidden))  # (B, K, P, 4)
         rgb = torch.sigmoid(out[..., :3])  # (B, K, P, 3)
         logits = out[..., 3] if alpha_bias is None else out[..., 3] + alpha_bias
         masks = logits.softmax(dim=1)  # (B, K, P)
@@ -151,8 +152,8 @@ class BroadcastDecoder(nn.Module):
             size = (self.image_size, self.image_size)
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         out = out.view(b, k, 4, self.image_size, self.image_size)
-        rgb = torch.sigmoid(out[:, :, :3].float())
-        logits = out[:, :, 3].float()
+        rgb = torch.sigmoid(full_precision(out[:, :, :3]))
+        logits = full_precision(out[:, :, 3])
         if alpha_bias is not None:
             logits = logits + alpha_bias.view_as(logits)
         masks = logits.softmax(dim=1)  # (B, K, H, W)

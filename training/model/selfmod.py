@@ -15,6 +15,7 @@ from training.model.decoder import SlotFrames, build_decoder
 from training.model.encoder import build_encoder
 from training.model.modulation import TopDownModulation
 from training.model.position import attention_moments
+from training.model.precision import full_precision
 from training.model.slot_attention import SlotAttention
 from training.model.slot_init import SlotInit
 
@@ -81,7 +82,7 @@ class SelfModulatingSlotAttention(nn.Module):
         """attn (B, K, N) on the token grid -> log attention upsampled to (B, K, H*W)."""
         b, k, n = attn.shape
         side = round(n**0.5)
-        grid = torch.log(attn.float() + 1e-6).reshape(b, k, side, side)
+        grid = torch.log(full_precision(attn) + 1e-6).reshape(b, k, side, side)
         return F.interpolate(grid, size=size, mode="bilinear", align_corners=False).flatten(2)
 
     def _slot_frames(self, attn: torch.Tensor) -> SlotFrames:
@@ -103,8 +104,9 @@ class SelfModulatingSlotAttention(nn.Module):
             target = flat.gather(1, pixels.unsqueeze(-1).expand(-1, -1, 3))
             if bias is not None:
                 bias = bias.gather(2, pixels.unsqueeze(1).expand(-1, bias.shape[1], -1))
-            return self.decoder(slots, pixels, bias, frames), target.float()  # target (B, P, 3)
-        return self.decoder(slots, alpha_bias=bias, frames=frames), image.float()
+            target = full_precision(target)  # (B, P, 3)
+            return self.decoder(slots, pixels, bias, frames), target
+        return self.decoder(slots, alpha_bias=bias, frames=frames), full_precision(image)
 
 
 def build_model(cfg: ModelConfig) -> SelfModulatingSlotAttention:
