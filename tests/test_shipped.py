@@ -22,7 +22,7 @@ CHECKPOINT = BUNDLE / "model.safetensors"
 pytestmark = pytest.mark.slow
 
 # measured at release on 512 scenes (seed 12345); these checks use 96 scenes
-FLOORS = {"solid": 0.77, "textured": 0.54}  # measured 0.8312 / 0.6079 on 512 scenes
+FLOORS = {"solid": 0.79, "textured": 0.62}  # measured 0.8491 / 0.6880 on 512 scenes
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +53,15 @@ def test_shipped_bundle_verifies_and_matches_checkpoint(shipped):
     manifest = load_bundle(BUNDLE)
     parity = manifest.parity
     from export.variants import passes
-    from export.verify import MAX_MASK_DIFF
+    from export.verify import parity_gate
 
-    assert parity["max_mask_diff"] <= MAX_MASK_DIFF and parity["min_code_agreement"] == 1.0
+    parity_gate(parity)  # raises on failure
+    assert parity["min_code_agreement"] == 1.0
     assert parity["batch_symbolic"] and not parity["random_ops"]
-    # fp16 flips 3% of the shipped model's codes (it has nearly tied codes: perplexity 30.6 of
-    # 32) but not its masks' quality
+    # fp16 flips 0.3% of the shipped model's codes (the previous model, with more nearly tied
+    # codes, flipped 3%) and not its masks' quality
     fp16 = manifest.variants["fp16"]
-    assert fp16["code_agreement"] >= 0.95 and abs(fp16["fg_ari_change"]) <= 0.01
+    assert fp16["code_agreement"] >= 0.99 and abs(fp16["fg_ari_change"]) <= 0.01
     int8 = manifest.variants["int8"]
     assert int8["passes_gate"] and passes(int8)
     assert int8["code_agreement"] >= 0.99 and abs(int8["fg_ari_change"]) <= 0.01
