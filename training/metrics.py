@@ -43,6 +43,7 @@ __all__ = [
     "nmi",
     "object_errors",
     "slot_classes",
+    "touching",
 ]
 
 # Ids at or above this are compacted with np.unique instead of used directly as bins.
@@ -249,6 +250,16 @@ class ObjectErrors(NamedTuple):
     merged_apart: np.ndarray  # ... and that object does not touch it (4-neighbourhood)
 
 
+def touching(ids: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) bool, symmetric: which ids of an (H, W) map with values in 0..n-1 share a
+    4-neighbour edge."""
+    a = np.concatenate([ids[:, :-1].ravel(), ids[:-1, :].ravel()])
+    b = np.concatenate([ids[:, 1:].ravel(), ids[1:, :].ravel()])
+    adjacent = np.zeros((n, n), bool)
+    adjacent[a, b] = True
+    return adjacent | adjacent.T
+
+
 def object_errors(
     true_ids: np.ndarray, pred_ids: np.ndarray, split_below: float = 0.8
 ) -> ObjectErrors:
@@ -257,33 +268,28 @@ def object_errors(
     An object is *split* when no predicted segment holds `split_below` of its pixels, and
     *merged* when its majority segment is also the majority segment of another object;
     *merged apart* when one such object does not touch it, which a spatially compact grouping
-    avoids.
+    avoids. One image at a time, each with its own compact ids, so memory stays
+    (objects in the image)^2 whatever the id values.
 
     Args:
         true_ids: (H, W) or (B, H, W) int, 0 = background.
         pred_ids: same shape, int predicted segment ids.
     """
     t, p = _as_batch(true_ids, pred_ids)
-    counts, true_labels = _contingency(t, p)  # (B, T, P)
-    area = counts.sum(axis=2)  # (B, T)
-    present = (area > 0) & (true_labels > 0)[None]
-    majority = counts.argmax(axis=2)  # (B, T)
-    share = counts.max(axis=2, initial=0) / np.maximum(area, 1)
-    same = (majority[:, :, None] == majority[:, None, :]) & present[:, :, None] & present[:, None]
-    same &= ~np.eye(len(true_labels), dtype=bool)[None]  # (B, T, T) other objects only
-    # Which true labels share a 4-neighbour edge, per image: one bincount over (B, T, T).
-    n_b, n_t = t.shape[0], len(true_labels)
-    rows = np.searchsorted(true_labels, t).reshape(n_b, -1, np.shape(true_ids)[-1])
-    left = np.concatenate([rows[:, :, :-1].reshape(n_b, -1), rows[:, :-1].reshape(n_b, -1)], 1)
-    right = np.concatenate([rows[:, :, 1:].reshape(n_b, -1), rows[:, 1:].reshape(n_b, -1)], 1)
-    flat = (np.arange(n_b)[:, None] * n_t + left) * n_t + right
-    touch = np.bincount(flat.ravel(), minlength=n_b * n_t * n_t).reshape(n_b, n_t, n_t) > 0
-    touch |= touch.transpose(0, 2, 1)
-    return ObjectErrors(
-        split=(share < split_below)[present],
-        merged=same.any(axis=2)[present],
-        merged_apart=(same & ~touch).any(axis=2)[present],
-    )
+    width = np.shape(true_ids)[-1]
+    flags: list[list[np.ndarray]] = [[], [], []]
+    for ti, pi in zip(t, p, strict=True):
+        labels, ids = np.unique(ti, return_inverse=True)  # background, if present, is 0
+        counts, _ = _contingency(ids[None], pi[None])
+        counts = counts[0][labels > 0]  # (objects, P)
+        majority = counts.argmax(axis=1)
+        same = majority[:, None] == majority[None, :]
+        np.fill_diagonal(same, False)  # other objects only
+        adjacent = touching(ids.reshape(-1, width), len(labels))[labels > 0][:, labels > 0]
+        flags[0].append(counts.max(axis=1) / counts.sum(axis=1) < split_below)
+        flags[1].append(same.any(axis=1))
+        flags[2].append((same & ~adjacent).any(axis=1))
+    return ObjectErrors(*(np.concatenate(f) if f else np.zeros(0, bool) for f in flags))
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from training.metrics import touching
+
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "ellipse", "diamond", "star")
 VARIANTS = ("solid", "textured")
 MIN_VISIBLE_PIXELS = 8
@@ -277,15 +279,6 @@ def _palette(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
     return candidates[(chosen + rest)[:k]]
 
 
-def _touching(instances: np.ndarray, n: int) -> np.ndarray:
-    """(n + 1, n + 1) bool: which instance ids share a 4-neighbour edge (0 = background)."""
-    a = np.concatenate([instances[:, :-1].ravel(), instances[:-1, :].ravel()])
-    b = np.concatenate([instances[:, 1:].ravel(), instances[1:, :].ravel()])
-    adjacent = np.zeros((n + 1, n + 1), bool)
-    adjacent[a, b] = True
-    return adjacent | adjacent.T
-
-
 def _pick_colours(rng, k: int, plain: bool, avoid: set[int]) -> tuple[int, int]:
     """Two different palette indices. A plain (flat or noise) object avoids the colours in
     `avoid` (plain neighbours) where possible, so touching plain objects never merge visually.
@@ -318,7 +311,7 @@ def _render_textured(rng, layout: _Layout, masks: list, instances: np.ndarray) -
     """(H, W, 3) float32 canvas of the textured variant; instances: (H, W) final id map."""
     canvas, background = _textured_background(rng, instances.shape[0])
     palette = _palette(rng, background)
-    adjacent = _touching(instances, len(masks))
+    adjacent = touching(instances, len(masks) + 1)  # ids 0 (background) .. n
     plain_colour: dict[int, int] = {}  # object index -> palette index, flat/noise objects only
     for n, (box, mask) in enumerate(masks):
         kind = _OBJECT_KINDS[int(np.searchsorted(_OBJECT_KIND_CDF, rng.random(), side="right"))]
