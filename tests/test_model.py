@@ -30,7 +30,6 @@ def _images(b=3, size=32, seed=0):
         {"decoder": {"slot_centric": True, "attention_prior": True}},
         {"slot_attention": {"locality": 1.0}, "encoder": {"stride": 2}},
         {"slot_attention": {"locality": 1.0, "locality_window": 0.25}, "encoder": {"stride": 2}},
-        {"decoder": {"target_blur": 1.5}},
     ],
     ids=[
         "default",
@@ -45,7 +44,6 @@ def _images(b=3, size=32, seed=0):
         "slot_centric",
         "locality",
         "locality_window",
-        "target_blur",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -181,30 +179,6 @@ def test_attention_prior_shapes_the_masks(small_cfg):
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert not torch.allclose(plain(x).masks, out.masks)
-
-
-def test_target_blur_fades_fine_stripes_and_keeps_flat_regions():
-    """The reconstruction target under `target_blur`: 2-px stripes fade to their mean colour,
-    a flat region stays exactly flat, and the loss compares against the blurred image."""
-    torch.manual_seed(0)
-    cfg = small_config(decoder={"target_blur": 2.0, "train_pixels": None})
-    model = build_model(cfg).eval()
-    s = cfg.image_size
-    image = torch.full((1, 3, s, s), 0.5)
-    columns = torch.arange(s)
-    image[0, :, :, : s // 2] = ((columns[: s // 2] // 2) % 2).float()  # stripes of 0 and 1
-    target = model._target(image)
-    assert target.shape == image.shape
-    stripes = target[0, :, 8:-8, 6 : s // 2 - 6]
-    assert (stripes - 0.5).abs().max() < 0.02, "stripes finer than the blur survive it"
-    assert torch.allclose(target[0, :, :, s // 2 + 6 :], image[0, :, :, s // 2 + 6 :], atol=1e-6)
-    assert image[0, :, 8:-8, 6 : s // 2 - 6].std() > 0.4  # the stripes were there to fade
-    with torch.no_grad():
-        out = model(image)
-    expected = torch.nn.functional.mse_loss(out.reconstruction, target)
-    assert torch.allclose(out.losses["mse"], expected)
-    sharp = build_model(small_config(decoder={"train_pixels": None})).eval()
-    assert torch.equal(sharp._target(image), image)
 
 
 def test_slot_centric_decoding_moves_with_the_slot():

@@ -102,10 +102,6 @@ class DecoderConfig(_Strict):
     """Decode at image_size / output_stride and upsample the RGB + alpha logits bilinearly.
     2 keeps FG-ARI within reach (an oracle 32x32 logit field scores 0.96 on textured scenes
     at 64x64) at a quarter of the full-resolution decoder's cost."""
-    target_blur: float = Field(0.0, ge=0.0)
-    """Gaussian blur (sigma, pixels) of the image the reconstruction loss compares against.
-    Stripes finer than the blur fade to their mean colour, so one slot can reconstruct a
-    striped object instead of two slots taking a colour each."""
 
 
 class ModelConfig(_Strict):

@@ -3,7 +3,6 @@ encode -> bottom-up pass -> quantise -> modulate -> modulated pass -> decode."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -65,7 +64,7 @@ class SelfModulatingSlotAttention(nn.Module):
         if self.modulation is not None:
             mod = self.modulation(vq.quantized.to(slots.dtype), attn)
             slots, attn = self.grouping.iterate(z0, k, v, mod, attn)  # same z0, same weights
-        decoded, target = self._decode(slots, self._target(image), image, attn)
+        decoded, target = self._decode(slots, image, attn)
         mse = F.mse_loss(decoded.reconstruction, target)
         total = mse + self.cfg.codebook.commitment_weight * vq.commitment
         return ModelOutput(
@@ -91,23 +90,8 @@ class SelfModulatingSlotAttention(nn.Module):
         centre, _, var = attention_moments(attn)
         return SlotFrames(centre, (var + MIN_SPREAD**2).sqrt())
 
-    def _target(self, image: torch.Tensor) -> torch.Tensor:
-        """The image the reconstruction is scored against: `image`, blurred by `target_blur`."""
-        sigma = self.cfg.decoder.target_blur
-        if not sigma:
-            return image
-        radius = max(1, math.ceil(3 * sigma))
-        x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-        kernel = torch.exp(-0.5 * (x / sigma).square())
-        kernel = (kernel / kernel.sum()).expand(image.shape[1], 1, -1)  # (C, 1, L)
-        c = image.shape[1]
-        blurred = F.pad(image, (radius, radius, radius, radius), mode="replicate")
-        blurred = F.conv2d(blurred, kernel.unsqueeze(2), groups=c)  # along x
-        return F.conv2d(blurred, kernel.unsqueeze(3), groups=c)  # along y
-
-    def _decode(self, slots, target: torch.Tensor, image: torch.Tensor, attn: torch.Tensor):
-        """Decode all pixels, or in training a random subset when the decoder supports it;
-        returns the decoded output and the matching pixels of `target`."""
+    def _decode(self, slots: torch.Tensor, image: torch.Tensor, attn: torch.Tensor):
+        """Decode all pixels, or in training a random subset when the decoder supports it."""
         n_pix = self.cfg.decoder.train_pixels
         hw = image.shape[-1] * image.shape[-2]
         bias = None
@@ -116,13 +100,13 @@ class SelfModulatingSlotAttention(nn.Module):
             bias = self._attention_prior(attn, (image.shape[-2], image.shape[-1]))  # (B, K, H*W)
         if self.training and self.cfg.decoder.kind == "mlp" and n_pix and n_pix < hw:
             pixels = torch.rand(image.shape[0], hw, device=image.device).argsort(dim=1)[:, :n_pix]
-            flat = target.flatten(2).transpose(1, 2)  # (B, H*W, 3)
+            flat = image.flatten(2).transpose(1, 2)  # (B, H*W, 3)
             target = flat.gather(1, pixels.unsqueeze(-1).expand(-1, -1, 3))
             if bias is not None:
                 bias = bias.gather(2, pixels.unsqueeze(1).expand(-1, bias.shape[1], -1))
             target = full_precision(target)  # (B, P, 3)
             return self.decoder(slots, pixels, bias, frames), target
-        return self.decoder(slots, alpha_bias=bias, frames=frames), full_precision(target)
+        return self.decoder(slots, alpha_bias=bias, frames=frames), full_precision(image)
 
 
 def build_model(cfg: ModelConfig) -> SelfModulatingSlotAttention:
