@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from tests.conftest import small_config
 from training.model import build_model
@@ -30,6 +31,7 @@ def _images(b=3, size=32, seed=0):
         {"decoder": {"slot_centric": True, "attention_prior": True}},
         {"slot_attention": {"locality": 1.0}, "encoder": {"stride": 2}},
         {"slot_attention": {"locality": 1.0, "locality_window": 0.25}, "encoder": {"stride": 2}},
+        {"slot_attention": {"locality": 1.0, "locality_gate": True}},
     ],
     ids=[
         "default",
@@ -44,6 +46,7 @@ def _images(b=3, size=32, seed=0):
         "slot_centric",
         "locality",
         "locality_window",
+        "locality_gate",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -245,6 +248,41 @@ def test_locality_prior_training_and_inference_forms_agree():
             fast = grouping.train().locality_bias(attn)
             exact = grouping.eval().locality_bias(attn)
             assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-3)
+
+
+def test_locality_gate_scales_each_slots_prior():
+    """A closed gate is plain Slot Attention for that slot, an open one the full prior; the
+    gate is read per slot, so slots can differ."""
+    from training.config import SlotAttentionConfig
+    from training.model.slot_attention import SlotAttention
+
+    torch.manual_seed(0)
+    inputs = torch.randn(2, 16 * 16, 32)
+    slots = torch.randn(2, 4, 32)
+
+    def grouping(locality, gate_logit=None):
+        cfg = SlotAttentionConfig(
+            num_slots=4, slot_dim=32, locality=locality, locality_gate=gate_logit is not None
+        )
+        torch.manual_seed(1)
+        module = SlotAttention(cfg, 32).eval()
+        if gate_logit is not None:
+            nn.init.constant_(module.to_gate.bias, gate_logit)
+        with torch.no_grad():
+            return module(inputs, slots)[1]  # last attention (B, K, N)
+
+    plain, full = grouping(0.0), grouping(1.0)
+    assert not torch.allclose(plain, full, atol=1e-3), "the prior changes nothing here"
+    assert torch.allclose(grouping(1.0, -50.0), plain, atol=1e-6)
+    assert torch.allclose(grouping(1.0, 50.0), full, atol=1e-6)
+
+    cfg = SlotAttentionConfig(num_slots=4, slot_dim=32, locality=1.0, locality_gate=True)
+    module = SlotAttention(cfg, 32)
+    assert torch.sigmoid(module.to_gate(slots)).min() > 0.9  # starts with the full prior
+    with torch.no_grad():
+        module.to_gate.weight.copy_(slots[0, :1])  # a gate that differs from slot to slot
+    gates = torch.sigmoid(module.to_gate(slots))
+    assert gates.shape == (2, 4, 1) and gates.std() > 0.01
 
 
 def test_locality_window_lets_a_slot_keep_one_of_two_apart_blobs():

@@ -54,6 +54,10 @@ class SlotAttentionConfig(_Strict):
     attention weighted by a Gaussian of this spread, in image units, around a soft argmax of
     the attention averaged over 5x5 tokens), so a slot that took two look-alike blobs far
     apart keeps the larger one and lets the other go. 0: fit to all of the attention."""
+    locality_gate: bool = False
+    """Scale each slot's locality prior by a gate in (0, 1) read from the slot itself (a
+    linear layer and a sigmoid, starting near 1), so a slot that covers the background, which
+    is spread over the image, can learn to turn its prior off."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""

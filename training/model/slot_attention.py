@@ -18,6 +18,10 @@ PEAK_SHARPNESS = 20.0
 a spot at 0.9 of the maximum weighs e^-2 of it."""
 
 
+LOCALITY_GATE_INIT = 3.0
+"""Initial logit of `locality_gate`: sigmoid(3) = 0.95, training starts with the full prior."""
+
+
 class SlotAttention(nn.Module):
     def __init__(self, cfg: SlotAttentionConfig, input_dim: int):
         super().__init__()
@@ -39,6 +43,11 @@ class SlotAttention(nn.Module):
         # training sat on the symmetric "all slots alike" fixed point for thousands of steps.
         for layer in (self.to_q, self.to_k, self.to_v):
             nn.init.xavier_uniform_(layer.weight)
+        self.to_gate = None
+        if cfg.locality and cfg.locality_gate:
+            self.to_gate = nn.Linear(d, 1)
+            nn.init.zeros_(self.to_gate.weight)
+            nn.init.constant_(self.to_gate.bias, LOCALITY_GATE_INIT)
 
     def project(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs (B, N, Din) -> keys, values (B, N, D)."""
@@ -104,6 +113,8 @@ class SlotAttention(nn.Module):
             q = q * mod.query
         logits = torch.einsum("bkd,bnd->bkn", q, k) * self.scale
         if prior is not None:
+            if self.to_gate is not None:
+                prior = prior * torch.sigmoid(self.to_gate(slots))  # (B, K, 1) per-slot gate
             logits = logits + self.cfg.locality * prior
         attn = logits.softmax(dim=1)  # competition over slots
         weights = attn + self.cfg.eps
