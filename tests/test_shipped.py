@@ -72,3 +72,23 @@ def test_shipped_bundle_verifies_and_matches_checkpoint(shipped):
     assert abs(a["fg_ari"] - b["fg_ari"]) <= 0.005
     assert (BUNDLE / MODEL_FILE).stat().st_size < 5_000_000
     assert np.isclose(sum(manifest.code_usage), 1.0, atol=1e-3)
+
+
+def test_reported_reproduction_is_of_the_shipped_model_and_within_003():
+    """reports/make-train-reproduction.jsonl (a from-scratch `make train`, evaluated like the
+    shipped model) is within 0.03 FG-ARI of the shipped figures in reports/evaluation.jsonl:
+    shipping a new model without re-measuring its reproduction fails here."""
+    import json
+
+    def rows(name):
+        lines = (ROOT / "reports" / name).read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    shipped = {r["variant"]: r for r in rows("evaluation.jsonl") if r["method"] == "model"}
+    repro = {r["variant"]: r for r in rows("make-train-reproduction.jsonl")}
+    assert set(repro) == set(shipped) == {"solid", "textured"}
+    for variant, r in repro.items():
+        s = shipped[variant]
+        assert (r["scenes"], r["seed"]) == (s["scenes"], s["seed"]), "not the same scenes"
+        assert abs(r["fg_ari"] - s["fg_ari"]) <= 0.03, (variant, r["fg_ari"], s["fg_ari"])
+        assert 0 < r["training_minutes"] <= 60, r["training_minutes"]
