@@ -57,7 +57,7 @@ class SlotAttentionConfig(_Strict):
     locality_gate: bool = False
     """Scale each slot's locality prior by a gate in (0, 1) read from the slot itself (a
     linear layer and a sigmoid, starting near 1), so a slot that covers the background, which
-    is spread over the image, can learn to turn its prior off."""
+    is spread over the image, can learn to turn its prior off. Needs `locality` > 0."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""

@@ -104,8 +104,7 @@ class SelfModulatingSlotAttention(nn.Module):
             target = flat.gather(1, pixels.unsqueeze(-1).expand(-1, -1, 3))
             if bias is not None:
                 bias = bias.gather(2, pixels.unsqueeze(1).expand(-1, bias.shape[1], -1))
-            target = full_precision(target)  # (B, P, 3)
-            return self.decoder(slots, pixels, bias, frames), target
+            return self.decoder(slots, pixels, bias, frames), full_precision(target)  # (B, P, 3)
         return self.decoder(slots, alpha_bias=bias, frames=frames), full_precision(image)
 
 

@@ -17,7 +17,6 @@ PEAK_SHARPNESS = 20.0
 """Soft-argmax temperature of `locality_window`'s peak, on attention scaled to a maximum of 1:
 a spot at 0.9 of the maximum weighs e^-2 of it."""
 
-
 LOCALITY_GATE_INIT = 3.0
 """Initial logit of `locality_gate`: sigmoid(3) = 0.95, training starts with the full prior."""
 
