@@ -61,11 +61,18 @@ class SlotAttentionConfig(_Strict):
     locality_gate: bool = False
     """Scale each slot's locality prior by a gate in (0, 1) read from the slot itself (a
     linear layer and a sigmoid, starting near 1), so a slot that covers the background, which
-    is spread over the image, can learn to turn its prior off. Needs `locality` > 0."""
+    is spread over the image, can learn to turn its prior off. Needs `locality` > 0 (the
+    config rejects it otherwise)."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""
     eps: float = 1e-8
+
+    @model_validator(mode="after")
+    def _check_gate(self) -> SlotAttentionConfig:
+        if self.locality_gate and self.locality == 0:
+            raise ValueError("slot_attention.locality_gate needs slot_attention.locality > 0")
+        return self
 
 
 class CodebookConfig(_Strict):
