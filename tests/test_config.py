@@ -35,8 +35,6 @@ def test_unknown_keys_and_bad_values_are_rejected():
         ModelConfig.model_validate({"decoder": {"kind": "conv", "broadcast_size": 7}})
     with pytest.raises(ValidationError, match="locality_gate needs"):
         ModelConfig.model_validate({"slot_attention": {"locality_gate": True}})  # locality 0
-    with pytest.raises(ValidationError, match="dilations"):
-        ModelConfig.model_validate({"encoder": {"dilations": [1, 0, 2]}})
     with pytest.raises(ValueError, match=r"key\.sub=value"):
         apply_overrides({}, ["no-equals-sign"])
     with pytest.raises(FileNotFoundError, match="known"):

@@ -8,10 +8,8 @@ import torch
 from torch import nn
 
 from tests.conftest import small_config
-from training.config import EncoderConfig
 from training.model import build_model
 from training.model.codebook import EMACodebook, kmeans
-from training.model.encoder import CNNEncoder
 
 
 def _images(b=3, size=32, seed=0):
@@ -34,7 +32,6 @@ def _images(b=3, size=32, seed=0):
         {"slot_attention": {"locality": 1.0}, "encoder": {"stride": 2}},
         {"slot_attention": {"locality": 1.0, "locality_window": 0.25}, "encoder": {"stride": 2}},
         {"slot_attention": {"locality": 1.0, "locality_gate": True}},
-        {"encoder": {"stride": 2, "dilations": [1, 2, 4]}},
     ],
     ids=[
         "default",
@@ -50,7 +47,6 @@ def _images(b=3, size=32, seed=0):
         "locality",
         "locality_window",
         "locality_gate",
-        "dilated_encoder",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -79,26 +75,6 @@ def test_shapes_no_nan_and_gradients_everywhere(overrides):
     assert torch.allclose(out.masks.sum(1), torch.ones(3, s, s), atol=1e-5)
     for t in (out.masks, out.code_distances, out.slots, out.reconstruction):
         assert torch.isfinite(t).all()
-
-
-@pytest.mark.parametrize(("dilations", "reach"), [((1, 1, 1), 17), ((1, 2, 4), 33)])
-def test_encoder_dilations_set_how_far_a_token_sees(dilations, reach):
-    """A pixel change reaches the tokens whose receptive field holds it: 5 + 4 x the sum of
-    the dilations pixels wide at stride 2 (17 plain, 33 dilated)."""
-    enc = CNNEncoder(EncoderConfig(channels=8, stride=2, dilations=dilations), 64, 16)
-    for conv in enc.convs:  # positive weights and biases keep every ReLU open: a linear map
-        if isinstance(conv, nn.Conv2d):
-            nn.init.constant_(conv.weight, 0.01)
-            nn.init.constant_(conv.bias, 0.1)
-    image = torch.full((1, 3, 64, 64), 0.5)
-    poked = image.clone()
-    poked[0, :, 32, 32] = 1.0
-    with torch.no_grad():
-        changed = (enc.convs(poked) - enc.convs(image)).abs().amax(1)[0] > 0  # (32, 32)
-    rows, cols = changed.any(1).nonzero()[:, 0], changed.any(0).nonzero()[:, 0]
-    tokens = (reach - 5) // 2 + 3  # the 3 tokens whose first conv holds pixel 32, widened
-    assert len(rows) == len(cols) == tokens
-    assert rows.min() == cols.min() == 16 - tokens // 2  # centred on pixel 32's token
 
 
 def test_eval_is_deterministic_and_batch_independent(small_cfg):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -29,10 +29,6 @@ class EncoderConfig(_Strict):
     """CNN downsampling: 4 turns a 64x64 image into 16x16 tokens, 2 into 32x32, 1 into 64x64.
     Finer tokens straddle fewer object edges (a token that mixes object and background is
     neither, and attracts "halo" slots) and give the decoder's attention prior a finer grid."""
-    dilations: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 1, 1)
-    """Dilation of the three 3x3 convs after the first. (1, 2, 4) widens each token's view from
-    17 to 33 pixels (at stride 2) at the same cost, so a token can see several periods of a
-    stripe pattern and more of the object it lies on."""
     vit_name: str = "vit_small_patch16_224"
     vit_weights: str | None = None
     """Local weights file for the optional frozen timm ViT (nothing is downloaded)."""

@@ -14,23 +14,21 @@ from training.model.position import SoftPositionEmbed
 
 class CNNEncoder(nn.Module):
     """Four convs, of which `stride` sets how many downsample by 2 (stride 4: 64x64 -> 16x16
-    tokens; 2: 32x32; 1: 64x64) and `dilations` how far the last three reach, plus soft
-    positions."""
+    tokens; 2: 32x32; 1: 64x64), plus soft positions."""
 
     def __init__(self, cfg: EncoderConfig, image_size: int, out_dim: int):
         super().__init__()
         c = cfg.channels
         # Downsample early: the first conv halves the resolution, so only one layer sees 64x64.
         s1, s2 = (1, 1) if cfg.stride == 1 else (2, 1) if cfg.stride == 2 else (2, 2)
-        d2, d3, d4 = cfg.dilations
         self.convs = nn.Sequential(
             nn.Conv2d(3, c, 5, stride=s1, padding=2),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=d2, dilation=d2),
+            nn.Conv2d(c, c, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, stride=s2, padding=d3, dilation=d3),
+            nn.Conv2d(c, c, 3, stride=s2, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=d4, dilation=d4),
+            nn.Conv2d(c, c, 3, padding=1),
             nn.ReLU(inplace=True),
         )
         self.grid_size = image_size // cfg.stride
