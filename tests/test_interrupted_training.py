@@ -1,9 +1,10 @@
 """Interrupted training: SIGKILL mid-run, then resume from the last checkpoint, losing at most
-one checkpoint interval; checkpoint writes are atomic, so a kill during a write leaves the
-previous complete checkpoint."""
+one checkpoint interval and none of the CSV log; checkpoint writes are atomic, so a kill
+during a write leaves the previous complete checkpoint."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import torch
 from tests.serving import REPO
 from tests.test_training import _small_model_overrides
 from training.checkpoint import load_checkpoint
-from training.resume import AtomicCheckpointIO
+from training.resume import HISTORY, AtomicCheckpointIO, keep_log_history, restore_log_history
 
 INTERVAL = 10
 RUN = [
@@ -86,14 +87,16 @@ def test_sigkill_then_resume_loses_at_most_one_interval(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming from {last}" in res.stderr
     assert _step(last) == target
-    # The resumed run (its log replaces the old one) started at the checkpoint's step, not 0:
-    # what the kill cost is the steps after that checkpoint, less than one interval.
-    steps = [
-        int(line.split(",")[2])
-        for line in (out / "logs" / "metrics.csv").read_text().splitlines()[1:]
-        if line.split(",")[2].isdigit()
-    ]
-    assert killed_at_checkpoint < min(steps) <= killed_at_checkpoint + 5, steps
+    # The log holds the whole run: the killed run's rows up to its checkpoint, then the
+    # resumed run's from there (the rows the kill cost are logged once, by the resumed run).
+    with (out / "logs" / "metrics.csv").open() as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row["step"]]
+    assert steps == sorted(steps), "rows the resumed run trained again were kept twice"
+    assert min(steps) < INTERVAL, "the log lost the steps before the resume"
+    after = [s for s in steps if s >= killed_at_checkpoint]
+    assert killed_at_checkpoint <= min(after) <= killed_at_checkpoint + 5, steps
+    assert max(steps) >= target - 5, steps
+    assert not (out / "logs" / HISTORY).exists()
 
 
 def test_a_crash_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -123,3 +126,30 @@ def test_resume_checkpoints_load_without_arbitrary_pickle(tmp_path):
     io.save_checkpoint({"evil": NotATensor()}, tmp_path / "x.ckpt")
     with pytest.raises(Exception, match=r"(?i)weights_only|unsupported|global"):
         io.load_checkpoint(tmp_path / "x.ckpt")
+
+
+def test_log_history_survives_two_resumes_and_new_columns(tmp_path):
+    """Killed twice before a run ends: each resume folds the rows before its checkpoint into
+    the history, drops the ones it trains again, and a column new in a later run is kept."""
+    logs = tmp_path
+
+    def write(rows, header="step,loss"):
+        (logs / "metrics.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+
+    write(["5,1.0", "10,0.9", "15,0.8"])  # first run, checkpoint at 10, killed at 15
+    keep_log_history(logs, 10)
+    write(["10,0.85", "15,0.7", "20,0.6", "25,0.5"])  # resumed, checkpoint 20, killed at 25
+    keep_log_history(logs, 20)
+    write(["20,0.55,0.3", "25,0.45,"], header="step,loss,val")  # resumed again, finishes
+    restore_log_history(logs)
+    with (logs / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["loss"]) for r in rows] == [
+        ("5", "1.0"),
+        ("10", "0.85"),
+        ("15", "0.7"),
+        ("20", "0.55"),
+        ("25", "0.45"),
+    ]
+    assert [r["val"] for r in rows] == ["", "", "", "0.3", ""]
+    assert not (logs / HISTORY).exists()

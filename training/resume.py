@@ -6,10 +6,13 @@ a temporary file in the same folder, flushed to disk, then renamed over the old 
 is atomic within a filesystem), so `last.ckpt` is always either the previous or the new
 complete checkpoint. Loading uses `torch.load(weights_only=True)`: tensors and plain
 containers only, no code runs from a checkpoint file.
+
+A resumed run also keeps the CSV log of the steps before it (`keep_log_history`).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from pathlib import Path
@@ -38,3 +41,42 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+HISTORY = "metrics-before-resume.csv"
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def keep_log_history(logs: Path, resume_step: int) -> None:
+    """Before a resumed run: Lightning's CSVLogger starts `metrics.csv` afresh on every run,
+    so fold its rows from before the checkpoint's step (later ones are trained again) into
+    `HISTORY`, which `restore_log_history` puts back in front once the run ends. A run killed
+    again before then keeps its history for the next resume."""
+    rows = _read_rows(logs / HISTORY) + _read_rows(logs / "metrics.csv")
+    kept = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) < resume_step]
+    if kept:
+        _write_rows(logs / HISTORY, kept)
+
+
+def restore_log_history(logs: Path) -> None:
+    """After a run: `metrics.csv` = the history before the resume + this run's rows."""
+    history = logs / HISTORY
+    if history.exists():
+        _write_rows(logs / "metrics.csv", _read_rows(history) + _read_rows(logs / "metrics.csv"))
+        history.unlink()

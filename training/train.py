@@ -27,7 +27,7 @@ from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.config import DataConfig, TrainConfig, save_config
 from training.data import ImageFolderDataset, ShapesDataset, generate_batch
 from training.lit import SlotModule
-from training.resume import AtomicCheckpointIO
+from training.resume import AtomicCheckpointIO, keep_log_history, restore_log_history
 from training.visualize import save_code_usage, save_mask_grid, save_training_curves
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     ckpt_path = str(last) if resume and last.exists() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
+        step = AtomicCheckpointIO().load_checkpoint(last)["global_step"]
+        keep_log_history(out / "logs", int(step))
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     minutes = (time.perf_counter() - start) / 60
@@ -219,6 +221,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     report["train_minutes_this_session"] = round(minutes, 2)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     metrics_csv = out / "logs" / "metrics.csv"
+    restore_log_history(metrics_csv.parent)
     if metrics_csv.exists():
         save_training_curves(metrics_csv, out / "curves.png")
     counts = np.asarray(usage) * max(1, cfg.run.eval_scenes)
