@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,22 @@ from training.config import ModelConfig
 from training.model import SelfModulatingSlotAttention, build_model
 
 FORMAT_VERSION = "1"
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[str]:
+    """Write `path` atomically: the body writes the yielded temporary file in the same folder,
+    which then replaces `path` (a rename, atomic within a filesystem); if the body fails, or
+    the process dies, `path` keeps its previous content and the temporary file is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 @dataclass
@@ -47,14 +65,8 @@ def save_checkpoint(
         "code_usage": json.dumps(info.code_usage),
         "extra": json.dumps(info.extra),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
