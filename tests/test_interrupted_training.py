@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,3 +154,23 @@ def test_log_history_survives_two_resumes_and_new_columns(tmp_path):
     ]
     assert [r["val"] for r in rows] == ["", "", "", "0.3", ""]
     assert not (logs / HISTORY).exists()
+
+
+@pytest.mark.slow
+def test_a_moved_run_directory_resumes_into_its_own_last_checkpoint(tmp_path):
+    """Lightning remembers the absolute path of last.ckpt; after the folder moves, a resume
+    used to write last-v1.ckpt beside it, and the resume after that restarted from the stale
+    last.ckpt. The run must keep one last.ckpt that advances."""
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    res = subprocess.run(
+        _train_cmd(first, INTERVAL), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    shutil.move(first, moved)
+    for target in (2 * INTERVAL, 3 * INTERVAL):
+        res = subprocess.run(
+            _train_cmd(moved, target), cwd=REPO, capture_output=True, text=True, timeout=600
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert sorted(p.name for p in (moved / "checkpoints").iterdir()) == ["last.ckpt"]
+        assert _step(moved / "checkpoints" / "last.ckpt") == target

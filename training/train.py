@@ -159,6 +159,10 @@ def build_trainer(
                 every_n_train_steps=r.checkpoint_every,
                 save_last=True,
                 save_top_k=0,
+                # Always overwrite last.ckpt. With the counter on, a run directory that was
+                # moved or copied resumes into last-v1.ckpt (the stored path no longer
+                # matches), and the next resume silently goes back to the old last.ckpt.
+                enable_version_counter=False,
             ),
             *callbacks,
             *([TQDMProgressBar(refresh_rate=20)] if enable_progress else []),
