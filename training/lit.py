@@ -61,6 +61,25 @@ class SlotModule(L.LightningModule):
     def _val_names(self) -> list[str]:
         return list(getattr(self.trainer.datamodule, "val_names", ["val"]))
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Training draws from torch's RNG (pixel subsets, dead-code re-seeding); keeping its
+        # state in the resume checkpoint makes a resumed run continue the same stream.
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Restored at the first batch, not now: starting the data loader's iterator on
+        # resume draws a seed from the global RNG that the uninterrupted run drew earlier.
+        self._resume_rng = checkpoint.get("rng")
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        rng, self._resume_rng = getattr(self, "_resume_rng", None), None
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
     def configure_optimizers(self):
         o = self.cfg.optim
         opt = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)

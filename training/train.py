@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.config import DataConfig, TrainConfig, save_config
@@ -66,8 +67,10 @@ class ShapesDataModule(L.LightningDataModule):
         self.val_names = variants
         self.val_sets = [_shapes(c, c.val_scenes, VAL_SEED, v, s) for v in variants]
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+    def train_dataloader(self) -> StatefulDataLoader:
+        # Stateful: Lightning saves the sampler's position in the resume checkpoint, so a run
+        # resumed mid-epoch sees the rest of that epoch's shuffle instead of a new one.
+        return StatefulDataLoader(
             self.train_set,
             batch_size=self.cfg.batch_size,
             shuffle=True,
