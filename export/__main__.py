@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="1")
     p.add_argument("--mask-source", choices=["decoder_alpha", "attention"], default="decoder_alpha")
     p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="slot-attention refinements to unroll (default: the checkpoint's inference count)",
+    )
+    p.add_argument(
         "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
     )
     _int8_options(p)
@@ -80,7 +86,12 @@ def run(args) -> object:
         from export.onnx_export import export_bundle
 
         manifest = export_bundle(
-            args.checkpoint, args.out, args.name, args.version, args.mask_source
+            args.checkpoint,
+            args.out,
+            args.name,
+            args.version,
+            args.mask_source,
+            eval_iterations=args.iterations,
         )
         result = {"bundle": args.out, "parity": manifest.parity}
         if not args.no_variants:

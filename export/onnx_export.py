@@ -169,18 +169,21 @@ def export_bundle(
     version: str = "1",
     mask_source: str = "decoder_alpha",
     verify_batches: tuple[int, ...] = (1, 3, 32),
+    eval_iterations: int | None = None,
 ) -> Manifest:
-    """Write `out/model.onnx` + `out/manifest.json`; run the parity gate (raises on failure)."""
+    """Write `out/model.onnx` + `out/manifest.json`; run the parity gate (raises on failure).
+
+    `eval_iterations`: refinements to unroll; default the checkpoint's inference count."""
     from export.verify import parity_gate, verify_bundle
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model, info = load_checkpoint(checkpoint)
+    model, info = load_checkpoint(checkpoint, eval_iterations=eval_iterations)
     cfg = model.cfg
     log.info("exporting %s -> %s", checkpoint, out / MODEL_FILE)
     export_graph(model, out / MODEL_FILE, mask_source)
     k, s = cfg.slot_attention.num_slots, cfg.image_size
-    t = cfg.slot_attention.iterations
+    t = model.grouping.num_iterations  # eval mode: what inference runs, unrolled
     manifest = Manifest(
         name=name or out.name,
         version=version,

@@ -55,7 +55,8 @@ def verify_bundle(
 
     bundle = Path(bundle)
     manifest = load_bundle(bundle)
-    model, _ = load_checkpoint(checkpoint)
+    # the graph unrolls a fixed count, which export may have set apart from the checkpoint's
+    model, _ = load_checkpoint(checkpoint, eval_iterations=manifest.iterations["bottom_up"])
     wrapper = ExportWrapper(model, manifest.mask_source)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)
     session = ort_session(bundle / MODEL_FILE)

@@ -18,6 +18,7 @@ from export.contract import (
     read_manifest,
     to_model_input,
 )
+from export.onnx_export import export_bundle
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
@@ -194,3 +195,25 @@ def test_graph_optimisation_keeps_tiny_epsilons(tmp_path):
     x[1] = [1.0, 0.0, 0.0, 0.0]
     (out,) = session.run(None, {session.get_inputs()[0].name: x})
     assert np.allclose(out[0], 0.25) and np.allclose(out[1], [1.0, 0.0, 0.0, 0.0], atol=1e-7)
+
+
+def test_export_unrolls_the_inference_iterations(tmp_path):
+    """A checkpoint whose config asks for more refinements at inference exports that count,
+    and so does one exported with `--iterations`; verify re-checks parity at the bundle's
+    count (the parity gate also runs inside each export)."""
+    from export.verify import parity_gate, verify_bundle
+    from tests.conftest import small_checkpoint, small_config
+
+    cfg = small_config(slot_attention={"iterations": 2, "eval_iterations": 3})
+    ckpt = small_checkpoint(tmp_path / "m.safetensors", cfg)
+    manifest = export_bundle(ckpt, tmp_path / "bundle")
+    assert manifest.iterations == {"bottom_up": 3, "modulated": 3}
+    assert manifest.model["slot_attention"]["eval_iterations"] == 3
+
+    res = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "b4",
+                     "--iterations", "4", "--no-variants")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert load_bundle(tmp_path / "b4").iterations == {"bottom_up": 4, "modulated": 4}
+    report = verify_bundle(tmp_path / "b4", ckpt)
+    parity_gate(report)
+    assert all(f["code_agreement"] == 1.0 for f in report["batches"].values())

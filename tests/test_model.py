@@ -91,6 +91,27 @@ def test_eval_is_deterministic_and_batch_independent(small_cfg):
     assert torch.equal(single.codes[0], a.codes[2])
 
 
+def test_eval_iterations_apply_in_eval_mode_only():
+    """`eval_iterations` changes inference, not training: in eval mode the model equals the
+    same weights built with that many iterations; in training it runs `iterations`."""
+    torch.manual_seed(0)
+    more = build_model(small_config(slot_attention={"iterations": 2, "eval_iterations": 4}))
+    more(_images(8))  # codebook init
+    same = build_model(small_config(slot_attention={"iterations": 4}))
+    same.load_state_dict(more.state_dict())
+    plain = build_model(small_config(slot_attention={"iterations": 2}))
+    plain.load_state_dict(more.state_dict())
+    x = _images(3, seed=1)
+    more.eval(), same.eval(), plain.eval()
+    assert (more.grouping.num_iterations, plain.grouping.num_iterations) == (4, 2)
+    with torch.no_grad():
+        a, b, c = more(x), same(x), plain(x)
+    assert torch.equal(a.masks, b.masks) and torch.equal(a.codes, b.codes)
+    assert not torch.allclose(a.masks, c.masks)
+    more.train()
+    assert more.grouping.num_iterations == 2
+
+
 def test_training_init_is_stochastic_eval_init_is_fixed(small_cfg):
     model = build_model(small_cfg)
     model.train()

@@ -143,6 +143,16 @@ def test_cli_evaluates_checkpoint_baselines_and_coco(small_cfg, tmp_path):
     ):
         assert key in out
     assert out["scenes"] == 16 and out["method"] == "model"
+    assert out["iterations"] == small_cfg.slot_attention.iterations
+
+    # more refinements at inference: another grouping of the same scenes, reported as such
+    res = _cli("evaluate", "--checkpoint", str(path), "--variant", "textured", "--scenes", "16",
+               "--iterations", "4", "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    more = json.loads(res.stdout)
+    assert more["iterations"] == 4 and more["code_usage"] != out["code_usage"]
+    res = _cli("evaluate", "--checkpoint", str(path), "--iterations", "0", "--json")
+    assert res.returncode != 0 and "eval_iterations" in res.stderr
 
     res = _cli("evaluate", "--method", "colour", "--variant", "solid", "--scenes", "16", "--json")
     assert res.returncode == 0, res.stderr

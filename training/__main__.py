@@ -62,6 +62,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--slots", type=int, default=7, help="k for the kmeans baseline without a checkpoint"
     )
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="slot-attention refinements at inference (default: the checkpoint's)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_evaluate)
@@ -91,7 +97,9 @@ def _cmd_evaluate(args) -> int:
     elif args.method == "model":
         if not args.checkpoint:
             raise SystemExit("evaluate: --checkpoint or --bundle is required with --method model")
-        model, info = load_checkpoint(args.checkpoint)
+        model, info = load_checkpoint(args.checkpoint, eval_iterations=args.iterations)
+    if args.iterations is not None and model is None:
+        raise SystemExit("evaluate: --iterations needs --checkpoint (a bundle's are fixed)")
     if manifest is not None:
         size, k, e = manifest.input.height, manifest.num_slots, manifest.codebook_size
         code_names = manifest.code_names
@@ -123,6 +131,8 @@ def _cmd_evaluate(args) -> int:
         result = evaluate_scenes(predict, scenes, k, e, class_names, code_names=names)
     else:
         result = evaluate_scenes(baseline_predictor(args.method, k), scenes, k, None, class_names)
+    if model is not None:
+        result["iterations"] = model.grouping.num_iterations
     result = {"method": args.method, **source, "scenes": len(scenes), **result}
     if args.json:
         print(json.dumps(result))

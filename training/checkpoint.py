@@ -89,10 +89,17 @@ def read_info(path: str | Path) -> CheckpointInfo:
 
 
 def load_checkpoint(
-    path: str | Path, device: str = "cpu"
+    path: str | Path, device: str = "cpu", eval_iterations: int | None = None
 ) -> tuple[SelfModulatingSlotAttention, CheckpointInfo]:
-    """Rebuild the model from a checkpoint (config from its metadata), in eval mode."""
+    """Rebuild the model from a checkpoint (config from its metadata), in eval mode.
+
+    `eval_iterations` overrides the refinements run at inference (the weights do not depend
+    on it), e.g. to measure the quality / latency trade-off before exporting with it."""
     info = read_info(path)
+    if eval_iterations is not None:
+        sa = info.config.slot_attention.model_copy(update={"eval_iterations": eval_iterations})
+        sa = type(sa).model_validate(sa.model_dump())  # validate the new value (>= 1)
+        info.config = info.config.model_copy(update={"slot_attention": sa})
     model = build_model(info.config)
     with safe_open(str(path), framework="pt", device=device) as f:
         state = {k: f.get_tensor(k) for k in f.keys()}

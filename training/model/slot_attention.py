@@ -134,8 +134,16 @@ class SlotAttention(nn.Module):
             hidden = hidden * mod.ffn
         return slots + self.mlp_out(hidden), attn
 
+    @property
+    def num_iterations(self) -> int:
+        """Refinements per pass: `iterations` in training, `eval_iterations` (when set) in
+        eval mode, which is what evaluation and export see."""
+        c = self.cfg
+        return c.iterations if self.training or c.eval_iterations is None else c.eval_iterations
+
     def iterate(self, slots, k, v, mod: Modulation | None = None, attn=None):
-        """T refinements from `slots`; returns the final slots and the last attention map.
+        """`num_iterations` refinements from `slots`; returns the final slots and the last
+        attention map.
 
         With `implicit_grad` the gradient skips all but the last refinement and flows straight
         through to the initial slots (first-order implicit differentiation, as in BO-QSA).
@@ -143,8 +151,8 @@ class SlotAttention(nn.Module):
         `attn` (B, K, N) stands in for that before the first refinement (the modulated pass
         gets the bottom-up pass's final attention)."""
         init = slots
-        for i in range(self.cfg.iterations):
-            last = i == self.cfg.iterations - 1
+        for i in range(self.num_iterations):
+            last = i == self.num_iterations - 1
             if self.cfg.implicit_grad and last and i > 0 and torch.is_grad_enabled():
                 slots = slots.detach() + init - init.detach()
             prior = self.locality_bias(attn) if self.cfg.locality and attn is not None else None
