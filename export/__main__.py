@@ -9,6 +9,8 @@ import json
 import logging
 import sys
 
+from training.config import positive_int
+
 
 def _int8_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", choices=["auto", "static", "dynamic"], default="auto")
@@ -32,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-source", choices=["decoder_alpha", "attention"], default="decoder_alpha")
     p.add_argument(
         "--iterations",
-        type=int,
+        type=positive_int,
         default=None,
         help="slot-attention refinements to unroll (default: the checkpoint's inference count)",
     )

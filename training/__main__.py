@@ -10,6 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
+from training.config import positive_int
+
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model from a config (resumes an existing run)")
@@ -64,7 +66,7 @@ def _add_evaluate(sub) -> None:
     )
     p.add_argument(
         "--iterations",
-        type=int,
+        type=positive_int,
         default=None,
         help="slot-attention refinements at inference (default: the checkpoint's)",
     )

@@ -97,9 +97,9 @@ def load_checkpoint(
     on it), e.g. to measure the quality / latency trade-off before exporting with it."""
     info = read_info(path)
     if eval_iterations is not None:
-        sa = info.config.slot_attention.model_copy(update={"eval_iterations": eval_iterations})
-        sa = type(sa).model_validate(sa.model_dump())  # validate the new value (>= 1)
-        info.config = info.config.model_copy(update={"slot_attention": sa})
+        raw = info.config.model_dump()
+        raw["slot_attention"]["eval_iterations"] = eval_iterations
+        info.config = type(info.config).model_validate(raw)  # validated: >= 1
     model = build_model(info.config)
     with safe_open(str(path), framework="pt", device=device) as f:
         state = {k: f.get_tensor(k) for k in f.keys()}

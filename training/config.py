@@ -202,6 +202,19 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts such as `--iterations`: a one-line error below 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides to a nested dict (returns a new dict)."""
     out = json.loads(json.dumps(raw))

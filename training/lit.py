@@ -23,6 +23,7 @@ class SlotModule(L.LightningModule):
         self.cfg = cfg
         self.save_hyperparameters({"config": cfg.model_dump(mode="json")})
         self.model = build_model(cfg.model)
+        self._resume_rng: dict | None = None  # set by on_load_checkpoint, used once
 
     def forward(self, image: torch.Tensor):
         return self.model(image)
@@ -74,7 +75,7 @@ class SlotModule(L.LightningModule):
         self._resume_rng = checkpoint.get("rng")
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        rng, self._resume_rng = getattr(self, "_resume_rng", None), None
+        rng, self._resume_rng = self._resume_rng, None
         if rng:
             torch.set_rng_state(rng["torch"])
             if "cuda" in rng and torch.cuda.is_available():

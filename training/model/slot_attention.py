@@ -150,9 +150,9 @@ class SlotAttention(nn.Module):
         With `locality` each refinement is biased towards where the previous one attended;
         `attn` (B, K, N) stands in for that before the first refinement (the modulated pass
         gets the bottom-up pass's final attention)."""
-        init = slots
-        for i in range(self.num_iterations):
-            last = i == self.num_iterations - 1
+        init, n = slots, self.num_iterations
+        for i in range(n):
+            last = i == n - 1
             if self.cfg.implicit_grad and last and i > 0 and torch.is_grad_enabled():
                 slots = slots.detach() + init - init.detach()
             prior = self.locality_bias(attn) if self.cfg.locality and attn is not None else None
