@@ -39,3 +39,12 @@ def test_unknown_keys_and_bad_values_are_rejected():
         apply_overrides({}, ["no-equals-sign"])
     with pytest.raises(FileNotFoundError, match="known"):
         load_train_config("does-not-exist")
+
+
+def test_free_slots_need_the_locality_prior_and_a_slot_left():
+    with pytest.raises(ValidationError, match="free_slots needs"):
+        ModelConfig.model_validate({"slot_attention": {"free_slots": 1}})  # locality 0
+    with pytest.raises(ValidationError, match="must be below num_slots"):
+        ModelConfig.model_validate(
+            {"slot_attention": {"locality": 1.0, "free_slots": 7, "num_slots": 7}}
+        )

@@ -32,6 +32,7 @@ def _images(b=3, size=32, seed=0):
         {"slot_attention": {"locality": 1.0}, "encoder": {"stride": 2}},
         {"slot_attention": {"locality": 1.0, "locality_window": 0.25}, "encoder": {"stride": 2}},
         {"slot_attention": {"locality": 1.0, "locality_gate": True}},
+        {"slot_attention": {"locality": 1.0, "locality_window": 0.25, "free_slots": 1}},
     ],
     ids=[
         "default",
@@ -47,6 +48,7 @@ def _images(b=3, size=32, seed=0):
         "locality",
         "locality_window",
         "locality_gate",
+        "free_slots",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -337,3 +339,26 @@ def test_locality_window_lets_a_slot_keep_one_of_two_apart_blobs():
         share[window] = (attn[0, 0, large].mean().item(), attn[0, 0, small].mean().item())
     assert gap[0.0] < 5.0 < 15.0 < gap[0.25], gap  # log-density, large blob minus small
     assert share[0.25][0] > 0.9 and share[0.25][1] < 0.01, share
+
+
+def test_free_slots_ignore_the_locality_prior():
+    """A free slot gets no locality prior (the first `free_slots` slots); the others keep it,
+    so a free slot with the prior is the same as the prior with that slot's row zeroed."""
+    from training.config import SlotAttentionConfig
+    from training.model.slot_attention import SlotAttention
+
+    torch.manual_seed(0)
+    slots, k, v = torch.randn(2, 4, 32), torch.randn(2, 64, 32), torch.randn(2, 64, 32)
+    prior = torch.randn(2, 4, 64) * 3.0
+
+    def step(free, prior):
+        cfg = SlotAttentionConfig(num_slots=4, slot_dim=32, locality=1.0, free_slots=free)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return SlotAttention(cfg, 32).eval().step(slots, k, v, prior=prior)[1]
+
+    zeroed = prior.clone()
+    zeroed[:, 0] = 0.0
+    free = step(1, prior)
+    assert torch.allclose(free, step(0, zeroed), atol=1e-6)
+    assert not torch.allclose(free, step(0, prior), atol=1e-3), "the free slot kept its prior"

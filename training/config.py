@@ -63,6 +63,11 @@ class SlotAttentionConfig(_Strict):
     linear layer and a sigmoid, starting near 1), so a slot that covers the background, which
     is spread over the image, can learn to turn its prior off. Needs `locality` > 0 (the
     config rejects it otherwise)."""
+    free_slots: int = Field(0, ge=0)
+    """The first `free_slots` slots ignore the locality prior (plain Slot Attention for them),
+    so one slot can hold the background, which is spread over the whole image, instead of the
+    prior cutting it into pieces that take slots from objects. Needs `locality` > 0 and
+    fewer free slots than slots."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""
@@ -72,6 +77,13 @@ class SlotAttentionConfig(_Strict):
     def _check_gate(self) -> SlotAttentionConfig:
         if self.locality_gate and self.locality == 0:
             raise ValueError("slot_attention.locality_gate needs slot_attention.locality > 0")
+        if self.free_slots and self.locality == 0:
+            raise ValueError("slot_attention.free_slots needs slot_attention.locality > 0")
+        if self.free_slots >= self.num_slots:
+            raise ValueError(
+                f"slot_attention.free_slots ({self.free_slots}) must be below num_slots "
+                f"({self.num_slots})"
+            )
         return self
 
 

@@ -47,6 +47,10 @@ class SlotAttention(nn.Module):
             self.to_gate = nn.Linear(d, 1)
             nn.init.zeros_(self.to_gate.weight)
             nn.init.constant_(self.to_gate.bias, LOCALITY_GATE_INIT)
+        # (K, 1) weight of each slot's locality prior: 0 for the free slots, else 1.
+        prior_weight = torch.ones(cfg.num_slots, 1)
+        prior_weight[: cfg.free_slots] = 0.0
+        self.register_buffer("prior_weight", prior_weight * cfg.locality, persistent=False)
 
     def project(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs (B, N, Din) -> keys, values (B, N, D)."""
@@ -114,7 +118,7 @@ class SlotAttention(nn.Module):
         if prior is not None:
             if self.to_gate is not None:
                 prior = prior * torch.sigmoid(self.to_gate(slots))  # (B, K, 1) per-slot gate
-            logits = logits + self.cfg.locality * prior
+            logits = logits + self.prior_weight * prior
         attn = logits.softmax(dim=1)  # competition over slots
         weights = attn + self.cfg.eps
         weights = weights / weights.sum(dim=-1, keepdim=True)  # weighted mean over tokens
