@@ -35,6 +35,9 @@ def test_unknown_keys_and_bad_values_are_rejected():
         ModelConfig.model_validate({"decoder": {"kind": "conv", "broadcast_size": 7}})
     with pytest.raises(ValidationError, match="locality_gate needs"):
         ModelConfig.model_validate({"slot_attention": {"locality_gate": True}})  # locality 0
+    for mlp_only in ({"slot_centric": True}, {"film": True}, {"orientations": 4}):
+        with pytest.raises(ValidationError, match=r"needs decoder\.kind=mlp"):
+            ModelConfig.model_validate({"decoder": {"kind": "conv", **mlp_only}})
     with pytest.raises(ValueError, match=r"key\.sub=value"):
         apply_overrides({}, ["no-equals-sign"])
     with pytest.raises(FileNotFoundError, match="known"):

@@ -33,6 +33,7 @@ def _images(b=3, size=32, seed=0):
         {"slot_attention": {"locality": 1.0, "locality_window": 0.25}, "encoder": {"stride": 2}},
         {"slot_attention": {"locality": 1.0, "locality_gate": True}},
         {"slot_attention": {"locality": 1.0, "locality_window": 0.25, "free_slots": 1}},
+        {"decoder": {"slot_centric": True, "film": True, "orientations": 6}},
     ],
     ids=[
         "default",
@@ -49,6 +50,7 @@ def _images(b=3, size=32, seed=0):
         "locality_window",
         "locality_gate",
         "free_slots",
+        "film_oriented",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -229,6 +231,55 @@ def test_slot_centric_decoding_moves_with_the_slot():
     a, b = decode(0.0), decode(8.0)
     assert torch.allclose(a[:, 4:-12, 4:-12], b[:, 12:-4, 12:-4], atol=1e-5)
     assert not torch.allclose(a, b, atol=1e-3), "the decoded slots ignore their frames"
+
+
+def test_oriented_fourier_bands():
+    """Two orientations are the x and y axes exactly (checkpoints trained before the option
+    decode the same); n orientations are unit vectors pi / n apart, and a band along 45
+    degrees is constant along the other diagonal."""
+    from training.model.decoder import band_directions, fourier_features
+
+    coords = torch.rand(50, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(band_directions(2), torch.eye(2))
+    assert torch.allclose(
+        fourier_features(coords, 4, band_directions(2)), fourier_features(coords, 4)
+    )
+    d = band_directions(4)
+    assert torch.allclose(d.norm(dim=0), torch.ones(4))
+    assert torch.allclose(d[:, 1], torch.tensor([0.5**0.5, 0.5**0.5]))
+    along_anti = torch.tensor([[0.2, 0.6], [0.4, 0.4], [0.7, 0.1]])  # x + y = 0.8
+    feats = fourier_features(along_anti, 3, d).view(3, -1)
+    n, bands = 4, 3  # layout: n raw, then sin (n x bands), then cos (n x bands)
+    bands_45 = [1] + [n + k * n * bands + bands + b for k in (0, 1) for b in range(bands)]
+    assert torch.allclose(feats[:, bands_45], feats[:1, bands_45].expand(3, -1), atol=1e-5)
+    assert fourier_features(coords, 4, d).shape == (50, 4 * (1 + 2 * 4))
+
+
+def test_film_decoder_conditions_every_layer_on_the_slot():
+    """With its FiLM layer zeroed, the FiLM decoder is exactly the additive decoder with the
+    same weights; a slot's FiLM scales then change its colours and masks, not another slot's
+    colours."""
+    torch.manual_seed(0)
+    cfg = small_config(decoder={"slot_centric": True, "film": True})
+    film = build_model(cfg).decoder.eval()
+    plain = build_model(small_config(decoder={"slot_centric": True})).decoder.eval()
+    plain.load_state_dict({k: v for k, v in film.state_dict().items() if not k.startswith("film.")})
+    slots = torch.randn(2, 3, cfg.slot_attention.slot_dim)
+    with torch.no_grad():
+        film.film.weight.zero_()
+        film.film.bias.zero_()
+        assert torch.allclose(film(slots).reconstruction, plain(slots).reconstruction, atol=1e-6)
+        before = film(slots)
+        film.film.bias[cfg.decoder.channels :].normal_()  # scales and shifts of later layers
+        after = film(slots)
+    assert not torch.allclose(before.rgb, after.rgb, atol=1e-3)
+    # each slot's colours depend on that slot only: moving slot 0 leaves slots 1-2 as they are
+    moved = slots.clone()
+    moved[:, 0] += 1.0
+    with torch.no_grad():
+        again = film(moved)
+    assert torch.allclose(again.rgb[:, 1:], after.rgb[:, 1:], atol=1e-6)
+    assert not torch.allclose(again.rgb[:, 0], after.rgb[:, 0], atol=1e-3)
 
 
 def test_locality_prior_keeps_slots_where_they_attended():

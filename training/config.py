@@ -116,6 +116,14 @@ class DecoderConfig(_Strict):
     train_pixels: int | None = Field(1024, ge=16)
     """mlp: pixels decoded per image per training step (None = all)."""
     fourier_bands: int = Field(6, ge=0)
+    orientations: int = Field(2, ge=2)
+    """mlp: directions the Fourier bands run along, evenly spaced over 180 degrees; 2 is the x
+    and y axes. More give the decoder stripes and ramps at other angles to build from."""
+    film: bool = False
+    """mlp: condition every hidden layer on the slot by a scale and a shift (FiLM, Perez et
+    al. 2018) instead of only adding the slot to the first layer. The scale lets a slot mix
+    position features with its own weights, e.g. a colour ramp or stripes along its object's
+    own direction, which an additively conditioned MLP cannot draw."""
     attention_prior: bool = False
     """Add log(slot attention), upsampled, to each slot's alpha logits: a direct path from the
     reconstruction to the grouping that breaks the all-slots-alike start of training."""
@@ -144,8 +152,11 @@ class ModelConfig(_Strict):
         s, dec = self.image_size, self.decoder
         if dec.kind == "conv":
             self._check_conv_decoder()
-            if dec.slot_centric:
-                raise ValueError("decoder.slot_centric needs decoder.kind=mlp")
+            for name in ("slot_centric", "film"):
+                if getattr(dec, name):
+                    raise ValueError(f"decoder.{name} needs decoder.kind=mlp")
+            if dec.orientations != 2:
+                raise ValueError("decoder.orientations needs decoder.kind=mlp")
         stride = self.encoder.stride
         if self.encoder.kind == "cnn" and s % stride:
             raise ValueError(f"image_size {s} must be a multiple of the CNN stride {stride}")
