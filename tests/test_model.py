@@ -282,6 +282,37 @@ def test_film_decoder_conditions_every_layer_on_the_slot():
     assert not torch.allclose(again.rgb[:, 0], after.rgb[:, 0], atol=1e-3)
 
 
+def test_boundary_length_counts_cut_neighbour_pairs():
+    """Hand-made partitions of a 4x4 token grid (24 neighbour pairs): one segment has no
+    boundary; halves cut 4 pairs (2 * 4 / 24); stripes one token wide cut 12; an even soft
+    mix has none. The penalty enters the loss with its weight, and its gradient reaches the
+    grouping."""
+    from training.model.selfmod import boundary_length
+
+    def partition(labels):
+        return torch.nn.functional.one_hot(torch.tensor(labels).flatten(), 2).T[None].float()
+
+    whole = partition([[0] * 4] * 4)
+    halves = partition([[0, 0, 1, 1]] * 4)
+    stripes = partition([[0, 1, 0, 1]] * 4)
+    assert boundary_length(whole).item() == 0.0
+    assert boundary_length(halves).item() == pytest.approx(2 * 4 / 24)
+    assert boundary_length(stripes).item() == pytest.approx(2 * 12 / 24)
+    assert boundary_length(torch.full((1, 2, 16), 0.5)).item() == 0.0
+
+    torch.manual_seed(0)
+    cfg = small_config(slot_attention={"boundary_weight": 0.5})
+    model = build_model(cfg).train()
+    out = model(_images())
+    losses = out.losses
+    assert losses["boundary"] > 0
+    expected = losses["mse"] + cfg.codebook.commitment_weight * losses["commitment"]
+    assert torch.allclose(losses["total"], expected + 0.5 * losses["boundary"])
+    losses["boundary"].backward()
+    assert model.grouping.to_k.weight.grad.abs().sum() > 0
+    assert "boundary" not in build_model(small_config()).train()(_images()).losses
+
+
 def test_locality_prior_keeps_slots_where_they_attended():
     """Tokens that look alike cannot be told apart by content; the locality prior then hands
     each slot the tokens near where it attended before, and without it attention is even."""

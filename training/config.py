@@ -68,6 +68,12 @@ class SlotAttentionConfig(_Strict):
     so one slot can hold the background, which is spread over the whole image, instead of the
     prior cutting it into pieces that take slots from objects. Needs `locality` > 0 and
     fewer free slots than slots."""
+    boundary_weight: float = Field(0.0, ge=0.0)
+    """Weight of a boundary-length penalty on the final attention (the Potts / Mumford-Shah
+    prior of classic segmentation): the mean over neighbouring tokens of the summed absolute
+    change of every slot's attention, 2 across a hard boundary and 0 inside a segment. An
+    object split into its stripes has many inner boundaries, the same object whole has only
+    its outline; reconstruction alone is indifferent between the two. 0: off."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""
