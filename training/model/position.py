@@ -20,6 +20,13 @@ def token_grid(attn: torch.Tensor) -> torch.Tensor:
     return coordinate_grid(side, side)[..., :2].reshape(n, 2).to(attn)
 
 
+def token_map(attn: torch.Tensor) -> torch.Tensor:
+    """Attention (B, K, N) over a square token map -> (B, K, S, S), S = sqrt(N), row-major."""
+    b, k, n = attn.shape
+    side = round(n**0.5)
+    return attn.reshape(b, k, side, side)
+
+
 def attention_moments(attn: torch.Tensor):
     """Each slot's attention (B, K, N) as a distribution over token positions -> (mean
     (B, K, 2), offsets of every token from the mean (B, K, N, 2), variance (B, K, 2)).

@@ -14,7 +14,7 @@ from training.model.codebook import EMACodebook
 from training.model.decoder import SlotFrames, build_decoder
 from training.model.encoder import build_encoder
 from training.model.modulation import TopDownModulation
-from training.model.position import attention_moments
+from training.model.position import attention_moments, token_map
 from training.model.precision import full_precision
 from training.model.slot_attention import SlotAttention
 from training.model.slot_init import SlotInit
@@ -84,9 +84,7 @@ class SelfModulatingSlotAttention(nn.Module):
 
     def _attention_prior(self, attn: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """attn (B, K, N) on the token grid -> log attention upsampled to (B, K, H*W)."""
-        b, k, n = attn.shape
-        side = round(n**0.5)
-        grid = torch.log(full_precision(attn) + 1e-6).reshape(b, k, side, side)
+        grid = token_map(torch.log(full_precision(attn) + 1e-6))
         return F.interpolate(grid, size=size, mode="bilinear", align_corners=False).flatten(2)
 
     def _slot_frames(self, attn: torch.Tensor) -> SlotFrames:
@@ -116,9 +114,8 @@ def boundary_length(attn: torch.Tensor) -> torch.Tensor:
     """attn (B, K, N) on a square token grid, summing to 1 over slots -> the mean over pairs of
     neighbouring tokens of sum_k |attn_k(p) - attn_k(q)|: 2 across a hard boundary between
     segments, 0 inside one, so twice the share of neighbour pairs that a boundary cuts."""
-    b, k, n = attn.shape
-    side = round(n**0.5)
-    grid = full_precision(attn).reshape(b, k, side, side)
+    grid = token_map(full_precision(attn))  # (B, K, S, S)
+    b, _, side, _ = grid.shape
     across = (grid[..., :, 1:] - grid[..., :, :-1]).abs().sum(1)  # (B, S, S - 1)
     down = (grid[..., 1:, :] - grid[..., :-1, :]).abs().sum(1)  # (B, S - 1, S)
     return (across.sum() + down.sum()) / (b * 2 * side * (side - 1))

@@ -11,7 +11,7 @@ from torch import nn
 
 from training.config import SlotAttentionConfig
 from training.model.modulation import Modulation
-from training.model.position import attention_moments, token_grid
+from training.model.position import attention_moments, token_grid, token_map
 
 PEAK_SHARPNESS = 20.0
 """Soft-argmax temperature of `locality_window`'s peak, on attention scaled to a maximum of 1:
@@ -96,10 +96,8 @@ class SlotAttention(nn.Module):
         averaged over 5x5 tokens and divided by its maximum. A hard argmax would be a
         discontinuity: a near-tie that float rounding breaks differently in an exported
         graph moves the whole prior (the export parity gate caught it)."""
-        b, k, n = attn.shape
-        side = round(n**0.5)
-        pooled = F.avg_pool2d(attn.reshape(b * k, 1, side, side), 5, 1, 2, count_include_pad=False)
-        pooled = pooled.reshape(b, k, n)
+        pooled = F.avg_pool2d(token_map(attn), 5, 1, 2, count_include_pad=False)
+        pooled = pooled.flatten(2)  # (B, K, N)
         pooled = pooled / (pooled.amax(-1, keepdim=True) + 1e-8)
         grid = token_grid(attn)  # (N, 2)
         peak = (PEAK_SHARPNESS * pooled).softmax(-1) @ grid  # (B, K, 2)
