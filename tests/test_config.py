@@ -51,3 +51,11 @@ def test_free_slots_need_the_locality_prior_and_a_slot_left():
         ModelConfig.model_validate(
             {"slot_attention": {"locality": 1.0, "free_slots": 7, "num_slots": 7}}
         )
+
+
+def test_key_pool_must_be_odd():
+    with pytest.raises(ValidationError, match="key_pool must be odd"):
+        ModelConfig.model_validate({"slot_attention": {"key_pool": 2}})
+    assert (
+        ModelConfig.model_validate({"slot_attention": {"key_pool": 5}}).slot_attention.key_pool == 5
+    )

@@ -34,6 +34,7 @@ def _images(b=3, size=32, seed=0):
         {"slot_attention": {"locality": 1.0, "locality_gate": True}},
         {"slot_attention": {"locality": 1.0, "locality_window": 0.25, "free_slots": 1}},
         {"decoder": {"slot_centric": True, "film": True, "orientations": 6}},
+        {"slot_attention": {"key_pool": 3}, "encoder": {"stride": 2}},
     ],
     ids=[
         "default",
@@ -51,6 +52,7 @@ def _images(b=3, size=32, seed=0):
         "locality_gate",
         "free_slots",
         "film_oriented",
+        "key_pool",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -444,3 +446,39 @@ def test_free_slots_ignore_the_locality_prior():
     free = step(1, prior)
     assert torch.allclose(free, step(0, zeroed), atol=1e-6)
     assert not torch.allclose(free, step(0, prior), atol=1e-3), "the free slot kept its prior"
+
+
+def test_key_pool_averages_keys_over_neighbouring_tokens_and_keeps_values():
+    """key_pool=3: every key is the mean of the unpooled keys of its 3x3 tokens (fewer at the
+    border), the values are untouched; stripes one token wide keep a third of their contrast."""
+    from training.config import SlotAttentionConfig
+    from training.model.slot_attention import SlotAttention
+
+    torch.manual_seed(0)
+    inputs = torch.randn(2, 36, 16)  # a 6x6 token map
+
+    def project(pool):
+        torch.manual_seed(1)
+        cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, key_pool=pool)
+        with torch.no_grad():
+            return SlotAttention(cfg, 16).project(inputs)
+
+    (k1, v1), (k3, v3) = project(1), project(3)
+    assert torch.equal(v1, v3)
+    grid = k1.reshape(2, 6, 6, 16)
+    assert torch.allclose(
+        k3.reshape(2, 6, 6, 16)[:, 2, 3], grid[:, 1:4, 2:5].mean((1, 2)), atol=1e-6
+    )
+    assert torch.allclose(k3.reshape(2, 6, 6, 16)[:, 0, 0], grid[:, :2, :2].mean((1, 2)), atol=1e-6)
+
+    a, b = torch.randn(16), torch.randn(16)
+    rows = torch.stack([a if r % 2 == 0 else b for r in range(6)])  # (6, 16) stripes
+    stripes = rows[:, None].expand(6, 6, 16).reshape(1, 36, 16)
+    cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, key_pool=3)
+    attention = SlotAttention(cfg, 16)
+    attention.norm_inputs = nn.Identity()
+    with torch.no_grad():
+        keys = attention.project(stripes)[0].reshape(6, 6, 16)
+        raw = attention.to_k(torch.stack([a, b]))
+    contrast = (keys[2, 2] - keys[3, 2]).norm() / (raw[0] - raw[1]).norm()
+    assert contrast.item() == pytest.approx(1 / 3, abs=1e-5)

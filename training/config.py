@@ -74,6 +74,11 @@ class SlotAttentionConfig(_Strict):
     change of every slot's attention, 2 across a hard boundary and 0 inside a segment. An
     object split into its stripes has many inner boundaries, the same object whole has only
     its outline; reconstruction alone is indifferent between the two. 0: off."""
+    key_pool: int = Field(1, ge=1)
+    """Average the attention keys over key_pool x key_pool neighbouring tokens (odd; 1: off);
+    the values stay per token. Grouping then compares neighbourhoods instead of single
+    tokens, so the stripes of one object (periods of 2-5 tokens) present one key while the
+    reconstruction still sees every pixel's colour."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""
@@ -85,6 +90,8 @@ class SlotAttentionConfig(_Strict):
             raise ValueError("slot_attention.locality_gate needs slot_attention.locality > 0")
         if self.free_slots and self.locality == 0:
             raise ValueError("slot_attention.free_slots needs slot_attention.locality > 0")
+        if self.key_pool % 2 == 0:
+            raise ValueError(f"slot_attention.key_pool must be odd, got {self.key_pool}")
         if self.free_slots >= self.num_slots:
             raise ValueError(
                 f"slot_attention.free_slots ({self.free_slots}) must be below num_slots "

@@ -55,7 +55,12 @@ class SlotAttention(nn.Module):
     def project(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs (B, N, Din) -> keys, values (B, N, D)."""
         x = self.norm_inputs(inputs)
-        return self.to_k(x), self.to_v(x)
+        k = self.to_k(x)
+        if self.cfg.key_pool > 1:
+            p = self.cfg.key_pool
+            grid = token_map(k.transpose(1, 2))  # (B, D, S, S)
+            k = F.avg_pool2d(grid, p, 1, p // 2, count_include_pad=False).flatten(2).transpose(1, 2)
+        return k, self.to_v(x)
 
     def locality_bias(self, attn: torch.Tensor) -> torch.Tensor:
         """Previous attention (B, K, N) -> (B, K, N) log-density, up to a constant, of each
