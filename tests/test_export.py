@@ -217,3 +217,30 @@ def test_export_unrolls_the_inference_iterations(tmp_path):
     report = verify_bundle(tmp_path / "b4", ckpt)
     parity_gate(report)
     assert all(f["code_agreement"] == 1.0 for f in report["batches"].values())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"slot_attention": {"key_pool": 3}},
+        {"decoder": {"film": True, "orientations": 6}},
+    ],
+    ids=["key_pool", "film_oriented"],
+)
+def test_model_options_export_within_parity(tmp_path, overrides):
+    """Options that are off in the shipped model still export: the bundle passes the parity
+    gate (run inside export_bundle) and its masks give the checkpoint's codes."""
+    from export.verify import verify_bundle
+    from tests.conftest import small_checkpoint, small_config
+
+    base = {
+        "encoder": {"stride": 2},
+        "slot_attention": {"locality": 1.0, "locality_window": 0.25},
+        "decoder": {"attention_prior": True, "slot_centric": True},
+    }
+    for section, fields in overrides.items():
+        base[section] = {**base[section], **fields}
+    ckpt = small_checkpoint(tmp_path / "m.safetensors", small_config(**base))
+    export_bundle(ckpt, tmp_path / "bundle")
+    report = verify_bundle(tmp_path / "bundle", ckpt)
+    assert all(f["code_agreement"] == 1.0 for f in report["batches"].values())
