@@ -59,3 +59,13 @@ def test_key_pool_must_be_odd():
     assert (
         ModelConfig.model_validate({"slot_attention": {"key_pool": 5}}).slot_attention.key_pool == 5
     )
+
+
+def test_key_pool_mix_needs_pooling_and_stays_in_range():
+    with pytest.raises(ValidationError, match="key_pool_mix needs"):
+        ModelConfig.model_validate({"slot_attention": {"key_pool_mix": 0.5}})
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValidationError, match="key_pool_mix"):
+            ModelConfig.model_validate({"slot_attention": {"key_pool": 3, "key_pool_mix": bad}})
+    cfg = ModelConfig.model_validate({"slot_attention": {"key_pool": 3, "key_pool_mix": 0.5}})
+    assert cfg.slot_attention.key_pool_mix == 0.5

@@ -35,6 +35,7 @@ def _images(b=3, size=32, seed=0):
         {"slot_attention": {"locality": 1.0, "locality_window": 0.25, "free_slots": 1}},
         {"decoder": {"slot_centric": True, "film": True, "orientations": 6}},
         {"slot_attention": {"key_pool": 3}, "encoder": {"stride": 2}},
+        {"slot_attention": {"key_pool": 3, "key_pool_mix": 0.5}, "encoder": {"stride": 2}},
     ],
     ids=[
         "default",
@@ -53,6 +54,7 @@ def _images(b=3, size=32, seed=0):
         "free_slots",
         "film_oriented",
         "key_pool",
+        "key_pool_mix",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -474,11 +476,36 @@ def test_key_pool_averages_keys_over_neighbouring_tokens_and_keeps_values():
     a, b = torch.randn(16), torch.randn(16)
     rows = torch.stack([a if r % 2 == 0 else b for r in range(6)])  # (6, 16) stripes
     stripes = rows[:, None].expand(6, 6, 16).reshape(1, 36, 16)
-    cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, key_pool=3)
-    attention = SlotAttention(cfg, 16)
-    attention.norm_inputs = nn.Identity()
-    with torch.no_grad():
-        keys = attention.project(stripes)[0].reshape(6, 6, 16)
-        raw = attention.to_k(torch.stack([a, b]))
-    contrast = (keys[2, 2] - keys[3, 2]).norm() / (raw[0] - raw[1]).norm()
-    assert contrast.item() == pytest.approx(1 / 3, abs=1e-5)
+    # row r's key mixes rows r-1..r+1: contrast kept = |1 - 4 mix / 3| (sign flips past 0.75)
+    for mix, kept in ((1.0, 1 / 3), (0.5, 1 / 3), (0.25, 2 / 3)):
+        cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, key_pool=3, key_pool_mix=mix)
+        attention = SlotAttention(cfg, 16)
+        attention.norm_inputs = nn.Identity()
+        with torch.no_grad():
+            keys = attention.project(stripes)[0].reshape(6, 6, 16)
+            raw = attention.to_k(torch.stack([a, b]))
+        contrast = (keys[2, 2] - keys[3, 2]).norm() / (raw[0] - raw[1]).norm()
+        assert contrast.item() == pytest.approx(kept, abs=1e-5), mix
+
+
+def test_key_pool_mix_blends_own_and_pooled_keys():
+    """key_pool_mix=m: each key is (1 - m) * its own key + m * the pooled one; values untouched."""
+    from training.config import SlotAttentionConfig
+    from training.model.slot_attention import SlotAttention
+
+    inputs = torch.randn(2, 36, 16)
+
+    def project(**fields):
+        torch.manual_seed(1)
+        cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, **fields)
+        with torch.no_grad():
+            return SlotAttention(cfg, 16).project(inputs)
+
+    (own, v1), (pooled, _), (mixed, v3) = (
+        project(),
+        project(key_pool=3),
+        project(key_pool=3, key_pool_mix=0.3),
+    )
+    assert torch.equal(v1, v3)
+    assert torch.allclose(mixed, 0.7 * own + 0.3 * pooled, atol=1e-6)
+    assert not torch.allclose(mixed, pooled, atol=1e-3)

@@ -79,6 +79,11 @@ class SlotAttentionConfig(_Strict):
     the values stay per token. Grouping then compares neighbourhoods instead of single
     tokens, so the stripes of one object (periods of 2-5 tokens) present one key while the
     reconstruction still sees every pixel's colour."""
+    key_pool_mix: float = Field(1.0, gt=0.0, le=1.0)
+    """How much of the pooled key each token takes: key = (1 - mix) * own + mix * pooled.
+    1: the pooled key alone; below 1 a token keeps part of its own key, so an object's edge
+    tokens take less of their neighbours' keys, and stripes keep more contrast (with 3x3
+    pooling, a two-token stripe's edge 1 - 2 mix / 3 of it). Needs `key_pool` > 1."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""
@@ -92,6 +97,8 @@ class SlotAttentionConfig(_Strict):
             raise ValueError("slot_attention.free_slots needs slot_attention.locality > 0")
         if self.key_pool % 2 == 0:
             raise ValueError(f"slot_attention.key_pool must be odd, got {self.key_pool}")
+        if self.key_pool_mix != 1.0 and self.key_pool == 1:
+            raise ValueError("slot_attention.key_pool_mix needs slot_attention.key_pool > 1")
         if self.free_slots >= self.num_slots:
             raise ValueError(
                 f"slot_attention.free_slots ({self.free_slots}) must be below num_slots "

@@ -59,7 +59,10 @@ class SlotAttention(nn.Module):
         if self.cfg.key_pool > 1:
             p = self.cfg.key_pool
             grid = token_map(k.transpose(1, 2))  # (B, D, S, S)
-            k = F.avg_pool2d(grid, p, 1, p // 2, count_include_pad=False).flatten(2).transpose(1, 2)
+            pooled = F.avg_pool2d(grid, p, 1, p // 2, count_include_pad=False)
+            pooled = pooled.flatten(2).transpose(1, 2)
+            mix = self.cfg.key_pool_mix
+            k = pooled if mix == 1.0 else k + mix * (pooled - k)
         return k, self.to_v(x)
 
     def locality_bias(self, attn: torch.Tensor) -> torch.Tensor:
