@@ -450,6 +450,17 @@ def test_free_slots_ignore_the_locality_prior():
     assert not torch.allclose(free, step(0, prior), atol=1e-3), "the free slot kept its prior"
 
 
+def _project(inputs, **fields):
+    """Keys and values of a 16-wide SlotAttention with the same weights whatever `fields`."""
+    from training.config import SlotAttentionConfig
+    from training.model.slot_attention import SlotAttention
+
+    torch.manual_seed(1)
+    cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, **fields)
+    with torch.no_grad():
+        return SlotAttention(cfg, 16).project(inputs)
+
+
 def test_key_pool_averages_keys_over_neighbouring_tokens_and_keeps_values():
     """key_pool=3: every key is the mean of the unpooled keys of its 3x3 tokens (fewer at the
     border), the values are untouched; stripes one token wide keep a third of their contrast."""
@@ -458,14 +469,7 @@ def test_key_pool_averages_keys_over_neighbouring_tokens_and_keeps_values():
 
     torch.manual_seed(0)
     inputs = torch.randn(2, 36, 16)  # a 6x6 token map
-
-    def project(pool):
-        torch.manual_seed(1)
-        cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, key_pool=pool)
-        with torch.no_grad():
-            return SlotAttention(cfg, 16).project(inputs)
-
-    (k1, v1), (k3, v3) = project(1), project(3)
+    (k1, v1), (k3, v3) = _project(inputs), _project(inputs, key_pool=3)
     assert torch.equal(v1, v3)
     grid = k1.reshape(2, 6, 6, 16)
     assert torch.allclose(
@@ -490,21 +494,11 @@ def test_key_pool_averages_keys_over_neighbouring_tokens_and_keeps_values():
 
 def test_key_pool_mix_blends_own_and_pooled_keys():
     """key_pool_mix=m: each key is (1 - m) * its own key + m * the pooled one; values untouched."""
-    from training.config import SlotAttentionConfig
-    from training.model.slot_attention import SlotAttention
-
     inputs = torch.randn(2, 36, 16)
-
-    def project(**fields):
-        torch.manual_seed(1)
-        cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, **fields)
-        with torch.no_grad():
-            return SlotAttention(cfg, 16).project(inputs)
-
     (own, v1), (pooled, _), (mixed, v3) = (
-        project(),
-        project(key_pool=3),
-        project(key_pool=3, key_pool_mix=0.3),
+        _project(inputs),
+        _project(inputs, key_pool=3),
+        _project(inputs, key_pool=3, key_pool_mix=0.3),
     )
     assert torch.equal(v1, v3)
     assert torch.allclose(mixed, 0.7 * own + 0.3 * pooled, atol=1e-6)
