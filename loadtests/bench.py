@@ -2,13 +2,17 @@
 
     python -m loadtests.bench --out reports/bench            # full run (~10 min on 2 cores)
     python -m loadtests.bench --out runs/bench-quick --quick # smoke run (~1 min)
+    python -m loadtests.bench --out reports/bench-cuda --provider cuda --batches 1,16,64,256
 
 Raw model: torch eager (from the checkpoint) and onnxruntime fp32 / fp16 / int8 (from the
-bundle), images/s and latency per call at batch 1, 4, 16, 64. Served: `bentoml serve` started
-here, HTTP and gRPC closed-loop clients at concurrency 1, 4, 16, 64: throughput, p50/p95/p99,
-images per model call (from the service's own metric), shed requests. Also the model's FLOPs
-per image and the FLOP rate achieved against this CPU's fp32 peak (a measured SGEMM, and the
-nominal AVX2-FMA figure where the clock is known).
+bundle) on the chosen provider (`--provider cuda`: torch on the GPU and onnxruntime's CUDA
+execution provider, refused if onnxruntime would quietly fall back to the CPU), images/s and
+latency per call (host arrays in and out, as the service calls it) at each batch. Served: `bentoml
+serve` started here with the same SLOTSERVE_PROVIDER, HTTP and gRPC closed-loop clients at
+concurrency 1, 4, 16, 64: throughput, p50/p95/p99, images per model call (from the service's own
+metric), shed requests. Also the model's FLOPs per image and, on the CPU, the FLOP rate achieved
+against this CPU's fp32 peak (a measured SGEMM, and the nominal AVX2-FMA figure where the clock
+is known).
 
 Writes bench.json (everything), bench.md (tables + headline ratios) and PNG plots.
 """
@@ -33,6 +37,7 @@ from loadtests.server import REPO, Server, serve
 BUNDLE = REPO / "models" / "slotserve-shapes"
 CHECKPOINT = BUNDLE / "model.safetensors"
 RAW_BATCHES = (1, 4, 16, 64)
+PROVIDERS = ("cpu", "cuda")
 CONCURRENCIES = (1, 4, 16, 64)
 
 
@@ -53,6 +58,17 @@ def scenes(n: int, seed: int = 7) -> np.ndarray:
     return np.stack([s.image for s in half + rest])
 
 
+def batch_list(text: str) -> tuple[int, ...]:
+    """`--batches 1,16,64` -> (1, 16, 64); batch 1 and 16 feed the headline."""
+    try:
+        batches = tuple(sorted({int(b) for b in text.split(",") if b.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not batches or batches[0] < 1 or not {1, 16} <= set(batches):
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1 and include 1 and 16: {text!r}")
+    return batches
+
+
 def time_calls(fn, batch, min_seconds: float, min_calls: int = 5) -> list[float]:
     for _ in range(2):
         fn(batch)  # warm-up
@@ -65,28 +81,49 @@ def time_calls(fn, batch, min_seconds: float, min_calls: int = 5) -> list[float]
     return times
 
 
-def raw_runners(threads: int) -> dict:
+def ort_providers(provider: str) -> list[str]:
+    """The onnxruntime provider list for `provider`; an error if this build lacks it."""
+    import onnxruntime as ort
+
+    from service.backends.onnxruntime import provider_chain
+
+    return provider_chain(provider, ort.get_available_providers())
+
+
+def raw_runners(threads: int, provider: str = "cpu") -> dict:
     import onnxruntime as ort
     import torch
 
     from export.contract import VARIANT_FILES, load_bundle, to_model_input
+    from service.backends.onnxruntime import PROVIDERS, provider_options
     from training.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
+    device = torch.device("cuda" if provider == "cuda" else "cpu")
     model, _ = load_checkpoint(CHECKPOINT)
+    model.to(device)
 
     def torch_eager(images):
         with torch.inference_mode():
-            model(torch.from_numpy(to_model_input(images)))
+            out = model(torch.from_numpy(to_model_input(images)).to(device))
+            out.masks.cpu()  # host arrays out, as onnxruntime returns them (and a sync)
 
     runners = {"torch-eager": torch_eager}
     manifest = load_bundle(BUNDLE)
+    chain = ort_providers(provider)
     for variant, name in VARIANT_FILES.items():
         if name not in manifest.files and variant != "fp32":
             continue
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(BUNDLE / name), options, ["CPUExecutionProvider"])
+        # the service's provider options (TF32 off on CUDA), so raw and served run alike
+        per_provider = provider_options(chain, manifest, variant)
+        session = ort.InferenceSession(str(BUNDLE / name), options, chain, per_provider)
+        if session.get_providers()[0] != PROVIDERS[provider]:
+            raise RuntimeError(
+                f"onnxruntime runs {name} on {session.get_providers()[0]}, not {provider} "
+                "(missing CUDA libraries?)"
+            )
         dtype = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
 
         def run(images, session=session, dtype=dtype):
@@ -347,7 +384,9 @@ def write_markdown(path: Path, result: dict) -> None:
     lines = [
         "# SlotServe benchmark",
         "",
-        f"Machine: {m['cpu']} ({m['cores']} cores), {m['platform']}; onnxruntime "
+        f"Machine: {m['cpu']} ({m['cores']} cores)"
+        + (f", {m['gpu']} (provider {m['provider']})" if m.get("gpu") else "")
+        + f", {m['platform']}; onnxruntime "
         f"{m['onnxruntime']}, torch {m['torch']}; {result['started']}. Raw and served figures "
         "come from the same run. The target rows are the median of "
         f"{h.get('rounds', 1)} interleaved rounds (raw, then the served points it is compared "
@@ -374,8 +413,12 @@ def write_markdown(path: Path, result: dict) -> None:
     f = result["flops"]
     lines += [
         f"| model FLOPs per image | {f['per_image'] / 1e9:.3f} GFLOP | |",
-        f"| achieved at the best raw batch | {f['achieved_gflops']:.1f} GFLOP/s = "
-        f"{100 * f['of_sgemm']:.0f}% of measured SGEMM ({f['sgemm_gflops']:.0f} GFLOP/s)"
+        f"| achieved at the best raw batch | {f['achieved_gflops']:.1f} GFLOP/s"
+        + (
+            f" = {100 * f['of_sgemm']:.0f}% of measured SGEMM ({f['sgemm_gflops']:.0f} GFLOP/s)"
+            if f.get("sgemm_gflops")
+            else ""
+        )
         + (
             f", {100 * f['of_nominal']:.0f}% of nominal {f['nominal_gflops']:.0f}"
             if f.get("nominal_gflops")
@@ -427,7 +470,8 @@ def plot(out: Path, result: dict) -> None:
         )
         ax.axhline(best["images_per_s"], ls="--", lw=1, label=f"served {protocol} (best)")
     ax.set(xscale="log", xlabel="batch size", ylabel="images / s", title="Raw model throughput")
-    ax.set_xticks(RAW_BATCHES, [str(b) for b in RAW_BATCHES])
+    batches = sorted({r["batch"] for r in result["raw"]})
+    ax.set_xticks(batches, [str(b) for b in batches])
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "raw-throughput.png", dpi=120)
@@ -461,7 +505,7 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine() -> dict:
+def machine(provider: str = "cpu") -> dict:
     import onnxruntime
     import torch
 
@@ -472,6 +516,8 @@ def machine() -> dict:
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "torch": torch.__version__.split("+")[0],
+        "provider": provider,
+        "gpu": torch.cuda.get_device_name() if provider == "cuda" else None,
     }
 
 
@@ -482,7 +528,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="per served point")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=None, help="interleaved headline rounds")
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="cpu",
+        help="where the raw model runs (torch device and onnxruntime provider) and the "
+        "SLOTSERVE_PROVIDER the served one gets",
+    )
+    parser.add_argument(
+        "--batches",
+        type=batch_list,
+        default=RAW_BATCHES,
+        help="raw-model batch sizes, comma-separated, 1 and 16 among them (default 1,4,16,64)",
+    )
     args = parser.parse_args(argv)
+    try:
+        ort_providers(args.provider)
+    except Exception as err:  # BackendError: this onnxruntime build lacks the provider
+        parser.error(str(err))
     args.rounds = args.rounds or (1 if args.quick else 5)
     round_seconds = 1.0 if args.quick else 6.0
     args.out.mkdir(parents=True, exist_ok=True)
@@ -491,12 +554,13 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     log("raw model (server not started yet, so nothing competes for the cores)")
-    runners = raw_runners(args.threads)
-    raw = raw_benchmarks(runners, RAW_BATCHES, raw_seconds)
+    runners = raw_runners(args.threads, args.provider)
+    raw = raw_benchmarks(runners, args.batches, raw_seconds)
     gflop = flops_per_image()
-    peak = cpu_peak(args.threads)
-    log("starting bentoml serve")
-    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp)) as server:
+    peak = cpu_peak(args.threads) if args.provider == "cpu" else None
+    log(f"starting bentoml serve (SLOTSERVE_PROVIDER={args.provider})")
+    env = {"SLOTSERVE_PROVIDER": args.provider}
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), env=env) as server:
         bodies = encoded(64)
         served = served_benchmarks(server, CONCURRENCIES, served_seconds, bodies)
         best_batch = max(
@@ -522,18 +586,22 @@ def main(argv: list[str] | None = None) -> int:
     achieved = gflop * best["images_per_s"] / 1e9
     result = {
         "started": started,
-        "machine": machine(),
-        "settings": {"raw_seconds": raw_seconds, "served_seconds": served_seconds},
+        "machine": machine(args.provider),
+        "settings": {
+            "raw_seconds": raw_seconds,
+            "served_seconds": served_seconds,
+            "batches": list(args.batches),
+        },
         "raw": raw,
         "served": served,
-        "flops": {
-            "per_image": gflop,
-            "achieved_gflops": achieved,
+        "flops": {"per_image": gflop, "achieved_gflops": achieved},
+    }
+    if peak:  # a CPU's peak means nothing beside a GPU run
+        result["flops"] |= {
             "of_sgemm": achieved / peak["sgemm_gflops"],
             "of_nominal": achieved / peak["nominal_gflops"] if peak["nominal_gflops"] else None,
             **peak,
-        },
-    }
+        }
     result["rounds"] = rounds
     result["headline"] = headline(raw, served, rounds)
     (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")

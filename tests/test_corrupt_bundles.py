@@ -16,7 +16,7 @@ import pytest
 
 from export.contract import load_bundle, to_model_input
 from service.backends import BackendError
-from service.backends.onnxruntime import OnnxRuntimeBackend, provider_chain
+from service.backends.onnxruntime import OnnxRuntimeBackend, provider_chain, provider_options
 from service.settings import DEFAULT_BUNDLE
 from tests.conftest import run_module
 from tests.serving import REPO
@@ -142,6 +142,31 @@ def test_provider_chain_prefers_gpus_and_always_ends_on_the_cpu():
     assert provider_chain("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     with pytest.raises(BackendError, match="not in this onnxruntime build"):
         provider_chain("tensorrt", ["CPUExecutionProvider"])
+
+
+def test_cuda_runs_in_full_fp32_unless_tf32_is_asked_for(monkeypatch):
+    """onnxruntime's CUDA provider defaults to TF32, which moved the shipped model's masks by
+    up to 0.27 on an H100; the service turns it off unless SLOTSERVE_CUDA_TF32 says otherwise."""
+    from service.backends import base
+    from service.settings import Settings
+
+    manifest = load_bundle(DEFAULT_BUNDLE)
+    chain = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    trt, cuda, cpu = provider_options(chain, manifest, "fp16", 64)
+    assert cuda == {"use_tf32": "0"} and cpu == {}
+    assert trt["trt_fp16_enable"] is True and trt["trt_profile_max_shapes"].endswith("64x3x64x64")
+    assert provider_options(chain[1:], manifest, cuda_tf32=True)[0] == {"use_tf32": "1"}
+
+    seen = {}
+    monkeypatch.setattr(
+        "service.backends.onnxruntime.OnnxRuntimeBackend",
+        lambda *args, **kwargs: seen.update(kwargs) or "backend",
+    )
+    assert base.create_backend(DEFAULT_BUNDLE, manifest, Settings()) == "backend"
+    assert seen["cuda_tf32"] is False
+    monkeypatch.setenv("SLOTSERVE_CUDA_TF32", "true")
+    base.create_backend(DEFAULT_BUNDLE, manifest, Settings())
+    assert seen["cuda_tf32"] is True
 
 
 @pytest.mark.parametrize("variant", ["fp32", "fp16", "int8"])

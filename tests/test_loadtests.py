@@ -502,3 +502,19 @@ def test_failed_requests_break_the_slo(tmp_path):
         assert requests > 0 and failures == requests, by_type
     failures_csv = (tmp_path / "run_failures.csv").read_text()
     assert "UNAVAILABLE" in failures_csv and "no response" in failures_csv, failures_csv
+
+
+def test_benchmark_batch_list_and_provider_are_checked_before_any_work():
+    import argparse
+
+    from loadtests.bench import batch_list, main
+
+    assert batch_list("64,1, 16,16") == (1, 16, 64)
+    for bad in ("4,16", "0,1,16", "1,x", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            batch_list(bad)
+    if "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers():
+        # refused at once, one line, instead of a benchmark that quietly runs on the CPU
+        with pytest.raises(SystemExit) as exit_:
+            main(["--out", "unused", "--provider", "cuda"])
+        assert exit_.value.code == 2

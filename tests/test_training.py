@@ -214,3 +214,14 @@ def test_demo_name_codes_and_bench_cli(small_cfg, tmp_path):
     assert res.returncode == 0, res.stderr
     bench = json.loads(res.stdout)
     assert bench["fp32_step_ms"] > 0 and bench["bf16_step_ms"] > 0
+    assert bench["device"] == "cpu"
+
+    res = _cli("bench-step", "--device", "cuda", "--steps", "2", *small, "data.batch_size=2")
+    if torch.cuda.is_available():  # the GPU branch ran on an H100 (README, "GPU")
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["device"] == torch.cuda.get_device_name()
+    else:
+        assert res.returncode == 2 and res.stdout == ""
+        assert res.stderr.strip().splitlines()[-1] == (
+            "error: --device cuda: torch sees no CUDA GPU here"
+        )

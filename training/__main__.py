@@ -205,6 +205,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--config", default="default")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_cmd_bench)
 
@@ -212,9 +213,8 @@ def _add_bench(sub) -> None:
 def _cmd_bench(args) -> int:
     from training.bench import bench_precision
 
-    print(
-        json.dumps(bench_precision(args.config, args.overrides, args.steps, args.threads), indent=2)
-    )
+    result = bench_precision(args.config, args.overrides, args.steps, args.threads, args.device)
+    print(json.dumps(result, indent=2))
     return 0
 
 

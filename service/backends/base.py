@@ -81,6 +81,7 @@ def create_backend(bundle: Path, manifest: Manifest, settings) -> Backend:
             trt_cache_dir=settings.trt_cache_dir or bundle / "trt-cache",
             max_batch_size=settings.max_batch_size,
             spinning=settings.ort_spinning,
+            cuda_tf32=settings.cuda_tf32,
         )
     if settings.backend == "tensorrt":
         from service.backends.tensorrt import TensorRTBackend

@@ -46,6 +46,40 @@ def provider_chain(requested: str, available: list[str]) -> list[str]:
     return [*chain, PROVIDERS["cpu"]]
 
 
+def cuda_options(tf32: bool = False) -> dict[str, str]:
+    """CUDA execution provider options. TF32 is onnxruntime's default there; it trades
+    fp32 accuracy for speed, and the bundle's parity gate was passed in full fp32."""
+    return {"use_tf32": "1" if tf32 else "0"}
+
+
+def provider_options(
+    chain: list[str],
+    manifest: Manifest,
+    variant: str = "fp32",
+    max_batch_size: int = 64,
+    trt_cache_dir: Path | None = None,
+    cuda_tf32: bool = False,
+) -> list[dict]:
+    """One options dict per provider of `chain` (as `InferenceSession` takes them)."""
+    options = []
+    for p in chain:
+        if p == PROVIDERS["tensorrt"]:
+            options.append(
+                ort_tensorrt_options(
+                    manifest.input.height,
+                    manifest.input.width,
+                    BatchProfile(min=1, opt=max(1, max_batch_size // 2), max=max_batch_size),
+                    fp16=variant == "fp16",
+                    cache_dir=trt_cache_dir or Path("trt-cache"),
+                )
+            )
+        elif p == PROVIDERS["cuda"]:
+            options.append(cuda_options(cuda_tf32))
+        else:
+            options.append({})
+    return options
+
+
 def check_contract(session: ort.InferenceSession, manifest: Manifest, path: Path) -> None:
     """Refuse a graph whose inputs / outputs differ from what the manifest promises."""
     inputs = {i.name: i for i in session.get_inputs()}
@@ -83,6 +117,7 @@ class OnnxRuntimeBackend(Backend):
         trt_cache_dir: Path | None = None,
         max_batch_size: int = 64,
         spinning: bool = True,
+        cuda_tf32: bool = False,
     ) -> None:
         self.variant = variant
         self.path = path
@@ -95,23 +130,17 @@ class OnnxRuntimeBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         chain = provider_chain(provider, ort.get_available_providers())
-        provider_options = []
-        for p in chain:
-            if p == PROVIDERS["tensorrt"]:
-                provider_options.append(
-                    ort_tensorrt_options(
-                        manifest.input.height,
-                        manifest.input.width,
-                        BatchProfile(min=1, opt=max(1, max_batch_size // 2), max=max_batch_size),
-                        fp16=variant == "fp16",
-                        cache_dir=trt_cache_dir or path.parent / "trt-cache",
-                    )
-                )
-            else:
-                provider_options.append({})
+        per_provider = provider_options(
+            chain,
+            manifest,
+            variant,
+            max_batch_size,
+            trt_cache_dir or path.parent / "trt-cache",
+            cuda_tf32,
+        )
         try:
             self.session = ort.InferenceSession(
-                str(path), options, providers=chain, provider_options=provider_options
+                str(path), options, providers=chain, provider_options=per_provider
             )
         except Exception as err:  # onnxruntime raises its own exception types
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
