@@ -95,7 +95,7 @@ def raw_runners(threads: int, provider: str = "cpu") -> dict:
     import torch
 
     from export.contract import VARIANT_FILES, load_bundle, to_model_input
-    from service.backends.onnxruntime import PROVIDERS, provider_options
+    from service.backends.onnxruntime import PROVIDERS, load_gpu_libraries, provider_options
     from training.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
@@ -111,6 +111,7 @@ def raw_runners(threads: int, provider: str = "cpu") -> dict:
     runners = {"torch-eager": torch_eager}
     manifest = load_bundle(BUNDLE)
     chain = ort_providers(provider)
+    load_gpu_libraries(chain)
     for variant, name in VARIANT_FILES.items():
         if name not in manifest.files and variant != "fp32":
             continue

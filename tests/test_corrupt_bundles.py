@@ -169,6 +169,18 @@ def test_cuda_runs_in_full_fp32_unless_tf32_is_asked_for(monkeypatch):
     assert seen["cuda_tf32"] is True
 
 
+def test_gpu_sessions_load_cuda_from_the_nvidia_pip_packages_first(monkeypatch):
+    from service.backends.onnxruntime import load_gpu_libraries
+
+    calls = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(1), raising=False)
+    load_gpu_libraries(["CPUExecutionProvider"])
+    assert calls == []  # a CPU service never touches CUDA
+    load_gpu_libraries(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    load_gpu_libraries(["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    assert calls == [1, 1]
+
+
 @pytest.mark.parametrize("variant", ["fp32", "fp16", "int8"])
 def test_every_shipped_variant_loads_and_reports_its_provider(variant):
     manifest = load_bundle(DEFAULT_BUNDLE)

@@ -46,6 +46,15 @@ def provider_chain(requested: str, available: list[str]) -> list[str]:
     return [*chain, PROVIDERS["cpu"]]
 
 
+def load_gpu_libraries(chain: list[str]) -> None:
+    """Load CUDA and cuDNN from the nvidia pip packages (`onnxruntime-gpu[cuda,cudnn]`) before
+    a GPU session is made: they are not on the loader's path, and without them onnxruntime
+    quietly falls back to the CPU. Libraries already loaded (by torch, or found on the path)
+    are kept; what cannot be found is reported by onnxruntime and then by the provider check."""
+    if any(p != PROVIDERS["cpu"] for p in chain) and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+
+
 def cuda_options(tf32: bool = False) -> dict[str, str]:
     """CUDA execution provider options. TF32 is onnxruntime's default there; it trades
     fp32 accuracy for speed, and the bundle's parity gate was passed in full fp32."""
@@ -130,6 +139,7 @@ class OnnxRuntimeBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         chain = provider_chain(provider, ort.get_available_providers())
+        load_gpu_libraries(chain)
         per_provider = provider_options(
             chain,
             manifest,
