@@ -33,6 +33,7 @@ import numpy as np
 
 from loadtests.images import encode, multipart
 from loadtests.server import REPO, Server, serve
+from service.backends import BackendError, check_provider
 
 BUNDLE = REPO / "models" / "slotserve-shapes"
 CHECKPOINT = BUNDLE / "model.safetensors"
@@ -81,21 +82,11 @@ def time_calls(fn, batch, min_seconds: float, min_calls: int = 5) -> list[float]
     return times
 
 
-def ort_providers(provider: str) -> list[str]:
-    """The onnxruntime provider list for `provider`; an error if this build lacks it."""
-    import onnxruntime as ort
-
-    from service.backends.onnxruntime import provider_chain
-
-    return provider_chain(provider, ort.get_available_providers())
-
-
 def raw_runners(threads: int, provider: str = "cpu") -> dict:
-    import onnxruntime as ort
     import torch
 
     from export.contract import VARIANT_FILES, load_bundle, to_model_input
-    from service.backends.onnxruntime import PROVIDERS, load_gpu_libraries, provider_options
+    from service.backends.onnxruntime import OnnxRuntimeBackend
     from training.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
@@ -110,25 +101,15 @@ def raw_runners(threads: int, provider: str = "cpu") -> dict:
 
     runners = {"torch-eager": torch_eager}
     manifest = load_bundle(BUNDLE)
-    chain = ort_providers(provider)
-    load_gpu_libraries(chain)
     for variant, name in VARIANT_FILES.items():
         if name not in manifest.files and variant != "fp32":
             continue
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        # the service's provider options (TF32 off on CUDA), so raw and served run alike
-        per_provider = provider_options(chain, manifest, variant)
-        session = ort.InferenceSession(str(BUNDLE / name), options, chain, per_provider)
-        if session.get_providers()[0] != PROVIDERS[provider]:
-            raise RuntimeError(
-                f"onnxruntime runs {name} on {session.get_providers()[0]}, not {provider} "
-                "(missing CUDA libraries?)"
-            )
-        dtype = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
+        # the service's own backend: same provider options (TF32 off on CUDA), and an error
+        # where onnxruntime would quietly fall back to the CPU
+        backend = OnnxRuntimeBackend(BUNDLE / name, manifest, variant, provider, threads)
 
-        def run(images, session=session, dtype=dtype):
-            session.run(None, {"image": to_model_input(images).astype(dtype, copy=False)})
+        def run(images, backend=backend):
+            backend.infer(to_model_input(images))
 
         runners[f"ort-{variant}"] = run
     return runners
@@ -544,8 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        ort_providers(args.provider)
-    except Exception as err:  # BackendError: this onnxruntime build lacks the provider
+        check_provider(args.provider)
+    except BackendError as err:  # this onnxruntime build lacks the provider
         parser.error(str(err))
     args.rounds = args.rounds or (1 if args.quick else 5)
     round_seconds = 1.0 if args.quick else 6.0
