@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -69,3 +71,17 @@ def test_key_pool_mix_needs_pooling_and_stays_in_range():
             ModelConfig.model_validate({"slot_attention": {"key_pool": 3, "key_pool_mix": bad}})
     cfg = ModelConfig.model_validate({"slot_attention": {"key_pool": 3, "key_pool_mix": 0.5}})
     assert cfg.slot_attention.key_pool_mix == 0.5
+
+
+def test_default_recipe_half_pools_keys_and_the_v1_recipe_is_two_overrides_away():
+    sa = load_train_config("default").model.slot_attention
+    assert (sa.key_pool, sa.key_pool_mix) == (3, 0.5)
+    # the ablation compares like with like: same pooling, top-down off
+    assert load_train_config("no_topdown").model.slot_attention == sa
+    # turning pooling off alone is refused with the fix in the message; both overrides work
+    with pytest.raises(ValidationError, match=re.escape("key_pool=1 key_pool_mix=1.0")):
+        load_train_config("default", ["model.slot_attention.key_pool=1"])
+    off = load_train_config(
+        "default", ["model.slot_attention.key_pool=1", "model.slot_attention.key_pool_mix=1.0"]
+    ).model.slot_attention
+    assert (off.key_pool, off.key_pool_mix) == (1, 1.0)

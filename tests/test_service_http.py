@@ -87,17 +87,18 @@ def _served_and_bundle_fg_ari(server, scenes, scale=None, size=None):
     ("scale", "size", "tolerance"),
     # Integer factors give the model the scene's exact pixels; what moves FG-ARI is the
     # bilinear upsampling of the scores, whose boundaries differ from the blocky nearest-
-    # neighbour truth at block edges. Measured with the shipped model (24 scenes): 0 at 1x,
-    # -0.009 at 2x, -0.015 at 3x, -0.014 at 3x by 2x (an earlier model: -0.002 / -0.005 /
-    # -0.004: upsampling flips more of this model's boundary pixels).
+    # neighbour truth at block edges. Measured with the shipped model (v2, 24 scenes): 0 at
+    # 1x, -0.009 at 2x, -0.016 at 3x, -0.014 at 3x by 2x (v1 the same within 0.001; an
+    # earlier model: -0.002 / -0.005 / -0.004: upsampling flips more of these models'
+    # boundary pixels).
     [
         (1, None, 0.01),
         (2, None, 0.02),
         (3, None, 0.03),
         (None, (192, 128), 0.03),  # non-square, integer factors (3x wide, 2x high)
         # Non-integer factors: the resized input is no longer the scene's exact pixels (edges
-        # blend), so the model sees a slightly different image; measured 0.027 apart (the
-        # previous model: 0.053, an earlier one 0.018).
+        # blend), so the model sees a slightly different image; measured 0.024 apart (v1:
+        # 0.027, the model before it 0.053, an earlier one 0.018).
         (None, (160, 96), 0.08),
     ],
     ids=str,

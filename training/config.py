@@ -98,7 +98,10 @@ class SlotAttentionConfig(_Strict):
         if self.key_pool % 2 == 0:
             raise ValueError(f"slot_attention.key_pool must be odd, got {self.key_pool}")
         if self.key_pool_mix != 1.0 and self.key_pool == 1:
-            raise ValueError("slot_attention.key_pool_mix needs slot_attention.key_pool > 1")
+            raise ValueError(
+                "slot_attention.key_pool_mix needs slot_attention.key_pool > 1 "
+                "(pooling off: key_pool=1 key_pool_mix=1.0)"
+            )
         if self.free_slots >= self.num_slots:
             raise ValueError(
                 f"slot_attention.free_slots ({self.free_slots}) must be below num_slots "
