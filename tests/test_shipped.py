@@ -5,13 +5,12 @@ model, the export or the evaluation code fails here, while float noise across CP
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from export.contract import MODEL_FILE, load_bundle
+from export.contract import MODEL_FILE, load_bundle, sha256_file
 from training.checkpoint import load_checkpoint
 from training.config import load_train_config
 from training.evaluate import bundle_predictor, evaluate_scenes, model_predictor, shapes_scenes
@@ -89,7 +88,7 @@ def test_reported_reproduction_is_of_the_shipped_model_and_within_003():
     # the reported figures are of the checkpoint that ships, not of an earlier one
     sha = load_bundle(BUNDLE).checkpoint_sha256
     assert {r.get("checkpoint_sha256") for r in shipped.values()} == {sha}, "re-evaluate"
-    assert sha == hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest()
+    assert sha == sha256_file(CHECKPOINT)
     repro = {r["variant"]: r for r in rows("make-train-reproduction.jsonl")}
     assert set(repro) == set(shipped) == {"solid", "textured"}
     for variant, r in repro.items():
