@@ -518,3 +518,15 @@ def test_benchmark_batch_list_and_provider_are_checked_before_any_work():
         with pytest.raises(SystemExit) as exit_:
             main(["--out", "unused", "--provider", "cuda"])
         assert exit_.value.code == 2
+
+
+def test_nominal_cpu_peak_is_dropped_when_a_measured_sgemm_beats_it():
+    from loadtests.bench import nominal_peak
+
+    avx2 = "flags : fpu sse2 fma avx2\n"
+    # 2 threads x 2,600 MHz x 32 FLOPs per cycle
+    assert nominal_peak(2, 2600.0, avx2, sgemm=150.0) == pytest.approx(166.4)
+    assert nominal_peak(2, 2600.0, "flags : fpu sse2\n", sgemm=50.0) == pytest.approx(83.2)
+    # an AVX-512 CPU measured above the AVX2 figure: no percentage of a wrong peak
+    assert nominal_peak(2, 2600.0, avx2, sgemm=243.0) is None
+    assert nominal_peak(2, None, avx2, sgemm=150.0) is None
