@@ -36,6 +36,7 @@ def _images(b=3, size=32, seed=0):
         {"decoder": {"slot_centric": True, "film": True, "orientations": 6}},
         {"slot_attention": {"key_pool": 3}, "encoder": {"stride": 2}},
         {"slot_attention": {"key_pool": 3, "key_pool_mix": 0.5}, "encoder": {"stride": 2}},
+        {"encoder": {"stride": 2, "layers": 6}},
     ],
     ids=[
         "default",
@@ -55,6 +56,7 @@ def _images(b=3, size=32, seed=0):
         "film_oriented",
         "key_pool",
         "key_pool_mix",
+        "deeper_encoder",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -83,6 +85,21 @@ def test_shapes_no_nan_and_gradients_everywhere(overrides):
     assert torch.allclose(out.masks.sum(1), torch.ones(3, s, s), atol=1e-5)
     for t in (out.masks, out.code_distances, out.slots, out.reconstruction):
         assert torch.isfinite(t).all()
+
+
+def test_deeper_encoder_appends_convs_and_keeps_four_layer_keys():
+    """Layers past four are extra 3x3 convs after the first four, so a four-layer checkpoint's
+    encoder weights load into the first part of a deeper one unchanged."""
+    four = build_model(small_config(encoder={"stride": 2})).encoder
+    six = build_model(small_config(encoder={"stride": 2, "layers": 6})).encoder
+    convs = [m for m in six.convs if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 6
+    assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) for c in convs[4:])
+    four_keys = set(four.state_dict())
+    assert four_keys < set(six.state_dict())
+    missing, _ = six.load_state_dict(four.state_dict(), strict=False)
+    assert {k.split(".")[1] for k in missing} == {"8", "10"}  # only the two new convs
+    assert six(_images()).shape == four(_images()).shape
 
 
 def test_eval_is_deterministic_and_batch_independent(small_cfg):

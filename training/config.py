@@ -29,6 +29,10 @@ class EncoderConfig(_Strict):
     """CNN downsampling: 4 turns a 64x64 image into 16x16 tokens, 2 into 32x32, 1 into 64x64.
     Finer tokens straddle fewer object edges (a token that mixes object and background is
     neither, and attracts "halo" slots) and give the decoder's attention prior a finer grid."""
+    layers: int = Field(4, ge=4)
+    """CNN convolutions. The first four set the stride; each one past them is another 3x3 conv
+    at token resolution, widening a token's receptive field by 2 tokens (4 px at stride 2;
+    four layers see 17 px at stride 2), so a token can see more of a striped object at once."""
     vit_name: str = "vit_small_patch16_224"
     vit_weights: str | None = None
     """Local weights file for the optional frozen timm ViT (nothing is downloaded)."""

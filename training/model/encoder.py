@@ -13,8 +13,8 @@ from training.model.position import SoftPositionEmbed
 
 
 class CNNEncoder(nn.Module):
-    """Four convs, of which `stride` sets how many downsample by 2 (stride 4: 64x64 -> 16x16
-    tokens; 2: 32x32; 1: 64x64), plus soft positions."""
+    """`layers` convs (four by default), of which `stride` sets how many downsample by 2
+    (stride 4: 64x64 -> 16x16 tokens; 2: 32x32; 1: 64x64), plus soft positions."""
 
     def __init__(self, cfg: EncoderConfig, image_size: int, out_dim: int):
         super().__init__()
@@ -31,6 +31,8 @@ class CNNEncoder(nn.Module):
             nn.Conv2d(c, c, 3, padding=1),
             nn.ReLU(inplace=True),
         )
+        for _ in range(cfg.layers - 4):  # appended, so four-layer checkpoints keep their keys
+            self.convs.extend([nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True)])
         self.grid_size = image_size // cfg.stride
         self.pos = SoftPositionEmbed(c, self.grid_size, self.grid_size)
         self.norm = nn.LayerNorm(c)
