@@ -172,12 +172,12 @@ def cpu_peak(threads: int) -> dict:
         a @ a
     sgemm = 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        flags = ""
-    clocks = [line for line in flags.splitlines() if line.lower().startswith("cpu mhz")]
+        cpuinfo = ""
+    clocks = [line for line in cpuinfo.splitlines() if line.lower().startswith("cpu mhz")]
     mhz = float(clocks[0].split(":")[1]) if clocks else None
-    return {"sgemm_gflops": sgemm, "nominal_gflops": nominal_peak(threads, mhz, flags, sgemm)}
+    return {"sgemm_gflops": sgemm, "nominal_gflops": nominal_peak(threads, mhz, cpuinfo, sgemm)}
 
 
 # -- served model --------------------------------------------------------------------------------
