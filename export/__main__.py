@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="torch against onnxruntime at batch 1, 3, 32")
     p.add_argument("--bundle", required=True)
     p.add_argument("--checkpoint", required=True)
+    p.add_argument(
+        "--provider",
+        choices=["cpu", "cuda", "tensorrt", "auto"],  # export.verify.PROVIDERS
+        default="cpu",
+        help="onnxruntime execution provider to check the bundle on (GPU ones need the gpu "
+        "extra; their mask tolerance is 2e-3)",
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("variants", help="(re)build model.fp16.onnx and model.int8.onnx")
@@ -109,7 +116,7 @@ def run(args) -> object:
     if args.verb == "verify":
         from export.verify import parity_gate, verify_bundle
 
-        report = verify_bundle(args.bundle, args.checkpoint)
+        report = verify_bundle(args.bundle, args.checkpoint, provider=args.provider)
         print(json.dumps(report, indent=None if args.json else 2))
         parity_gate(report)
         return None

@@ -16,6 +16,11 @@ MAX_MASK_DIFF = 1e-4
 """Masks may differ from PyTorch's by this much; beyond it the bundle must still be no farther
 from the exact (float64) model than PyTorch's own float32 run is (see `parity_gate`)."""
 MIN_CODE_AGREEMENT = 1.0
+GPU_MAX_MASK_DIFF = 2e-3
+"""The mask tolerance on a GPU provider: CUDA kernels sum in another order than the CPU's, and
+the shipped model's attention amplifies that (an H100 in full fp32, TF32 off, came within
+1.5e-3 of PyTorch on the CPU; README "GPU"). The float64 comparison is not a fair test there."""
+PROVIDERS = ("cpu", "cuda", "tensorrt", "auto")
 
 
 def ort_session(path: Path, threads: int | None = None):
@@ -25,6 +30,18 @@ def ort_session(path: Path, threads: int | None = None):
     if threads:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def provider_session(bundle: Path, manifest, provider: str = "cpu"):
+    """An onnxruntime session for the bundle's fp32 graph on `provider`, made as the service
+    makes it (GPU libraries preloaded, TF32 off, the provider checked after loading): asking
+    for a provider this onnxruntime build or machine cannot run is an error, not a quiet
+    fallback to the CPU."""
+    if provider == "cpu":
+        return ort_session(bundle / MODEL_FILE)
+    from service.backends.onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(bundle / MODEL_FILE, manifest, provider=provider).session
 
 
 def _scenes(batch: int, size: int, seed: int) -> np.ndarray:
@@ -48,9 +65,14 @@ def compare(torch_out, ort_out) -> dict:
 
 
 def verify_bundle(
-    bundle: str | Path, checkpoint: str | Path, batches=(1, 3, 32), seed: int = 4242
+    bundle: str | Path,
+    checkpoint: str | Path,
+    batches=(1, 3, 32),
+    seed: int = 4242,
+    provider: str = "cpu",
 ) -> dict:
-    """torch vs onnxruntime at each batch size; also the graph facts the contract needs."""
+    """torch (CPU) vs onnxruntime on `provider` at each batch size; also the graph facts the
+    contract needs."""
     from export.onnx_export import ExportWrapper, graph_report
 
     bundle = Path(bundle)
@@ -59,7 +81,7 @@ def verify_bundle(
     model, _ = load_checkpoint(checkpoint, eval_iterations=manifest.iterations["bottom_up"])
     wrapper = ExportWrapper(model, manifest.mask_source)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)
-    session = ort_session(bundle / MODEL_FILE)
+    session = provider_session(bundle, manifest, provider)
     size = manifest.input.height
     report: dict = {"batches": {}}
     for b in batches:
@@ -75,8 +97,10 @@ def verify_bundle(
         figures["torch_exact_mask_diff"] = float(np.abs(t_out[0].numpy() - e_masks).max())
         report["batches"][str(b)] = figures
     graph = graph_report(bundle / MODEL_FILE)
+    used = session.get_providers()[0]
     report.update(
-        provider=session.get_providers()[0],
+        provider=used,
+        max_mask_tolerance=MAX_MASK_DIFF if used == "CPUExecutionProvider" else GPU_MAX_MASK_DIFF,
         batch_symbolic=graph["batch_symbolic"],
         random_ops=graph["random_ops"],
         max_mask_diff=max(r["max_mask_diff"] for r in report["batches"].values()),
@@ -88,18 +112,20 @@ def verify_bundle(
 def parity_gate(report: dict) -> None:
     """Raise when the bundle does not reproduce the checkpoint.
 
-    Masks pass at each batch size when they are within MAX_MASK_DIFF of PyTorch's, or else
+    Masks pass at each batch size when they are within the report's `max_mask_tolerance`
+    (MAX_MASK_DIFF on the CPU, GPU_MAX_MASK_DIFF on a GPU provider) of PyTorch's, or else
     when they are no farther from the float64 model than PyTorch's float32 masks are: a model
     whose attention amplifies rounding (PyTorch alone then differs from itself by ~1e-4
     between batch sizes) is not held to a tolerance float32 cannot meet, while an export
     that adds error of its own still fails."""
+    tolerance = report.get("max_mask_tolerance", MAX_MASK_DIFF)
     problems = []
     for batch, r in report["batches"].items():
-        own = max(MAX_MASK_DIFF, r["torch_exact_mask_diff"])
-        if r["max_mask_diff"] > MAX_MASK_DIFF and r["exact_mask_diff"] > own:
+        own = max(tolerance, r["torch_exact_mask_diff"])
+        if r["max_mask_diff"] > tolerance and r["exact_mask_diff"] > own:
             problems.append(
                 f"batch {batch}: max mask difference {r['max_mask_diff']:.2e} > "
-                f"{MAX_MASK_DIFF:.0e} and {r['exact_mask_diff']:.2e} from the float64 model "
+                f"{tolerance:.0e} and {r['exact_mask_diff']:.2e} from the float64 model "
                 f"(PyTorch float32: {r['torch_exact_mask_diff']:.2e})"
             )
     if report["min_code_agreement"] < MIN_CODE_AGREEMENT:

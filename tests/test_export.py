@@ -62,6 +62,19 @@ def test_parity_gate_allows_float32_rounding_but_not_export_error():
         parity_gate({**_report(0.0, 0.0, 0.0), "min_code_agreement": 0.99})
 
 
+def test_parity_gate_on_a_gpu_provider_allows_its_summation_order_and_no_more():
+    """A GPU provider's report carries its own tolerance (2e-3): an H100 in full fp32 came
+    within 1.5e-3 of PyTorch on the CPU, which the CPU tolerance would fail."""
+    from export.verify import GPU_MAX_MASK_DIFF, parity_gate
+
+    h100 = _report(1.5e-3, 1.5e-3, 3e-4)
+    with pytest.raises(RuntimeError, match="1e-04"):
+        parity_gate(h100)
+    parity_gate({**h100, "max_mask_tolerance": GPU_MAX_MASK_DIFF})
+    with pytest.raises(RuntimeError, match="2e-03"):
+        parity_gate({**_report(5e-3, 5e-3, 3e-4), "max_mask_tolerance": GPU_MAX_MASK_DIFF})
+
+
 def test_graph_has_symbolic_batch_no_random_ops_and_baked_codebook(exported):
     import onnx
 
@@ -136,6 +149,36 @@ def test_verify_cli_prints_json_and_passes(exported):
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["min_code_agreement"] == 1.0 and report["max_mask_diff"] <= 1e-4
+    assert report["provider"] == "CPUExecutionProvider" and report["max_mask_tolerance"] == 1e-4
+
+
+def test_verify_on_a_provider_this_build_lacks_is_a_one_line_error(exported):
+    """`--provider cuda` must not quietly check the CPU instead (onnxruntime falls back)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has CUDA (tests/test_export.py::..._on_gpu covers it)")
+    ckpt, bundle, _ = exported
+    args = ("export", "verify", "--bundle", str(bundle), "--checkpoint", str(ckpt))
+    res = run_module(*args, "--provider", "cuda")
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.startswith("error: provider cuda is not in this onnxruntime build")
+    assert res.stderr.count("\n") == 1
+
+
+@pytest.mark.gpu
+def test_verify_on_cuda_passes_the_gpu_gate(exported):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.fail("a CUDA GPU but a CPU-only onnxruntime: install the gpu extra")
+    ckpt, bundle, _ = exported
+    args = ("export", "verify", "--bundle", str(bundle), "--checkpoint", str(ckpt))
+    res = run_module(*args, "--provider", "cuda", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["provider"] == "CUDAExecutionProvider"
+    assert report["max_mask_tolerance"] == 2e-3
 
 
 def test_contract_is_torch_free():
