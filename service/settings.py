@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     one of the graph's ~280 operators wakes sleeping threads: batch-1 inference on 2 cores
     went from 8.1 to 12.9 ms, and served throughput fell rather than rose."""
     inter_op_threads: int = Field(1, ge=0)
+    ort_memory_arena: bool = True
+    """Keep onnxruntime's CPU memory arena (its default). The arena holds on to the activations
+    of the largest batch run so far, about 22 MB per image of it for the shipped model, so a
+    worker's memory follows `max_batch_size`. Off, activations are freed after each call:
+    less memory, but slower at batch 8 and up (README "Memory"; `python -m loadtests.memory`)."""
+    ort_memory_pattern: bool = False
+    """onnxruntime's memory pattern (on by default in onnxruntime): from the second call at a
+    batch size it allocates one planned block per call while the arena keeps the first call's
+    pieces too, so the arena settles at twice the activations. Off here: half the memory at
+    the same speed (README "Memory")."""
     cuda_tf32: bool = False
     """Let onnxruntime's CUDA provider run fp32 convolutions and matrix products on TF32 tensor
     cores (onnxruntime's own default). Off here: on an H100, TF32 moved the shipped model's

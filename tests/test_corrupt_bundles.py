@@ -169,6 +169,24 @@ def test_cuda_runs_in_full_fp32_unless_tf32_is_asked_for(monkeypatch):
     assert seen["cuda_tf32"] is True
 
 
+def test_memory_settings_reach_the_onnxruntime_session(monkeypatch):
+    """The memory pattern is off by default (it doubles the arena's steady size at the same
+    speed; README "Memory"), the arena on; SLOTSERVE_ORT_MEMORY_* turn either around."""
+    from service.backends import base
+    from service.settings import Settings
+
+    manifest = load_bundle(DEFAULT_BUNDLE)
+    backend = base.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
+    options = backend.session.get_session_options()
+    assert options.enable_mem_pattern is False and options.enable_cpu_mem_arena is True
+    assert backend.describe()["memory_pattern"] is False
+    monkeypatch.setenv("SLOTSERVE_ORT_MEMORY_PATTERN", "true")
+    monkeypatch.setenv("SLOTSERVE_ORT_MEMORY_ARENA", "false")
+    backend = base.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
+    options = backend.session.get_session_options()
+    assert options.enable_mem_pattern is True and options.enable_cpu_mem_arena is False
+
+
 def test_gpu_sessions_load_cuda_from_the_nvidia_pip_packages_first(monkeypatch):
     from service.backends.onnxruntime import load_gpu_libraries
 

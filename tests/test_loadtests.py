@@ -530,3 +530,34 @@ def test_nominal_cpu_peak_is_dropped_when_a_measured_sgemm_beats_it():
     # an AVX-512 CPU measured above the AVX2 figure: no percentage of a wrong peak
     assert nominal_peak(2, 2600.0, avx2, sgemm=243.0) is None
     assert nominal_peak(2, None, avx2, sgemm=150.0) is None
+
+
+@pytest.mark.timeout(300)
+def test_memory_benchmark_shows_what_the_memory_pattern_costs(tmp_path):
+    """`python -m loadtests.memory`: one fresh process per point, and the figure behind the
+    service's default: with onnxruntime's memory pattern on, the arena settles at about twice
+    the activations of a batch (README "Memory")."""
+    import json
+
+    from tests.conftest import run_module
+
+    args = ("--batches", "1,4", "--seconds", "0.2", "--threads", "1")
+    res = run_module("loadtests.memory", "--out", tmp_path, *args, "--configs", "service,ort")
+    assert res.returncode == 0, res.stderr
+    result = json.loads((tmp_path / "memory.json").read_text())
+    assert {(p["batch"], p["config"]) for p in result["points"]} == {
+        (1, "service"), (1, "ort"), (4, "service"), (4, "ort"),
+    }  # fmt: skip
+    for p in result["points"]:
+        assert p["rss_mb_after"] >= p["rss_mb_loaded"] > p["rss_mb_before_load"] > 0
+        assert p["calls"] >= 3 and p["images_per_s"] > 0
+    slopes = result["summary"]["mb_per_image"]
+    assert slopes["service"] > 5  # activations of 7 slots x 4,096 pixels x 64 channels
+    assert slopes["ort"] > 1.5 * slopes["service"], slopes
+    by_batch = {r["batch"]: r for r in result["summary"]["by_batch"]}
+    assert by_batch[4]["memory_over_service"]["ort"] > 1.2
+    assert (tmp_path / "memory.png").stat().st_size > 0
+    assert "| 4 |" in (tmp_path / "memory.md").read_text()
+
+    res = run_module("loadtests.memory", "--out", tmp_path, "--configs", "fast")
+    assert res.returncode == 2 and "unknown ['fast']" in res.stderr

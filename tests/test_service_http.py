@@ -143,7 +143,8 @@ def test_model_route_reports_the_provider_in_use(server):
     assert info["manifest"]["name"] == "slotserve-shapes"
     # what the serving figures rest on: spinning onnxruntime threads, uvloop + httptools
     # under uvicorn, no OpenTelemetry spans on the model routes unless asked for
-    assert info["backend"]["spinning"] is True
+    assert info["backend"]["spinning"] is True and info["backend"]["memory_arena"] is True
+    assert info["backend"]["memory_pattern"] is False  # half the memory (README "Memory")
     assert info["http"]["event_loop"].startswith("uvloop") and info["http"]["parser"] == "httptools"
     assert "/decompose" in info["http"]["untraced_routes"]
     assert (

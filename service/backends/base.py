@@ -81,6 +81,8 @@ def create_backend(bundle: Path, manifest: Manifest, settings) -> Backend:
             trt_cache_dir=settings.trt_cache_dir or bundle / "trt-cache",
             max_batch_size=settings.max_batch_size,
             spinning=settings.ort_spinning,
+            memory_arena=settings.ort_memory_arena,
+            memory_pattern=settings.ort_memory_pattern,
             cuda_tf32=settings.cuda_tf32,
         )
     if settings.backend == "tensorrt":

@@ -127,6 +127,8 @@ class OnnxRuntimeBackend(Backend):
         max_batch_size: int = 64,
         spinning: bool = True,
         cuda_tf32: bool = False,
+        memory_arena: bool = True,
+        memory_pattern: bool = False,
     ) -> None:
         self.variant = variant
         self.path = path
@@ -134,6 +136,8 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
+        options.enable_cpu_mem_arena = memory_arena
+        options.enable_mem_pattern = memory_pattern
         options.log_severity_level = 3
         spin = "1" if spinning else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spin)
@@ -186,4 +190,6 @@ class OnnxRuntimeBackend(Backend):
             "onnxruntime": ort.__version__,
             "intra_op_threads": options.intra_op_num_threads,
             "spinning": options.get_session_config_entry("session.intra_op.allow_spinning") == "1",
+            "memory_arena": options.enable_cpu_mem_arena,
+            "memory_pattern": options.enable_mem_pattern,
         }
