@@ -10,7 +10,7 @@ CHECKPOINT ?= models/slotserve-shapes/model.safetensors
 export MALLOC_MMAP_THRESHOLD_ = 4000000000
 export MALLOC_TRIM_THRESHOLD_ = 100000000000
 
-.PHONY: venv system-deps test lint format audit serve proto build loadtest bench soak train \
+.PHONY: venv system-deps test lint format audit serve proto build loadtest bench memory soak train \
 	train-ablation evaluate demo sweep clean
 
 venv: $(VENV)/.installed
@@ -64,6 +64,10 @@ audit: venv
 # Raw model against served model in one run: JSON, Markdown and plots under reports/bench.
 bench: venv
 	$(PY) -m loadtests.bench --out reports/bench
+
+# Model-worker memory and speed against batch size, per onnxruntime memory setting.
+memory: venv
+	$(PY) -m loadtests.memory --out reports/memory
 
 # Overload (4x saturation, 1 min), 10-minute soak, kill -9 of each worker: reports/reliability.
 soak: venv

@@ -18,6 +18,11 @@ falls on all alike. The arena keeps the activations of the largest batch run so 
 worker's memory follows the largest batch it has been given (`SLOTSERVE_MAX_BATCH_SIZE`
 bounds it).
 
+The points run under glibc's default allocator settings, as in the bento's container:
+`make` exports MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ (training/runtime.py: freed
+memory stays in the process, for training speed), under which turning the arena off frees
+nothing back to the system. `--keep-malloc-env` measures under the caller's settings instead.
+
 Writes memory.json (everything), memory.md (table and per-image slopes) and memory.png.
 """
 
@@ -44,6 +49,7 @@ CONFIGS = {
     "no-arena": {"memory_arena": False, "memory_pattern": False},
 }
 REFERENCE = "service"
+MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def rss_mb() -> float:
@@ -83,14 +89,16 @@ def measure(bundle: Path, batch: int, config: str, threads: int, seconds: float)
     }
 
 
-def run_point(bundle: Path, batch: int, config: str, threads: int, seconds: float) -> dict:
+def run_point(
+    bundle: Path, batch: int, config: str, threads: int, seconds: float, env: dict[str, str]
+) -> dict:
     """`measure` in a fresh interpreter (so the arena of one point is not in the next)."""
     cmd = [
         sys.executable, "-m", "loadtests.memory", "--child", "--bundle", str(bundle),
         "--batches", str(batch), "--configs", config,
         "--threads", str(threads), "--seconds", str(seconds),
     ]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0:
         tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"batch {batch}, {config}: {tail}")
@@ -135,7 +143,12 @@ def write_markdown(path: Path, result: dict) -> None:
         f"{result['started']}, {result['machine']['cpu']}, {result['machine']['cores']} cores, "
         f"onnxruntime {result['machine']['onnxruntime']}, {result['threads']} threads, bundle "
         f"`{result['bundle']}` (fp32). Each point a fresh process; resident memory after "
-        "loading and after running that batch for a few seconds.",
+        "loading and after running that batch for a few seconds. glibc allocator settings: "
+        + (
+            ", ".join(f"{k}={v}" for k, v in result["machine"]["malloc_env"].items() if v)
+            or "its defaults"
+        )
+        + ".",
         "",
     ]
     configs = list(dict.fromkeys(p["config"] for p in result["points"]))
@@ -205,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seconds", type=float, default=3.0, help="per point")
+    parser.add_argument(
+        "--keep-malloc-env",
+        action="store_true",
+        help="keep this shell's MALLOC_* settings (default: glibc's, as in a container)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -225,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    env = dict(os.environ)
+    if not args.keep_malloc_env:
+        for name in MALLOC_VARS:
+            env.pop(name, None)
     points = []
     total = len(batches) * len(configs)
     for b in batches:
         for config in configs:
-            point = run_point(args.bundle, b, config, args.threads, args.seconds)
+            point = run_point(args.bundle, b, config, args.threads, args.seconds, env)
             points.append(point)
             log(
                 f"[{len(points)}/{total}] batch {b}, {config}: "
@@ -242,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "onnxruntime": onnxruntime.__version__,
+            "malloc_env": {name: env.get(name) for name in MALLOC_VARS},
         },
         "bundle": args.bundle.name,
         "threads": args.threads,

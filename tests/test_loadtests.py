@@ -545,6 +545,8 @@ def test_memory_benchmark_shows_what_the_memory_pattern_costs(tmp_path):
     res = run_module("loadtests.memory", "--out", tmp_path, *args, "--configs", "service,ort")
     assert res.returncode == 0, res.stderr
     result = json.loads((tmp_path / "memory.json").read_text())
+    # glibc's defaults, as in a container, even under `make test`'s MALLOC_* exports
+    assert set(result["machine"]["malloc_env"].values()) == {None}
     assert {(p["batch"], p["config"]) for p in result["points"]} == {
         (1, "service"), (1, "ort"), (4, "service"), (4, "ort"),
     }  # fmt: skip
