@@ -20,7 +20,6 @@ GPU_MAX_MASK_DIFF = 2e-3
 """The mask tolerance on a GPU provider: CUDA kernels sum in another order than the CPU's, and
 the shipped model's attention amplifies that (an H100 in full fp32, TF32 off, came within
 1.5e-3 of PyTorch on the CPU; README "GPU"). The float64 comparison is not a fair test there."""
-PROVIDERS = ("cpu", "cuda", "tensorrt", "auto")
 
 
 def ort_session(path: Path, threads: int | None = None):
