@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument(
         "--provider",
-        choices=["cpu", "cuda", "tensorrt", "auto"],  # service.backends.onnxruntime.PROVIDERS
+        choices=["cpu", "cuda", "tensorrt", "auto"],  # the backend's PROVIDERS + auto
         default="cpu",
         help="onnxruntime execution provider to check the bundle on (GPU ones need the gpu "
         "extra; their mask tolerance is 2e-3)",
