@@ -284,7 +284,9 @@ def write_report(out: Path) -> None:
             f"{o['shed_p50_ms']:.0f} ms (median), {o['shed_max_ms']:.0f} ms at most",
             f"- accepted: {o['accepted']}, p50 {o['accepted_p50_ms']:.0f} ms, "
             f"p99 {o['accepted_p99_ms']:.0f} ms; other errors: {o['other_errors']}",
-            f"- recovery after the load dropped to 0.25x: {o['recovery_s']} s "
+            "- recovery after the load dropped to 0.25x: "
+            + ("none within 20 s" if o["recovery_s"] is None else f"{o['recovery_s']:.1f} s")
+            + " "
             f"({100 * o['after_drop_ok_ratio']:.1f}% of requests after the drop succeeded)",
         ]
     if (s := load("soak")) is not None:

@@ -65,3 +65,23 @@ def test_quick_benchmark_writes_its_report(tmp_path):
     assert (tmp_path / "raw-throughput.png").stat().st_size > 10_000
     assert (tmp_path / "served-latency.png").stat().st_size > 10_000
     assert "| served HTTP at saturation" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("recovery, words", [(3.700000000000003, "3.7 s"), (None, "none within")])
+def test_overload_report_states_the_recovery_time_readably(tmp_path, recovery, words):
+    """The committed report once printed `3.700000000000003 s`; no recovery at all must read
+    as such, not as `None s`."""
+    from loadtests.reliability import write_report
+
+    figures = dict.fromkeys(
+        ("capacity_req_per_s", "offered_req_per_s", "shed_ratio", "after_drop_ok_ratio"), 1.0
+    )
+    figures |= dict.fromkeys(("accepted_p50_ms", "accepted_p99_ms", "shed_p50_ms"), 1.0)
+    figures |= {"shed_max_ms": 1.0, "requests": 10, "shed": 1, "accepted": 9, "other_errors": 0}
+    figures["seconds"] = 60
+    (tmp_path / "overload.json").write_text(json.dumps({**figures, "recovery_s": recovery}))
+    write_report(tmp_path)
+    line = next(
+        row for row in (tmp_path / "reliability.md").read_text().splitlines() if "recovery" in row
+    )
+    assert words in line and "None" not in line and "0000" not in line
