@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 
-from training.config import positive_int
+from training.config import merge_share_arg, positive_int
 
 
 def _int8_options(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         help="slot-attention refinements to unroll (default: the checkpoint's inference count)",
+    )
+    p.add_argument(
+        "--merge-share",
+        type=merge_share_arg,
+        default=None,
+        help="merge slots that share their pixels above this into one object "
+        "(default: the checkpoint's; 0: one object per slot)",
     )
     p.add_argument(
         "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
@@ -101,6 +108,7 @@ def run(args) -> object:
             args.version,
             args.mask_source,
             eval_iterations=args.iterations,
+            merge_share=args.merge_share,
         )
         result = {"bundle": args.out, "parity": manifest.parity}
         if not args.no_variants:

@@ -170,15 +170,20 @@ def export_bundle(
     mask_source: str = "decoder_alpha",
     verify_batches: tuple[int, ...] = (1, 3, 32),
     eval_iterations: int | None = None,
+    merge_share: float | None = None,
 ) -> Manifest:
     """Write `out/model.onnx` + `out/manifest.json`; run the parity gate (raises on failure).
 
-    `eval_iterations`: refinements to unroll; default the checkpoint's inference count."""
+    `eval_iterations`: refinements to unroll; default the checkpoint's inference count.
+    `merge_share`: threshold of merging slots into objects baked into the graph; default the
+    checkpoint's (`decoder.merge_share`), 0 for one object per slot."""
     from export.verify import parity_gate, verify_bundle
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model, info = load_checkpoint(checkpoint, eval_iterations=eval_iterations)
+    model, info = load_checkpoint(
+        checkpoint, eval_iterations=eval_iterations, merge_share=merge_share
+    )
     cfg = model.cfg
     log.info("exporting %s -> %s", checkpoint, out / MODEL_FILE)
     export_graph(model, out / MODEL_FILE, mask_source)
@@ -195,7 +200,15 @@ def export_bundle(
                 name=OUTPUT_MASKS,
                 dtype="float32",
                 shape=["batch", k, s, s],
-                description=f"per-slot mask probabilities ({mask_source}), sum to 1 over slots",
+                description=(
+                    f"per-slot mask probabilities ({mask_source}), sum to 1 over slots"
+                    + (
+                        f"; slots sharing their pixels above {cfg.decoder.merge_share} merged"
+                        " into one channel (the others 0)"
+                        if cfg.decoder.merge_share > 0 and mask_source == "decoder_alpha"
+                        else ""
+                    )
+                ),
             ),
             OutputSpec(
                 name=OUTPUT_CODES,

@@ -76,8 +76,13 @@ def verify_bundle(
 
     bundle = Path(bundle)
     manifest = load_bundle(bundle)
-    # the graph unrolls a fixed count, which export may have set apart from the checkpoint's
-    model, _ = load_checkpoint(checkpoint, eval_iterations=manifest.iterations["bottom_up"])
+    # the graph unrolls a fixed count and merges slots at a fixed share, which export may have
+    # set apart from the checkpoint's; the manifest records both
+    model, _ = load_checkpoint(
+        checkpoint,
+        eval_iterations=manifest.iterations["bottom_up"],
+        merge_share=manifest.model.get("decoder", {}).get("merge_share", 0.0),
+    )
     wrapper = ExportWrapper(model, manifest.mask_source)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)
     session = provider_session(bundle, manifest, provider)

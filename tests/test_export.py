@@ -288,3 +288,40 @@ def test_model_options_export_within_parity(tmp_path, overrides):
     export_bundle(ckpt, tmp_path / "bundle")
     report = verify_bundle(tmp_path / "bundle", ckpt)
     assert all(f["code_agreement"] == 1.0 for f in report["batches"].values())
+
+
+def test_export_bakes_in_merging_slots_into_objects(tmp_path):
+    """A bundle exported with `--merge-share` merges slots inside the graph as the checkpoint
+    does (the parity gate compares against the merging model), records the share in its
+    manifest, and verify re-checks it; merged-away slots come out as empty channels."""
+    from export.contract import INPUT_NAME, OUTPUT_MASKS, to_model_input
+    from export.verify import parity_gate, verify_bundle
+    from tests.conftest import small_checkpoint, small_config
+
+    cfg = small_config(
+        encoder={"stride": 2},
+        slot_attention={"locality": 1.0, "locality_window": 0.25},
+        decoder={"attention_prior": True, "slot_centric": True},
+    )
+    ckpt = small_checkpoint(tmp_path / "m.safetensors", cfg)
+    res = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "b",
+                     "--merge-share", "0.05", "--no-variants")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    manifest = load_bundle(tmp_path / "b")
+    assert manifest.model["decoder"]["merge_share"] == 0.05
+    report = verify_bundle(tmp_path / "b", ckpt)
+    parity_gate(report)
+    assert all(f["argmax_agreement"] == 1.0 for f in report["batches"].values())
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"))
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images)})
+    empty = masks.reshape(6, 4, -1).max(-1) == 0
+    assert empty.any(), "this model at share 0.05 merges some slots: their channels are 0"
+    assert np.allclose(masks.sum(1), 1.0, atol=1e-5)
+
+    bad = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "c",
+                     "--merge-share", "0.7")  # fmt: skip
+    assert bad.returncode == 2 and "--merge-share: must be a number in [0, 0.5)" in bad.stderr

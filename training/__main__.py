@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from training.config import positive_int
+from training.config import merge_share_arg, positive_int
 
 
 def _add_train(sub) -> None:
@@ -70,6 +70,13 @@ def _add_evaluate(sub) -> None:
         default=None,
         help="slot-attention refinements at inference (default: the checkpoint's)",
     )
+    p.add_argument(
+        "--merge-share",
+        type=merge_share_arg,
+        default=None,
+        help="merge slots that share their pixels above this (default: the checkpoint's; "
+        "0: one object per slot)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_evaluate)
@@ -99,9 +106,13 @@ def _cmd_evaluate(args) -> int:
     elif args.method == "model":
         if not args.checkpoint:
             raise SystemExit("evaluate: --checkpoint or --bundle is required with --method model")
-        model, info = load_checkpoint(args.checkpoint, eval_iterations=args.iterations)
+        model, info = load_checkpoint(
+            args.checkpoint, eval_iterations=args.iterations, merge_share=args.merge_share
+        )
     if args.iterations is not None and model is None:
         raise SystemExit("evaluate: --iterations needs --checkpoint (a bundle's are fixed)")
+    if args.merge_share is not None and model is None:
+        raise SystemExit("evaluate: --merge-share needs --checkpoint (a bundle's is fixed)")
     if manifest is not None:
         size, k, e = manifest.input.height, manifest.num_slots, manifest.codebook_size
         code_names = manifest.code_names
@@ -135,6 +146,7 @@ def _cmd_evaluate(args) -> int:
         result = evaluate_scenes(baseline_predictor(args.method, k), scenes, k, None, class_names)
     if model is not None:
         result["iterations"] = model.grouping.num_iterations
+        result["merge_share"] = model.cfg.decoder.merge_share
     result = {"method": args.method, **source, "scenes": len(scenes), **result}
     if args.json:
         print(json.dumps(result))

@@ -89,17 +89,25 @@ def read_info(path: str | Path) -> CheckpointInfo:
 
 
 def load_checkpoint(
-    path: str | Path, device: str = "cpu", eval_iterations: int | None = None
+    path: str | Path,
+    device: str = "cpu",
+    eval_iterations: int | None = None,
+    merge_share: float | None = None,
 ) -> tuple[SelfModulatingSlotAttention, CheckpointInfo]:
     """Rebuild the model from a checkpoint (config from its metadata), in eval mode.
 
-    `eval_iterations` overrides the refinements run at inference (the weights do not depend
-    on it), e.g. to measure the quality / latency trade-off before exporting with it."""
+    Two inference settings can be overridden (the weights depend on neither):
+    `eval_iterations`, the refinements run at inference, e.g. to measure the quality /
+    latency trade-off before exporting with it; `merge_share`, the threshold of merging
+    slots into objects (`decoder.merge_share`; 0 turns merging off)."""
     info = read_info(path)
-    if eval_iterations is not None:
+    if eval_iterations is not None or merge_share is not None:
         raw = info.config.model_dump()
-        raw["slot_attention"]["eval_iterations"] = eval_iterations
-        info.config = type(info.config).model_validate(raw)  # validated: >= 1
+        if eval_iterations is not None:
+            raw["slot_attention"]["eval_iterations"] = eval_iterations
+        if merge_share is not None:
+            raw["decoder"]["merge_share"] = merge_share
+        info.config = type(info.config).model_validate(raw)  # validated: ranges
     model = build_model(info.config)
     with safe_open(str(path), framework="pt", device=device) as f:
         state = {k: f.get_tensor(k) for k in f.keys()}

@@ -158,6 +158,12 @@ class DecoderConfig(_Strict):
     """mlp: decode each slot in its own frame: pixel positions relative to the centre and
     spread of the slot's attention (as Invariant Slot Attention does), so a slot encodes its
     object's shape and look, not where it is."""
+    merge_share: float = Field(0.0, ge=0.0, lt=0.5)
+    """Inference only (eval mode, evaluation, export, serving): slots whose masks each hold
+    more than this mean probability of the pixels the other wins are one object, and their
+    masks are summed into one (`training/model/objects.py`): the stripes of one object or the
+    two ends of a colour ramp in two slots come back as one object. 0: off, one object per
+    slot."""
     broadcast_size: int = Field(8, ge=1)
     """conv: size of the grid each slot is tiled over."""
     output_stride: int = Field(2, ge=1)
@@ -250,6 +256,19 @@ class TrainConfig(_Strict):
 def _parse_value(text: str) -> Any:
     """YAML scalar parsing for overrides: `3` -> int, `true` -> bool, `null` -> None."""
     return yaml.safe_load(text)
+
+
+def merge_share_arg(text: str) -> float:
+    """argparse type for `--merge-share`: a float in [0, 0.5), with a one-line error."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 0.5), got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:

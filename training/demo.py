@@ -40,10 +40,11 @@ def run_demo(checkpoint: str | Path, out: Path, scenes: int = 128) -> str:
             out / f"masks_{variant}.png",
             images,
             recon,
-            res.masks.argmax(1).numpy(),
+            res.slot_masks.argmax(1).numpy(),
             res.codes.numpy(),
             e,
             f"{variant} scenes (masks: decoder alpha argmax)",
+            object_ids=res.masks.argmax(1).numpy() if cfg.decoder.merge_share > 0 else None,
         )
     table = "\n".join(rows)
     (out / "demo.md").write_text(table + "\n")

@@ -112,14 +112,16 @@ class ArtefactCallback(Callback):
         recon = (out.reconstruction.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
         codes = out.codes.cpu().numpy()
         e = self.cfg.model.codebook.size
+        merged = self.cfg.model.decoder.merge_share > 0
         save_mask_grid(
             self.out / "images" / f"masks_{step:06d}.png",
             self.images,
             recon,
-            out.masks.argmax(1).cpu().numpy(),
+            out.slot_masks.argmax(1).cpu().numpy(),
             codes,
             e,
             f"step {step}",
+            object_ids=out.masks.argmax(1).cpu().numpy() if merged else None,
         )
         counts = module.model.codebook.cluster_size.cpu().numpy()
         save_code_usage(

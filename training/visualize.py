@@ -42,22 +42,29 @@ def save_mask_grid(
     codes: np.ndarray,
     num_codes: int,
     title: str = "",
+    object_ids: np.ndarray | None = None,
 ) -> None:
-    """One row per image: input, reconstruction, masks by slot, masks coloured by code.
+    """One row per image: input, reconstruction, masks by slot, [objects,] masks by code.
 
     images/reconstructions (B, H, W, 3) uint8; slot_ids (B, H, W) argmax over slots of the
-    decoder alpha; codes (B, K) code index per slot."""
+    decoder alpha; codes (B, K) code index per slot; object_ids (B, H, W), if given, the
+    argmax after merging slots that share their pixels (`decoder.merge_share`), each object
+    named by its representative slot: a column of its own, and the codes are coloured per
+    object."""
     b = len(images)
-    fig, axes = plt.subplots(b, 4, figsize=(8, 2 * b), squeeze=False)
+    cols = 4 if object_ids is None else 5
+    fig, axes = plt.subplots(b, cols, figsize=(2 * cols, 2 * b), squeeze=False)
     slot_colours, code_colours = palette(codes.shape[1]), palette(num_codes)
     for i in range(b):
-        code_map = codes[i][slot_ids[i]]
+        segments = slot_ids[i] if object_ids is None else object_ids[i]
         panels = [
             (images[i], "input"),
             (reconstructions[i], "reconstruction"),
             (overlay(images[i], slot_ids[i], slot_colours), "slots (decoder alpha)"),
-            (overlay(images[i], code_map, code_colours), "codes"),
         ]
+        if object_ids is not None:
+            panels.append((overlay(images[i], object_ids[i], slot_colours), "objects (merged)"))
+        panels.append((overlay(images[i], codes[i][segments], code_colours), "codes"))
         for ax, (img, name) in zip(axes[i], panels):
             ax.imshow(img, interpolation="nearest")
             ax.set_axis_off()

@@ -14,6 +14,7 @@ from training.model.codebook import EMACodebook
 from training.model.decoder import SlotFrames, build_decoder
 from training.model.encoder import build_encoder
 from training.model.modulation import TopDownModulation
+from training.model.objects import merge_shared_slots
 from training.model.position import attention_moments, token_map
 from training.model.precision import full_precision
 from training.model.slot_attention import SlotAttention
@@ -25,7 +26,7 @@ MIN_SPREAD = 0.01
 
 @dataclass
 class ModelOutput:
-    masks: torch.Tensor  # (B, K, H, W) decoder alpha, softmax over slots
+    masks: torch.Tensor  # (B, K, H, W) decoder alpha, softmax over slots (objects merged)
     codes: torch.Tensor  # (B, K) int64 semantic code per slot
     code_distances: torch.Tensor  # (B, K) distance from the bottom-up slot to its code
     slots: torch.Tensor  # (B, K, D) final (modulated) slots
@@ -33,6 +34,7 @@ class ModelOutput:
     reconstruction: torch.Tensor  # (B, 3, H, W)
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # named breakdown + "total"
     bottom_up_attention: torch.Tensor | None = None  # (B, K, N)
+    slot_masks: torch.Tensor | None = None  # (B, K, H, W) masks before merging, one per slot
 
 
 class SelfModulatingSlotAttention(nn.Module):
@@ -65,6 +67,10 @@ class SelfModulatingSlotAttention(nn.Module):
             mod = self.modulation(vq.quantized.to(slots.dtype), attn)
             slots, attn = self.grouping.iterate(z0, k, v, mod, attn)  # same z0, same weights
         decoded, target = self._decode(slots, image, attn)
+        masks = decoded.masks
+        share = self.cfg.decoder.merge_share
+        if share > 0 and not self.training and masks.dim() == 4:
+            masks, _ = merge_shared_slots(masks, share)
         mse = F.mse_loss(decoded.reconstruction, target)
         total = mse + self.cfg.codebook.commitment_weight * vq.commitment
         losses = {"mse": mse, "commitment": vq.commitment}
@@ -72,7 +78,7 @@ class SelfModulatingSlotAttention(nn.Module):
             losses["boundary"] = boundary_length(attn)
             total = total + self.cfg.slot_attention.boundary_weight * losses["boundary"]
         return ModelOutput(
-            masks=decoded.masks,
+            masks=masks,
             codes=vq.indices,
             code_distances=vq.distances,
             slots=slots,
@@ -80,6 +86,7 @@ class SelfModulatingSlotAttention(nn.Module):
             reconstruction=decoded.reconstruction,
             losses={**losses, "total": total},
             bottom_up_attention=bottom_up_attn,
+            slot_masks=decoded.masks,
         )
 
     def _attention_prior(self, attn: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
