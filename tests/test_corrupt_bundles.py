@@ -207,8 +207,9 @@ def test_every_shipped_variant_loads_and_reports_its_provider(variant):
     expected = "cpu" if ort.get_device() == "CPU" else backend.provider
     assert backend.provider == expected
     out = backend.infer(to_model_input(np.zeros((2, 64, 64, 3), dtype=np.uint8)))
-    assert out.masks.shape == (2, 7, 64, 64) and out.masks.dtype == np.float32
-    assert out.codes.dtype == np.int64 and out.distances.shape == (2, 7)
+    k = manifest.num_slots
+    assert out.masks.shape == (2, k, 64, 64) and out.masks.dtype == np.float32
+    assert out.codes.dtype == np.int64 and out.distances.shape == (2, k)
     # int8 quantizes the mask output too (steps of 1/255)
     np.testing.assert_allclose(out.masks.sum(1), 1.0, atol=1e-2 if variant == "int8" else 2e-3)
     assert backend.describe()["variant"] == variant
