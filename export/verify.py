@@ -16,6 +16,9 @@ MAX_MASK_DIFF = 1e-4
 """Masks may differ from PyTorch's by this much; beyond it the bundle must still be no farther
 from the exact (float64) model than PyTorch's own float32 run is (see `parity_gate`)."""
 MIN_CODE_AGREEMENT = 1.0
+ROUNDING_TRIALS = 3
+"""PyTorch float32 runs on inputs moved by one float32 epsilon (relative): how far rounding
+alone can carry the masks from the float64 model (`verify_bundle`'s `rounding_mask_diff`)."""
 GPU_MAX_MASK_DIFF = 2e-3
 """The mask tolerance on a GPU provider: CUDA kernels sum in another order than the CPU's, and
 the shipped model's attention amplifies that (an H100 in full fp32, TF32 off, came within
@@ -63,6 +66,25 @@ def compare(torch_out, ort_out) -> dict:
     }
 
 
+def rounding_envelope(wrapper, x: np.ndarray, exact_masks: np.ndarray, seed: int) -> float:
+    """The farthest PyTorch float32 masks land from the float64 model when the input moves by
+    one float32 epsilon (relative, Gaussian; ROUNDING_TRIALS draws): the error float rounding
+    alone makes in this model on these images. A model whose refinements amplify rounding
+    (the 11-slot model with 7 of them: 1.3e-3 to 1.9e-3 at batch 32, on an image where
+    PyTorch's own float32 run is 5.2e-4 away) lands any float32 runtime inside it; an op the
+    export gets wrong does not (it moves masks by 1e-2 and more)."""
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.finfo(torch.float32).eps
+    xt = torch.from_numpy(x)
+    worst = 0.0
+    for _ in range(ROUNDING_TRIALS):
+        moved = xt * (1 + eps * torch.randn(xt.shape, generator=g))
+        with torch.no_grad():
+            masks = wrapper(moved)[0].numpy()
+        worst = max(worst, float(np.abs(masks - exact_masks).max()))
+    return worst
+
+
 def verify_bundle(
     bundle: str | Path,
     checkpoint: str | Path,
@@ -99,6 +121,7 @@ def verify_bundle(
         # is float rounding that PyTorch itself makes.
         figures["exact_mask_diff"] = float(np.abs(o_out[0] - e_masks).max())
         figures["torch_exact_mask_diff"] = float(np.abs(t_out[0].numpy() - e_masks).max())
+        figures["rounding_mask_diff"] = rounding_envelope(wrapper, x, e_masks, seed + b)
         report["batches"][str(b)] = figures
     graph = graph_report(bundle / MODEL_FILE)
     used = session.get_providers()[0]
@@ -118,19 +141,19 @@ def parity_gate(report: dict) -> None:
 
     Masks pass at each batch size when they are within the report's `max_mask_tolerance`
     (MAX_MASK_DIFF on the CPU, GPU_MAX_MASK_DIFF on a GPU provider) of PyTorch's, or else
-    when they are no farther from the float64 model than PyTorch's float32 masks are: a model
-    whose attention amplifies rounding (PyTorch alone then differs from itself by ~1e-4
-    between batch sizes) is not held to a tolerance float32 cannot meet, while an export
-    that adds error of its own still fails."""
+    when they are no farther from the float64 model than float32 rounding carries PyTorch's
+    own masks (its run on the images, and on the images moved by one float32 epsilon: the
+    `rounding_mask_diff`): a model whose attention amplifies rounding is not held to a
+    tolerance float32 cannot meet, while an export that adds error of its own still fails."""
     tolerance = report.get("max_mask_tolerance", MAX_MASK_DIFF)
     problems = []
     for batch, r in report["batches"].items():
-        own = max(tolerance, r["torch_exact_mask_diff"])
-        if r["max_mask_diff"] > tolerance and r["exact_mask_diff"] > own:
+        rounding = max(r["torch_exact_mask_diff"], r.get("rounding_mask_diff", 0.0))
+        if r["max_mask_diff"] > tolerance and r["exact_mask_diff"] > max(tolerance, rounding):
             problems.append(
                 f"batch {batch}: max mask difference {r['max_mask_diff']:.2e} > "
                 f"{tolerance:.0e} and {r['exact_mask_diff']:.2e} from the float64 model "
-                f"(PyTorch float32: {r['torch_exact_mask_diff']:.2e})"
+                f"(float32 rounding in PyTorch: {rounding:.2e})"
             )
     if report["min_code_agreement"] < MIN_CODE_AGREEMENT:
         problems.append(f"code agreement {report['min_code_agreement']:.4f} < {MIN_CODE_AGREEMENT}")
