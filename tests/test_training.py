@@ -78,6 +78,39 @@ def test_every_config_trains(name, tmp_path):
     assert abs(sum(info.code_usage) - 1.0) < 1e-3
 
 
+@pytest.mark.parametrize(
+    ("cuda", "amx", "expected"),
+    [
+        (False, True, "bf16-mixed"),
+        (False, False, "32-true"),
+        (False, None, "32-true"),
+        (True, True, "32-true"),
+    ],
+)
+def test_precision_auto_is_bf16_only_on_a_cpu_with_amx(monkeypatch, cuda, amx, expected):
+    """bf16 autocast trained 1.57x faster on a CPU with AMX and 11.8x slower on an AVX2 one."""
+    from training.train import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    if amx is None:  # a torch without the probe
+        monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    else:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("32-true") == "32-true"  # an explicit choice is kept
+    assert resolve_precision("bf16-mixed") == "bf16-mixed"
+
+
+def test_precision_auto_run_saves_what_it_ran(monkeypatch, tmp_path):
+    import yaml
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    out = tmp_path / "run"
+    overrides = [*_small_model_overrides(), *TINY_RUN, f"run.out_dir={out}", "run.precision=auto"]
+    train(load_train_config("default", overrides), progress=False)
+    assert yaml.safe_load((out / "config.yaml").read_text())["run"]["precision"] == "32-true"
+
+
 @pytest.mark.slow
 def test_resume_continues_from_last_checkpoint(tmp_path):
     base = [*_small_model_overrides(), *TINY_RUN, f"run.out_dir={tmp_path}"]

@@ -234,7 +234,8 @@ class OptimConfig(_Strict):
 class RunConfig(_Strict):
     max_steps: int = 20_000
     max_minutes: float | None = None
-    precision: Literal["32-true", "bf16-mixed"] = "bf16-mixed"
+    precision: Literal["32-true", "bf16-mixed", "auto"] = "bf16-mixed"
+    """`auto`: bf16-mixed on a CPU with AMX, else 32-true (`training.train.resolve_precision`)."""
     threads: int | None = None
     seed: int = 0
     out_dir: str = "runs/default"

@@ -132,6 +132,21 @@ class ArtefactCallback(Callback):
         module.train(was_training)
 
 
+def resolve_precision(precision: str) -> str:
+    """The Lightning precision for `run.precision`; `auto` picks by the hardware.
+
+    `auto` is bf16-mixed on a CPU with AMX tiles (an Intel Xeon: 1.43x per step, the default
+    recipe 1.57x faster end to end at the same quality, README "Train") and 32-true
+    elsewhere: CPUs without AMX have no fast bf16 convolutions (an AVX2 EPYC ran bf16 11.8x
+    slower) and on an H100 bf16 gained nothing at this model size."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "32-true"
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return "bf16-mixed" if has_amx is not None and has_amx() else "32-true"
+
+
 def _threads(cfg: TrainConfig) -> None:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -188,6 +203,10 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
 
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.run.precision == "auto":  # the saved config says what this machine ran
+        precision = resolve_precision(cfg.run.precision)
+        log.info("run.precision=auto -> %s", precision)
+        cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"precision": precision})})
     save_config(cfg, out / "config.yaml")
     _threads(cfg)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
