@@ -34,7 +34,7 @@ from export.contract import BundleError, to_model_input
 from service.backends import BackendError, check_graph, check_provider, create_backend
 from service.batcher import Batcher
 from service.bundle import ResolvedBundle, resolve_bundle
-from service.errors import Overloaded, RequestError, all_reasons
+from service.errors import Overloaded, RequestError, all_reasons, retry_after_s
 from service.guard import RequestGuard, UploadRoute
 from service.metrics import ServiceMetrics
 from service.pipeline import Pipeline
@@ -317,7 +317,10 @@ class SlotServe:
         except RequestError as err:
             count_http(endpoint, err.reason)
             body = {"error": err.message, "reason": err.reason}
-            return JSONResponse(body, status_code=err.http_status)
+            headers = None
+            if isinstance(err, Overloaded):
+                headers = {"Retry-After": str(err.retry_after_s)}
+            return JSONResponse(body, status_code=err.http_status, headers=headers)
         except Exception:
             count_http(endpoint, "internal")
             raise
@@ -365,4 +368,5 @@ SlotServe.add_asgi_middleware(
     max_body_bytes=_per_image,
     on_refuse=count_refusal,
     admit=admit,
+    retry_after_s=retry_after_s(SETTINGS.max_latency_ms / 1000),
 )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import Overloaded
+from service.errors import Overloaded, retry_after_s
 
 
 @dataclass
@@ -69,7 +69,8 @@ class Batcher:
             raise Overloaded(
                 f"the model is saturated: the expected wait of "
                 f"{1000 * self.expected_wait(len(images)):.0f} ms is over the "
-                f"{1000 * self.max_latency:.0f} ms budget; retry shortly"
+                f"{1000 * self.max_latency:.0f} ms budget; retry shortly",
+                retry_after_s(self.max_latency),
             )
         job = _Job(images, asyncio.get_running_loop().create_future(), time.perf_counter())
         self.queue.append(job)

@@ -7,6 +7,15 @@ so a client sees the same reason on either protocol.
 
 from __future__ import annotations
 
+import math
+
+
+def retry_after_s(max_latency_s: float) -> int:
+    """Seconds a shed client should wait before it retries (HTTP `Retry-After`, gRPC
+    `grpc-retry-pushback-ms`): one latency budget, about what the queue it was refused from
+    takes to drain; whole seconds, at least 1."""
+    return max(1, math.ceil(max_latency_s))
+
 
 class RequestError(Exception):
     """A request the service refuses; `reason` is a short machine label for metrics."""
@@ -59,11 +68,16 @@ class TooManyImages(RequestError):
 
 
 class Overloaded(RequestError):
-    """The batcher could not meet its latency budget: shed, the client may retry later."""
+    """The batcher could not meet its latency budget: shed, the client may retry after
+    `retry_after_s` seconds (sent as `Retry-After` / `grpc-retry-pushback-ms`)."""
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
     reason = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 GUARD_REASONS = (

@@ -35,9 +35,10 @@ class Refusal(Exception):
         self.status, self.reason, self.message = status, reason, message
 
 
-async def send_json(send, status: int, body: dict) -> None:
+async def send_json(send, status: int, body: dict, extra_headers=()) -> None:
     payload = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    headers += list(extra_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
@@ -130,6 +131,7 @@ class RequestGuard:
         max_body_bytes: int,
         on_refuse=None,
         admit=None,
+        retry_after_s: int = 1,
     ) -> None:
         self.app = app
         self.routes = routes
@@ -139,6 +141,8 @@ class RequestGuard:
         self.admit = admit
         """Called as admit(in_flight) before a body is read; a message means shed with 503.
         Refusing here costs a fraction of a millisecond, so overload never queues work."""
+        self.retry_after = str(retry_after_s).encode()
+        """The shed answer's `Retry-After` (seconds)."""
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send) -> None:
@@ -152,7 +156,8 @@ class RequestGuard:
             if refusal:
                 if self.on_refuse is not None:
                     self.on_refuse(scope["path"], "overloaded")
-                await send_json(send, 503, {"error": refusal, "reason": "overloaded"})
+                body = {"error": refusal, "reason": "overloaded"}
+                await send_json(send, 503, body, [(b"retry-after", self.retry_after)])
                 return
         try:
             self._check_length(scope, limit)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.batcher import Batcher
-from service.errors import Overloaded
+from service.errors import Overloaded, retry_after_s
 
 
 class SlowModel:
@@ -85,6 +85,11 @@ def test_expected_wait_over_the_budget_is_refused_at_once():
     served = [r for r in results if isinstance(r, list)]
     assert shed and served and len(shed) + len(served) == 30
     assert "budget" in str(shed[0])
+    assert {e.retry_after_s for e in shed} == {1}  # one 100 ms budget, in whole seconds
+
+
+def test_retry_after_is_one_latency_budget_in_whole_seconds():
+    assert [retry_after_s(t) for t in (0.05, 1.0, 2.0, 2.5)] == [1, 1, 2, 3]
 
 
 def test_a_model_failure_reaches_its_callers_and_the_batcher_goes_on():

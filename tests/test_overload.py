@@ -33,7 +33,8 @@ def test_burst_past_the_latency_budget_is_shed_not_queued(tmp_path):
                 async def one_http():
                     t = time.perf_counter()
                     r = await client.post("/decompose", files={"image": ("s.png", data)})
-                    return r.status_code, r.json(), time.perf_counter() - t
+                    body = {**r.json(), "retry_after": r.headers.get("retry-after")}
+                    return r.status_code, body, time.perf_counter() - t
 
                 async def one_grpc():
                     t = time.perf_counter()
@@ -41,7 +42,8 @@ def test_burst_past_the_latency_budget_is_shed_not_queued(tmp_path):
                         await stub.Decompose(pb.DecomposeRequest(image=data))
                         return 200, None, time.perf_counter() - t
                     except grpc.aio.AioRpcError as err:
-                        return err.code(), err.details(), time.perf_counter() - t
+                        pushback = dict(err.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
+                        return err.code(), pushback, time.perf_counter() - t
 
                 return await asyncio.gather(
                     *[one_http() for _ in range(96)], *[one_grpc() for _ in range(32)]
@@ -54,12 +56,17 @@ def test_burst_past_the_latency_budget_is_shed_not_queued(tmp_path):
         shed = [(body, dt) for s, body, dt in http if s == 503]
         assert shed, "a burst far past the latency budget must shed"
         assert all(body["reason"] == "overloaded" for body, _ in shed)
+        # shed answers say when to come back: one 150 ms budget, in whole seconds (RFC 9110
+        # Retry-After), whether the guard or the batcher shed them
+        assert {body["retry_after"] for body, _ in shed} == {"1"}
         served = statuses.count(200) + sum(1 for s, _, _ in results[96:] if s == 200)
         assert served > 0  # the budget admits what it can serve in time, whichever came first
         # shed quickly: well within the client's patience, not after queueing without bound
         assert max(dt for _, dt in shed) < 5.0
         grpc_codes = {s for s, _, _ in results[96:]}
         assert grpc_codes <= {200, grpc.StatusCode.UNAVAILABLE}, grpc_codes
+        pushbacks = {p for s, p, _ in results[96:] if s == grpc.StatusCode.UNAVAILABLE}
+        assert pushbacks <= {"1000"}, pushbacks  # gRPC's retry pushback, in milliseconds
 
         # a shed is the designed answer: logged as one warning line, not as a traceback
         log = server.log_tail(100000)

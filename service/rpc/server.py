@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.errors import RequestError
+from service.errors import Overloaded, RequestError
 from service.pipeline import Pipeline
 from service.rpc.slotserve.v1 import slotserve_pb2 as pb
 from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
@@ -66,7 +66,10 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
 
     async def _refuse(self, context, endpoint: str, err: RequestError):
         self._count(endpoint, err.reason, err.reason)
-        await context.abort(getattr(grpc.StatusCode, err.grpc_code), err.message)
+        trailers = ()
+        if isinstance(err, Overloaded):  # gRPC's retry pushback: clients with a retry policy wait
+            trailers = (("grpc-retry-pushback-ms", str(1000 * err.retry_after_s)),)
+        await context.abort(getattr(grpc.StatusCode, err.grpc_code), err.message, trailers)
 
     async def _internal(self, context, endpoint: str, err: Exception):
         log.exception("gRPC %s failed", endpoint)
