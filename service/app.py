@@ -240,7 +240,8 @@ class SlotServe:
             except ServiceUnavailable as err:
                 raise Overloaded(
                     "the model is saturated (adaptive batcher over its latency budget); "
-                    "retry shortly"
+                    "retry shortly",
+                    retry_after_s(SETTINGS.max_latency_ms / 1000),
                 ) from err
             except TRANSIENT as err:
                 if attempt == RETRIES:

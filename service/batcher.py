@@ -87,7 +87,10 @@ class Batcher:
                 continue  # the client went away
             if now - job.enqueued > self.max_latency:
                 job.future.set_exception(
-                    Overloaded("waited past the latency budget in the queue; retry shortly")
+                    Overloaded(
+                        "waited past the latency budget in the queue; retry shortly",
+                        retry_after_s(self.max_latency),
+                    )
                 )
                 continue
             jobs.append(job)

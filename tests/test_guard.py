@@ -64,10 +64,13 @@ def test_admission_sheds_before_reading_the_body():
         seen.append(in_flight)
         return "the model is saturated; retry shortly"
 
-    guard = RequestGuard(app, ROUTES, 1000, on_refuse=lambda p, r: refused.append(r), admit=admit)
+    guard = RequestGuard(
+        app, ROUTES, 1000, on_refuse=lambda p, r: refused.append(r), admit=admit, retry_after_s=3
+    )
     r = post(guard, files={"image": ("a.png", b"x" * 10)})
     assert r.status_code == 503 and r.json() == {
         "error": "the model is saturated; retry shortly",
         "reason": "overloaded",
     }
+    assert r.headers["retry-after"] == "3"
     assert app.calls == 0 and refused == ["overloaded"] and seen == [0]
