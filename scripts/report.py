@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from export.contract import load_bundle, sha256_file  # noqa: E402
-from training.checkpoint import load_checkpoint  # noqa: E402
+from training.checkpoint import load_checkpoint, read_info  # noqa: E402
 from training.evaluate import (  # noqa: E402
     baseline_predictor,
     bundle_predictor,
@@ -41,10 +41,11 @@ SCENES, SEED = 512, 12345
 def _model_rows(method: str, path: Path, **overrides) -> list[dict]:
     """`overrides`: load_checkpoint's inference settings (eval_iterations, merge_share)."""
     model, info = load_checkpoint(path, **overrides)
+    k, e = model.cfg.slot_attention.num_slots, model.cfg.codebook.size
+    sha = sha256_file(path)
     rows = []
     for variant in VARIANTS:
         scenes = shapes_scenes(variant, SCENES, SEED, model.cfg.image_size)
-        k, e = model.cfg.slot_attention.num_slots, model.cfg.codebook.size
         r = evaluate_scenes(model_predictor(model), scenes, k, e, code_names=info.code_names)
         rows.append(
             {
@@ -55,7 +56,7 @@ def _model_rows(method: str, path: Path, **overrides) -> list[dict]:
                 **r,
                 "iterations": model.grouping.num_iterations,
                 "merge_share": model.cfg.decoder.merge_share,
-                "checkpoint_sha256": sha256_file(path),
+                "checkpoint_sha256": sha,
             }
         )
         print(f"{method:28s} {variant:9s} FG-ARI {r['fg_ari']:.4f}  mBO {r['mbo']:.4f}", flush=True)
@@ -90,30 +91,14 @@ def evaluation(args) -> list[dict]:
 
 
 def reproduction(args) -> list[dict]:
-    model, info = load_checkpoint(args.checkpoint)
-    rows = []
-    for variant in VARIANTS:
-        scenes = shapes_scenes(variant, SCENES, SEED, model.cfg.image_size)
-        k, e = model.cfg.slot_attention.num_slots, model.cfg.codebook.size
-        r = evaluate_scenes(model_predictor(model), scenes, k, e, code_names=info.code_names)
-        rows.append(
-            {
-                "method": "make_train_reproduction",
-                "training_minutes": info.extra.get("train_minutes_this_session"),
-                "wall_minutes": args.wall_minutes,
-                "threads": info.extra.get("threads"),
-                "steps": info.extra.get("steps"),
-                "variant": variant,
-                "seed": SEED,
-                "scenes": SCENES,
-                **r,
-                "iterations": model.grouping.num_iterations,
-                "merge_share": model.cfg.decoder.merge_share,
-                "checkpoint_sha256": sha256_file(args.checkpoint),
-            }
-        )
-        print(f"reproduction {variant:9s} FG-ARI {r['fg_ari']:.4f}  mBO {r['mbo']:.4f}", flush=True)
-    return rows
+    extra = read_info(args.checkpoint).extra
+    run = {
+        "training_minutes": extra.get("train_minutes_this_session"),
+        "wall_minutes": args.wall_minutes,
+        "threads": extra.get("threads"),
+        "steps": extra.get("steps"),
+    }
+    return [{**row, **run} for row in _model_rows("make_train_reproduction", args.checkpoint)]
 
 
 def main() -> None:

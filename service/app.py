@@ -98,6 +98,9 @@ def metrics() -> ServiceMetrics:
     return _metrics
 
 
+RETRY_AFTER_S = retry_after_s(SETTINGS.max_latency_ms / 1000)
+"""What a shed answer asks the client to wait, in seconds (`Retry-After`): one latency budget."""
+
 _front: "SlotServe | None" = None
 
 
@@ -241,7 +244,7 @@ class SlotServe:
                 raise Overloaded(
                     "the model is saturated (adaptive batcher over its latency budget); "
                     "retry shortly",
-                    retry_after_s(SETTINGS.max_latency_ms / 1000),
+                    RETRY_AFTER_S,
                 ) from err
             except TRANSIENT as err:
                 if attempt == RETRIES:
@@ -369,5 +372,5 @@ SlotServe.add_asgi_middleware(
     max_body_bytes=_per_image,
     on_refuse=count_refusal,
     admit=admit,
-    retry_after_s=retry_after_s(SETTINGS.max_latency_ms / 1000),
+    retry_after_s=RETRY_AFTER_S,
 )
