@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from service.rpc.client import to_result as proto_to_result  # noqa: F401 (the locustfile's)
+
 TIMINGS = ("decode", "preprocess", "inference", "postprocess", "total")
 # (format, height, width, variant) of each image of a set, in order.
 LAYOUT: tuple[tuple[str, int, int, str], ...] = (
@@ -97,47 +99,6 @@ def make_images(seed: int = 0, count: int = len(LAYOUT)) -> list[TestImage]:
         name = f"{i:03d}-{variant}-{height}x{width}.{fmt.lower()}"
         images.append(TestImage(name, data, width, height, fmt))
     return images
-
-
-def proto_to_result(msg) -> dict:
-    """A gRPC `Decomposition` as the HTTP JSON (absent sub-messages become None)."""
-    return {
-        "width": msg.width,
-        "height": msg.height,
-        "objects": [
-            {
-                "slot": o.slot,
-                "code": o.code,
-                "label": o.label if o.HasField("label") else None,
-                "code_distance": o.code_distance,
-                "area": o.area,
-                "bbox": list(o.bbox),
-                "mask": (
-                    {"size": list(o.mask.size), "counts": o.mask.counts}
-                    if o.HasField("mask")
-                    else None
-                ),
-            }
-            for o in msg.objects
-        ],
-        "model": (
-            {"name": msg.model.name, "version": msg.model.version}
-            if msg.HasField("model")
-            else None
-        ),
-        "timings_ms": (
-            {k: getattr(msg.timings_ms, k) for k in TIMINGS} if msg.HasField("timings_ms") else None
-        ),
-        "model_call": (
-            {
-                "id": msg.model_call.id,
-                "images": msg.model_call.images,
-                "compute_ms": msg.model_call.compute_ms,
-            }
-            if msg.HasField("model_call")
-            else None
-        ),
-    }
 
 
 def rle_counts(counts: str) -> list[int]:

@@ -1,5 +1,7 @@
-"""Response schemas of the HTTP API (pydantic; BentoML publishes them in its OpenAPI spec).
-The gRPC messages in `rpc/slotserve/v1/slotserve.proto` mirror them field for field."""
+"""Response schemas of the HTTP API (pydantic; BentoML publishes them in its OpenAPI spec at
+`/docs.json`, each field with its description). The gRPC messages in
+`rpc/slotserve/v1/slotserve.proto` mirror them field for field. `docs/api.md` is the reference
+for people, with real answers."""
 
 from __future__ import annotations
 
@@ -7,52 +9,107 @@ from pydantic import BaseModel, Field
 
 
 class Rle(BaseModel):
-    size: list[int] = Field(description="[height, width] of the input image")
-    counts: str = Field(description="COCO compressed RLE string (pycocotools.mask.decode)")
+    """An object's mask as COCO run-length encoding, at the input's own resolution.
+    Decode with `pycocotools.mask.decode({"size": size, "counts": counts.encode()})`."""
+
+    size: list[int] = Field(
+        description="[height, width] of the mask, equal to the input's: COCO's order, the "
+        "reverse of the top-level `width`, `height`"
+    )
+    counts: str = Field(
+        description="COCO compressed RLE string: run lengths of 0s then 1s, pixels taken "
+        "column by column (column-major, as COCO stores masks)"
+    )
 
 
 class DetectedObject(BaseModel):
-    slot: int = Field(description="slot index in the model (0..K-1)")
-    code: int = Field(description="semantic code: index into the model's codebook")
-    label: str | None = Field(description="the code's name, null when it has none")
-    code_distance: float = Field(description="distance from the slot to its code")
-    area: int = Field(description="mask area in input pixels")
-    bbox: list[int] = Field(description="[x, y, width, height] in input pixels")
-    mask: Rle
+    """One object: the pixels one slot won, with the semantic code of that slot."""
+
+    slot: int = Field(
+        description="index of the model's slot (0..K-1) that holds this object; when the "
+        "model merged slots sharing an object, the slot that represents them"
+    )
+    code: int = Field(
+        description="semantic code: index (0..E-1) of the codebook vector nearest to the slot; "
+        "objects of one kind tend to share a code across images"
+    )
+    label: str | None = Field(
+        description="the code's name from the model bundle's manifest (`code_names`), "
+        "null when the code has none"
+    )
+    code_distance: float = Field(
+        description="Euclidean distance from the slot to its code vector, in the model's slot "
+        "space (unbounded, >= 0; comparable only within one model): lower means the slot is "
+        "typical of its code. Shipped model: median about 2.4, 95% below about 3.7, while "
+        "codes lie about 3.4 from their nearest other code"
+    )
+    area: int = Field(description="mask area: the number of input pixels in the mask")
+    bbox: list[int] = Field(
+        description="[x, y, width, height] of the mask's bounding box in input pixels: x, y "
+        "are the top-left corner counted from the image's top-left (COCO's order)"
+    )
+    mask: Rle = Field(
+        description="the mask, COCO RLE; masks of one image are disjoint and cover the image"
+    )
 
 
 class ModelRef(BaseModel):
-    name: str
-    version: str
+    """The model bundle that answered."""
+
+    name: str = Field(description="the bundle's name, from its manifest")
+    version: str = Field(description="the bundle's version, from its manifest")
 
 
 class Timings(BaseModel):
-    decode: float
-    preprocess: float
-    inference: float = Field(description="waiting for the batched model call, queue included")
-    postprocess: float
-    total: float
+    """Where this image's time went in the server, in milliseconds."""
+
+    decode: float = Field(description="decoding the upload into RGB pixels (EXIF orientation)")
+    preprocess: float = Field(description="resizing the pixels to the model's input size")
+    inference: float = Field(
+        description="from handing the image to the batcher until its outputs came back: "
+        "queueing plus the batched model call (for a multi-image request, all its calls)"
+    )
+    postprocess: float = Field(
+        description="masks to the input's resolution, argmax, RLE encoding and boxes"
+    )
+    total: float = Field(
+        description="the sum of the four stages above (not the HTTP transfer or JSON encoding)"
+    )
 
 
 class ModelCall(BaseModel):
-    id: str = Field(description="the batched model call this image was part of")
-    images: int = Field(description="images in that model call")
-    compute_ms: float = Field(description="model time of the whole call")
+    """The batched model call this image was computed in (HTTP and gRPC requests share them)."""
+
+    id: str = Field(
+        description="`<pid>-<n>`: the model worker's process id and the call's sequence number "
+        "in that process; images (of any requests) with the same id were computed in one call. "
+        "Unique while the server runs, not across restarts"
+    )
+    images: int = Field(description="images in that model call, from all requests batched in it")
+    compute_ms: float = Field(description="model time of the whole call (all its images), ms")
 
 
 class Decomposition(BaseModel):
-    width: int
-    height: int
-    objects: list[DetectedObject]
-    model: ModelRef
-    timings_ms: Timings
-    model_call: ModelCall
+    """One image decomposed into objects."""
+
+    width: int = Field(description="width of the input image in pixels")
+    height: int = Field(description="height of the input image in pixels")
+    objects: list[DetectedObject] = Field(
+        description="one entry per non-empty slot, in slot order; empty slots are left out"
+    )
+    model: ModelRef = Field(description="the model that answered")
+    timings_ms: Timings = Field(description="server-side time per stage for this image, ms")
+    model_call: ModelCall = Field(description="the batched model call this image was part of")
 
 
 class BatchDecomposition(BaseModel):
-    results: list[Decomposition]
+    """Several images decomposed, in the order they were sent."""
+
+    results: list[Decomposition] = Field(description="one decomposition per image, in order")
 
 
 class ErrorBody(BaseModel):
+    """A refused request (4xx, or 503 when overloaded)."""
+
     error: str = Field(description="one line saying what was wrong")
     reason: str = Field(description="short machine label, as in slotserve_errors_total")

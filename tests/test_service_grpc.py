@@ -9,11 +9,16 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from PIL import Image
 
 from loadtests.images import encode
+from service.rpc import reflection
 from service.rpc.slotserve.v1 import slotserve_pb2 as pb
 from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
 from training.data.shapes import generate_batch
@@ -113,6 +118,42 @@ def test_health_reflection_and_model_info(server, stub):
     info = stub.GetModel(pb.GetModelRequest(), timeout=30)
     assert info.backend == "onnxruntime" and info.provider == "cpu"
     assert json.loads(info.manifest_json)["name"] == "slotserve-shapes"
+
+
+class ReflectionDatabase(ProtoReflectionDescriptorDatabase):
+    """grpcio-reflection's own reflection client, asking `service` (v1 or v1alpha)."""
+
+    def __init__(self, channel: grpc.Channel, service: str) -> None:
+        super().__init__(channel)
+        # The package's client speaks v1alpha only; v1 is the same bytes under another path.
+        self._stub.ServerReflectionInfo = reflection.stub(channel, service)
+
+
+@pytest.mark.parametrize("service", [reflection.V1, reflection.V1ALPHA], ids=["v1", "v1alpha"])
+def test_a_client_knowing_only_reflection_can_call_decompose(server, service):
+    """Reflection alone (no generated code) lists the services, gives the full schema, and
+    the messages built from it make a real Decompose call."""
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        db = ReflectionDatabase(channel, service)
+        services = set(db.get_services())
+        assert {"slotserve.v1.SlotServe", "grpc.health.v1.Health", reflection.V1} <= services
+        assert reflection.V1ALPHA in services
+        pool = descriptor_pool.DescriptorPool(db)
+        method = pool.FindServiceByName("slotserve.v1.SlotServe").FindMethodByName("Decompose")
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        reply_cls = message_factory.GetMessageClass(method.output_type)
+        assert [f.name for f in method.output_type.fields_by_name["objects"].message_type.fields]
+        call = channel.unary_unary(
+            "/slotserve.v1.SlotServe/Decompose",
+            request_serializer=request_cls.SerializeToString,
+            response_deserializer=reply_cls.FromString,
+        )
+        scene = generate_batch(1, seed=5, variant="solid")[0]
+        reply = call(request_cls(image=encode(scene.image)), timeout=60)
+        assert (reply.width, reply.height) == (64, 64) and len(reply.objects) >= 2
+        # The reflection service describes itself too, under its own version's names.
+        own = pool.FindServiceByName(service).FindMethodByName("ServerReflectionInfo")
+        assert own.input_type.full_name == service.rsplit(".", 1)[0] + ".ServerReflectionRequest"
 
 
 def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):

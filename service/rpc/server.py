@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from service.errors import Overloaded, RequestError
 from service.pipeline import Pipeline
+from service.rpc import reflection
 from service.rpc.slotserve.v1 import slotserve_pb2 as pb
 from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
 
@@ -154,7 +154,7 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
 async def start_server(
     servicer: SlotServeServicer, host: str, port: int, max_message_bytes: int
 ) -> grpc.aio.Server:
-    """Start serving (health SERVING, reflection on); returns the running server."""
+    """Start serving (health SERVING, reflection v1 and v1alpha on); returns the running server."""
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 1),
@@ -165,9 +165,7 @@ async def start_server(
     pb_grpc.add_SlotServeServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable(server, (SERVICE_NAME, health.SERVICE_NAME))
     address = f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"gRPC cannot bind {address}")
