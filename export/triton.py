@@ -1,13 +1,20 @@
 """Triton Inference Server model repository from a bundle: the path for users who outgrow
-one machine. Layout:
+one machine. Layout (docs/triton.md):
 
-    REPO/NAME/config.pbtxt     dynamic batching, named I/O with dtypes and dims, instances
-    REPO/NAME/1/model.onnx     (onnxruntime backend)
-    REPO/NAME_trt/...          a TensorRT model beside it, when the bundle has a plan
+    REPO/NAME/config.pbtxt          onnxruntime backend (platform onnxruntime_onnx): production
+    REPO/NAME/1/model.onnx
+    REPO/NAME_trt/...               TensorRT (platform tensorrt_plan), when the bundle has a plan
+    REPO/NAME_python/config.pbtxt   Python backend: for a Triton build without the onnxruntime
+    REPO/NAME_python/1/model.py     backend (PyPI's nvidia-pytriton); model.py runs the same
+    REPO/NAME_python/1/model.onnx   graph with onnxruntime, batched by Triton's dynamic batcher
+
+Every config carries dynamic batching, named I/O with dtypes and dims, the instance group, a
+warm-up request and the bundle's version; they differ only in what runs the graph.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -33,8 +40,13 @@ def config_pbtxt(
     max_queue_delay_us: int = 2000,
     instances: int = 1,
     kind: str = "KIND_AUTO",
+    backend: str | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> str:
-    """Triton model configuration (protobuf text format). Dims exclude the batch axis."""
+    """Triton model configuration (protobuf text format). Dims exclude the batch axis.
+
+    `backend` (e.g. "python") replaces `platform`; `parameters` are added to the bundle's
+    version as string parameters (the Python model reads its settings from them)."""
     s, k = manifest.input.height, manifest.num_slots
     outputs = {
         OUTPUT_MASKS: ("float32", [k, s, s]),
@@ -43,7 +55,7 @@ def config_pbtxt(
     }
     lines = [
         f'name: "{name}"',
-        f'platform: "{platform}"',
+        f'backend: "{backend}"' if backend else f'platform: "{platform}"',
         f"max_batch_size: {max_batch_size}",
         "input [",
         "  {",
@@ -89,11 +101,15 @@ def config_pbtxt(
         "    }",
         "  }",
         "]",
-        "parameters {",
-        '  key: "slotserve_manifest_version"',
-        f'  value: {{ string_value: "{manifest.version}" }}',
-        "}",
     ]
+    params = {"slotserve_manifest_version": manifest.version, **(parameters or {})}
+    for key, value in params.items():
+        lines += [
+            "parameters {",
+            f"  key: {json.dumps(key)}",
+            f"  value: {{ string_value: {json.dumps(value)} }}",
+            "}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -121,3 +137,35 @@ def write_triton_repo(
         )
         written.append(trt_dir / "config.pbtxt")
     return written
+
+
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_model.py")
+"""The Python-backend model, copied to NAME_python/1/model.py."""
+
+
+def write_python_model(
+    bundle: str | Path,
+    repo: str | Path,
+    name: str | None = None,
+    python_env: str | None = None,
+    intra_op_threads: int = 0,
+    **kw,
+) -> Path:
+    """Write REPO/NAME_python: the bundle's ONNX graph served by Triton's Python backend with
+    onnxruntime. `python_env` becomes the model's EXECUTION_ENV_PATH (a packed or unpacked
+    environment with numpy and onnxruntime; `$$TRITON_MODEL_DIRECTORY/...` is relative to the
+    model's folder); without it the stub's own interpreter must have them. Returns the config."""
+    bundle, repo = Path(bundle), Path(repo)
+    manifest = load_bundle(bundle)
+    name = f"{name or manifest.name}_python"
+    model_dir = repo / name
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(bundle / MODEL_FILE, model_dir / "1" / "model.onnx")
+    shutil.copy2(PYTHON_MODEL_SOURCE, model_dir / "1" / "model.py")
+    parameters = {"onnx_file": "model.onnx", "intra_op_threads": str(intra_op_threads)}
+    if python_env:
+        parameters["EXECUTION_ENV_PATH"] = python_env
+    kw = {"kind": "KIND_CPU", **kw}
+    config = config_pbtxt(name, manifest, backend="python", parameters=parameters, **kw)
+    (model_dir / "config.pbtxt").write_text(config)
+    return model_dir / "config.pbtxt"

@@ -528,7 +528,18 @@ def main(argv: list[str] | None = None) -> int:
         default=RAW_BATCHES,
         help="raw-model batch sizes, comma-separated, 1 and 16 among them (default 1,4,16,64)",
     )
+    parser.add_argument(
+        "--triton",
+        action="store_true",
+        help="also a real Triton server on the same bundle, interleaved with the served model "
+        "(loadtests/triton_peer.py, needs `make triton-venv`): triton.json, .md, .png in --out",
+    )
     args = parser.parse_args(argv)
+    if args.triton:
+        from loadtests.triton_peer import missing_triton
+
+        if reason := missing_triton():
+            parser.error(reason)
     try:
         check_provider(args.provider)
     except BackendError as err:  # this onnxruntime build lacks the provider
@@ -569,6 +580,10 @@ def main(argv: list[str] | None = None) -> int:
             saturation_users,
             bodies,
         )
+        if args.triton:
+            from loadtests.triton_peer import bench_hook
+
+            triton = bench_hook(server, args.out, args.quick)
     best = max((r for r in raw if r["backend"] == "ort-fp32"), key=lambda r: r["images_per_s"])
     achieved = gflop * best["images_per_s"] / 1e9
     result = {
@@ -590,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
             **peak,
         }
     result["rounds"] = rounds
+    if args.triton:
+        result["triton"] = triton
     result["headline"] = headline(raw, served, rounds)
     (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(args.out / "bench.md", result)
