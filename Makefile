@@ -2,24 +2,58 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch is installed first and pinned: letting pip resolve it pulls gigabytes of CUDA wheels.
-TORCH ?= torch==2.13.0
+# torch and torchvision are installed first and pinned together (timm needs torchvision, and
+# PyPI's torchvision only loads beside the torch build it was made for); letting pip resolve
+# torch pulls whatever release is newest.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= cpu,dev
 CHECKPOINT ?= models/slotserve-shapes/model.safetensors
 # Keep freed memory in the process: halves CPU step time here (see training/runtime.py).
 export MALLOC_MMAP_THRESHOLD_ = 4000000000
 export MALLOC_TRIM_THRESHOLD_ = 100000000000
 
-.PHONY: venv system-deps test lint format audit serve proto build loadtest bench memory soak train \
-	train-ablation evaluate demo sweep clean
+.PHONY: help venv triton-venv system-deps test lint format audit serve proto build loadtest \
+	bench bench-triton memory soak train train-ablation evaluate demo sweep clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+# A real Triton server (tests/test_triton_server.py, `make bench-triton`), in its own environment:
+# PyPI's nvidia-pytriton ships tritonserver with the Python backend (no onnxruntime backend), and
+# its stub is built against numpy 1.x, which the project's numpy 2.x cannot share. The stub for
+# this Python goes into the backend's folder; the base interpreter's libpython goes into lib/,
+# which Triton puts on the stub's LD_LIBRARY_PATH when the model's EXECUTION_ENV_PATH names this
+# environment, so the stub embeds the interpreter the environment was made with (docs/triton.md).
+TRITON_VENV ?= .venv-triton
+# What model.py imports; tritonserver itself needs none of nvidia-pytriton's Python dependencies.
+TRITON_PACKAGES ?= numpy==1.26.4 onnxruntime==1.32.0
+TRITON_SERVER ?= nvidia-pytriton==0.7.0
+TPY := $(TRITON_VENV)/bin/python
+
+triton-venv: $(TRITON_VENV)/.installed
+
+$(TRITON_VENV)/.installed:
+	rm -rf $(TRITON_VENV)
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TPY) -m pip install --quiet --upgrade pip
+	$(TPY) -m pip install --quiet $(TRITON_PACKAGES)
+	$(TPY) -m pip install --quiet --no-deps $(TRITON_SERVER)
+	@set -e; \
+	site=$$($(TPY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
+	ver=$$($(TPY) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	cp "$$site/pytriton/tritonserver/python_backend_stubs/$$ver/triton_python_backend_stub" \
+	  "$$site/pytriton/tritonserver/backends/python/"; \
+	lib=$$($(TPY) -c 'import sysconfig as s; print(s.get_config_var("LIBDIR") + "/" + \
+	  (s.get_config_var("INSTSONAME") or ""))'); \
+	[ -f "$$lib" ] || { echo "$(PYTHON) has no shared libpython ($$lib): the stub cannot embed it" >&2; \
+	  exit 1; }; \
+	ln -sf "$$lib" $(TRITON_VENV)/lib/
 	touch $@
 
 # Debian packages the tests use: prometheus + promtool (the monitoring tests run them).
@@ -30,7 +64,7 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 	    prometheus >/dev/null; }
 
-test: venv system-deps
+test: venv triton-venv system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
@@ -50,9 +84,12 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. \
 	  service/rpc/slotserve/v1/slotserve.proto
 
-# Pack the service, the contract and the default bundle into a bento (offline).
+# Pack the service, the contract and the default bundle into a bento, with no network: the
+# packages are listed, not locked (bentofile.yaml). BentoML 1.4's build pip-installs `uv` from
+# the index when it is missing (even though it never runs it here): the dev extra brings it,
+# and PIP_NO_INDEX turns a missing one into an error instead of a download.
 build: venv
-	$(VENV)/bin/bentoml build .
+	PIP_NO_INDEX=1 $(VENV)/bin/bentoml build .
 
 # Known vulnerabilities in the installed dependencies, from PyPI's advisory data. Fails on any
 # vulnerability not listed with a reason in .pip-audit-ignore, and (--strict) on any package it
@@ -64,6 +101,11 @@ audit: venv
 # Raw model against served model in one run: JSON, Markdown and plots under reports/bench.
 bench: venv
 	$(PY) -m loadtests.bench --out reports/bench
+
+# SlotServe and a real Triton server (Python backend, onnxruntime) on the same bundle, interleaved
+# in one run at 1, 4, 16 and 64 users over HTTP and gRPC: JSON, Markdown and a plot in reports/triton.
+bench-triton: venv triton-venv
+	$(PY) -m loadtests.triton_peer --out reports/triton
 
 # Model-worker memory and speed against batch size, per onnxruntime memory setting.
 memory: venv
@@ -103,3 +145,28 @@ sweep: venv
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+
+help:
+	@echo "make TARGET (targets that run Python create .venv first; README.md has the details)"
+	@echo "  help            this list"
+	@echo "  venv            .venv: torch pinned, then the project (EXTRAS=cpu,dev; gpu,dev on a GPU)"
+	@echo "  triton-venv     .venv-triton: PyPI's tritonserver for the Triton test and bench-triton"
+	@echo "  system-deps     the Debian package prometheus (promtool) for the monitoring tests"
+	@echo "  test            ruff, then the test suite"
+	@echo "  lint            ruff check and format check"
+	@echo "  format          ruff fixes and formats the code"
+	@echo "  audit           pip-audit of the installed packages (needs PyPI's advisory data)"
+	@echo "  serve           serve the shipped model: HTTP :3000, gRPC :50051"
+	@echo "  proto           regenerate the gRPC code from the proto"
+	@echo "  build           pack the service and the default bundle into a bento (no network)"
+	@echo "  loadtest        one minute of locust users against a running make serve"
+	@echo "  bench           raw and served benchmark into reports/bench (committed)"
+	@echo "  bench-triton    SlotServe beside a real Triton server into reports/triton (committed)"
+	@echo "  memory          model-worker memory against batch size into reports/memory (committed)"
+	@echo "  soak            overload, 10-minute soak and kill -9 into reports/reliability (committed)"
+	@echo "  train           reproduce the shipped checkpoint from scratch into runs/default"
+	@echo "  train-ablation  the same budget with top-down off into runs/no_topdown"
+	@echo "  evaluate        the shipped model and the baselines on 512 scenes of each variant"
+	@echo "  demo            evaluate and draw the shipped model's masks into runs/demo"
+	@echo "  sweep           one model per codebook size, perplexity and usage"
+	@echo "  clean           remove .venv, runs/ and tool caches"

@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None)
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--instances", type=int, default=1)
+    p.add_argument(
+        "--python-env",
+        default=None,
+        help="EXECUTION_ENV_PATH of the Python-backend model NAME_python: a conda-pack archive "
+        "or an environment folder with numpy and onnxruntime ($$TRITON_MODEL_DIRECTORY/... is "
+        "relative to the model's folder; default: the stub's own interpreter)",
+    )
 
     p = sub.add_parser("bentoml", help="import the bundle into the BentoML model store")
     p.add_argument("--bundle", required=True)
@@ -146,14 +153,12 @@ def run(args) -> object:
             "plan": str(build_bundle_engine(args.bundle, profile, not args.fp32, args.cache_dir))
         }
     if args.verb == "triton":
-        from export.triton import write_triton_repo
+        from export.triton import write_python_model, write_triton_repo
 
-        configs = write_triton_repo(
-            args.bundle,
-            args.out,
-            args.name,
-            max_batch_size=args.max_batch_size,
-            instances=args.instances,
+        batching = {"max_batch_size": args.max_batch_size, "instances": args.instances}
+        configs = write_triton_repo(args.bundle, args.out, args.name, **batching)
+        configs.append(
+            write_python_model(args.bundle, args.out, args.name, args.python_env, **batching)
         )
         return {"configs": [str(c) for c in configs]}
     if args.verb == "bentoml":
