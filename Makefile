@@ -56,13 +56,19 @@ $(TRITON_VENV)/.installed:
 	ln -sf "$$lib" $(TRITON_VENV)/lib/
 	touch $@
 
-# Debian packages the tests use: prometheus + promtool (the monitoring tests run them).
+# Debian packages the tests use: prometheus + promtool (the monitoring tests run them), and the
+# photo cut-outs and wallpaper photographs that photo scenes are made of (training/data/photos.py).
+PHOTO_PACKAGES ?= tuxpaint-stamps-default plasma-workspace-wallpapers mate-backgrounds \
+	lomiri-wallpapers-16.04
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && \
+	  [ -d /usr/share/tuxpaint/stamps/animals ] && [ -d /usr/share/wallpapers/Volna ] && \
+	  [ -d /usr/share/backgrounds/mate/nature ] && \
+	  [ -f /usr/share/backgrounds/sunset_by_Aitzol_Berasategi.jpg ] || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus >/dev/null; }
+	    prometheus $(PHOTO_PACKAGES) >/dev/null; }
 
 test: venv triton-venv system-deps
 	$(VENV)/bin/ruff check .
