@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     _int8_options(p)
 
+    _label_options(p)
+
+    p = sub.add_parser(
+        "labels", help="(re)name a bundle's codes on labelled scenes (the served `label`)"
+    )
+    p.add_argument("--bundle", required=True)
+    _label_options(p)
+
     p = sub.add_parser("verify", help="torch against onnxruntime at batch 1, 3, 32")
     p.add_argument("--bundle", required=True)
     p.add_argument("--checkpoint", required=True)
@@ -104,6 +112,22 @@ def _codebook(checkpoint):
     return load_checkpoint(checkpoint)[0].codebook.embed.numpy()
 
 
+def _label_options(p) -> None:
+    p.add_argument(
+        "--label-set",
+        choices=["shapes", "photos", "none"],
+        default="shapes",
+        help="labelled scenes the codes are named on (none: every label null, e.g. for a model "
+        "trained on your own unlabelled photos)",
+    )
+    p.add_argument(
+        "--label-scenes",
+        type=positive_int,
+        default=256,
+        help="scenes in the naming set and again in the validation set",
+    )
+
+
 def run(args) -> object:
     if args.verb == "onnx":
         from export.onnx_export import export_bundle
@@ -117,7 +141,14 @@ def run(args) -> object:
             eval_iterations=args.iterations,
             merge_share=args.merge_share,
         )
-        result = {"bundle": args.out, "parity": manifest.parity}
+        from export.labels import label_bundle
+
+        manifest = label_bundle(args.out, args.label_set, args.label_scenes)
+        result = {
+            "bundle": args.out,
+            "parity": manifest.parity,
+            "label_thresholds": manifest.label_thresholds,
+        }
         if not args.no_variants:
             from export.variants import build_variants
 
@@ -128,6 +159,17 @@ def run(args) -> object:
                 int8_scope=args.int8_scope,
             )
         return result
+    if args.verb == "labels":
+        from export.labels import label_bundle
+
+        manifest = label_bundle(args.bundle, args.label_set, args.label_scenes)
+        given = [c.label for c in manifest.code_labels or [] if c.label]
+        return {
+            "bundle": args.bundle,
+            "label_thresholds": manifest.label_thresholds,
+            "codes_labelled": len(given),
+            "labels": sorted(set(given)),
+        }
     if args.verb == "verify":
         from export.verify import parity_gate, verify_bundle
 

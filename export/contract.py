@@ -64,6 +64,21 @@ class OutputSpec(BaseModel):
     description: str = ""
 
 
+class CodeLabelSpec(BaseModel):
+    """What one code says about the objects it is given to (training/labels.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str | None
+    """The served label: "background", a category, or null where the code is not reliable."""
+    score: float
+    """Share of the code's slots on the labelled naming set whose truth is the label (or the
+    best candidate's share where the label is null)."""
+    category: str | None = None
+    background_share: float = 0.0
+    category_share: float = 0.0
+    slots: int = 0
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     format: Literal["slotserve-bundle"] = BUNDLE_FORMAT
@@ -80,6 +95,13 @@ class Manifest(BaseModel):
     """{"bottom_up": T, "modulated": T or 0}: unrolled, fixed in the graph."""
     codebook_size: int
     code_names: list[str | None] | None = None
+    code_labels: list[CodeLabelSpec] | None = None
+    """Per code: the served label and its score, measured on labelled scenes at export
+    (`python -m export labels`). Absent: labels fall back to `code_names`, with no score."""
+    label_thresholds: dict[str, float | None] | None = None
+    """Shares a code needed for a label ({"background": t, "category": t}; null: never given),
+    picked on validation scenes; and the labelled set they were measured on."""
+    label_set: str | None = None
     code_usage: list[float] | None = None
     """Training distribution of code assignments: the reference for drift monitoring."""
     mask_source: Literal["decoder_alpha", "attention"] = "decoder_alpha"
@@ -90,6 +112,14 @@ class Manifest(BaseModel):
     """variant -> {file, code_agreement, fg_ari_change, speed_vs_fp32, ...}."""
     parity: dict = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict)
+
+
+def served_labels(manifest: Manifest) -> list[tuple[str | None, float | None]]:
+    """(label, label_score) per code: from `code_labels`, else `code_names` with no score."""
+    if manifest.code_labels is not None:
+        return [(c.label, c.score) for c in manifest.code_labels]
+    names = manifest.code_names or []
+    return [(names[e] if e < len(names) else None, None) for e in range(manifest.codebook_size)]
 
 
 def sha256_file(path: str | Path) -> str:

@@ -14,7 +14,7 @@ import anyio
 import numpy as np
 from PIL import Image
 
-from export.contract import Manifest
+from export.contract import Manifest, served_labels
 from service.errors import RequestError, TooManyImages
 from service.processing import (
     Limits,
@@ -48,6 +48,7 @@ class Pipeline:
         metrics=None,
     ) -> None:
         self.manifest = manifest
+        self.code_labels = served_labels(manifest)
         self.infer = infer
         self.limits = limits or Limits()
         self.max_images = max_images
@@ -81,7 +82,7 @@ class Pipeline:
         t0 = time.perf_counter()
         width, height = p.image.size
         labels = masks_to_labels(out["masks"], height, width)
-        objects = describe_objects(labels, out["codes"], out["distances"], self.manifest.code_names)
+        objects = describe_objects(labels, out["codes"], out["distances"], self.code_labels)
         post = time.perf_counter() - t0
         timings = {**p.timings, "inference": inference_s, "postprocess": post}
         timings["total"] = sum(timings.values())

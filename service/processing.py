@@ -147,9 +147,10 @@ def describe_objects(
     labels: np.ndarray,
     codes: np.ndarray,
     distances: np.ndarray,
-    code_names: list[str | None] | None = None,
+    code_labels: list[tuple[str | None, float | None]] | None = None,
 ) -> list[dict]:
-    """One object per non-empty slot: code, label, distance, area, bbox [x, y, w, h], COCO RLE.
+    """One object per non-empty slot: code, label and its score, distance, area, bbox
+    [x, y, w, h], COCO RLE. `code_labels`: (label, score) per code (`served_labels`).
 
     Masks are disjoint by construction (each pixel belongs to its argmax slot).
     """
@@ -164,11 +165,15 @@ def describe_objects(
     objects = []
     for k, rle, box in zip(present, rles, boxes, strict=True):
         code = int(codes[k])
+        label, score = (
+            code_labels[code] if code_labels and code < len(code_labels) else (None, None)
+        )
         objects.append(
             {
                 "slot": k,
                 "code": code,
-                "label": code_names[code] if code_names and code < len(code_names) else None,
+                "label": label,
+                "label_score": score,
                 "code_distance": float(distances[k]),
                 "area": int(areas[k]),
                 "bbox": [round(float(v)) for v in box],

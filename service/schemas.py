@@ -34,8 +34,15 @@ class DetectedObject(BaseModel):
         "objects of one kind tend to share a code across images"
     )
     label: str | None = Field(
-        description="the code's name from the model bundle's manifest (`code_names`), "
-        "null when the code has none"
+        description="what the object is, from its code: a category of the labelled scenes the "
+        'model\'s codes were named on, or "background"; null where the code does not name a '
+        "category reliably (the manifest's `code_labels`, picked so that labels given on "
+        "validation scenes were right >= 80% of the time, background 100%)"
+    )
+    label_score: float | None = Field(
+        description="share (0..1) of the code's slots on the labelled naming scenes whose truth "
+        "is `label` (for a null label: the best candidate's share); null for bundles without "
+        "measured labels"
     )
     code_distance: float = Field(
         description="Euclidean distance from the slot to its code vector, in the model's slot "

@@ -292,9 +292,14 @@ def test_export_unrolls_the_inference_iterations(tmp_path):
     assert manifest.model["slot_attention"]["eval_iterations"] == 3
 
     res = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "b4",
-                     "--iterations", "4", "--no-variants")  # fmt: skip
+                     "--iterations", "4", "--no-variants", "--label-scenes", "16")  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
-    assert load_bundle(tmp_path / "b4").iterations == {"bottom_up": 4, "modulated": 4}
+    b4 = load_bundle(tmp_path / "b4")
+    assert b4.iterations == {"bottom_up": 4, "modulated": 4}
+    # The export named the codes on labelled scenes: one entry per code, with its evidence.
+    assert b4.label_set == "shapes" and len(b4.code_labels) == b4.codebook_size
+    assert set(b4.label_thresholds) == {"background", "category"}
+    assert sum(c.slots for c in b4.code_labels) > 0
     report = verify_bundle(tmp_path / "b4", ckpt)
     parity_gate(report)
     assert all(f["code_agreement"] == 1.0 for f in report["batches"].values())
@@ -343,7 +348,7 @@ def test_export_bakes_in_merging_slots_into_objects(tmp_path):
     )
     ckpt = small_checkpoint(tmp_path / "m.safetensors", cfg)
     res = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "b",
-                     "--merge-share", "0.05", "--no-variants")  # fmt: skip
+                     "--merge-share", "0.05", "--no-variants", "--label-set", "none")  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = load_bundle(tmp_path / "b")
     assert manifest.model["decoder"]["merge_share"] == 0.05

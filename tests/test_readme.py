@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -595,7 +596,8 @@ def test_make_help_lists_every_target():
 
 
 QUOTED_OBJECT = re.compile(
-    r'\{"slot": (\d+), "code": (\d+), "label": "([^"]+)", "code_distance": ([\d.]+),\s*'
+    r'\{"slot": (\d+), "code": (\d+), "label": (null|"[^"]+"), "label_score": ([\d.]+|null), '
+    r'"code_distance": ([\d.]+),\s*'
     r'"area": (\d+), "bbox": \[([\d, ]+)\], "mask": \{"size": \[(\d+), (\d+)\], '
     r'"counts": "([^"]*?)\.\.\."'
 )
@@ -623,9 +625,10 @@ def test_the_quoted_response_is_what_the_server_answers(server, tmp_path):
     quoted = QUOTED_OBJECT.findall(text)
     assert len(quoted) >= 2
     served = {o["slot"]: o for o in answer["objects"]}
-    for slot, code, label, distance, area, bbox, h, w, counts in quoted:
+    for slot, code, label, score, distance, area, bbox, h, w, counts in quoted:
         obj = served[int(slot)]
-        assert (obj["code"], obj["label"], obj["area"]) == (int(code), label, int(area))
+        assert (obj["code"], obj["label"], obj["area"]) == (int(code), json.loads(label), int(area))
+        assert obj["label_score"] == json.loads(score)
         assert obj["bbox"] == [int(v) for v in bbox.split(",")]
         assert obj["mask"]["size"] == [int(h), int(w)]
         assert obj["mask"]["counts"].startswith(counts)

@@ -38,6 +38,7 @@ def as_dicts(message: pb.Decomposition) -> list[dict]:
             "slot": o.slot,
             "code": o.code,
             "label": o.label if o.HasField("label") else None,
+            "label_score": o.label_score if o.HasField("label_score") else None,
             "area": o.area,
             "bbox": list(o.bbox),
             "mask": {"size": list(o.mask.size), "counts": o.mask.counts},

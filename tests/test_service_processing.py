@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ from service.processing import (
     render_overlay,
     to_model_size,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rgb(w: int = 40, h: int = 30, seed: int = 0) -> Image.Image:
@@ -148,7 +151,8 @@ def test_objects_are_disjoint_cover_the_image_and_decode_with_pycocotools():
     codes = np.array([3, 1, 4, 1, 5])
     distances = np.linspace(0.1, 0.5, 5).astype(np.float32)
     names = [None, "square", None, "circle", "star", None]
-    objects = describe_objects(labels, codes, distances, names)
+    scores = [0.1, 0.9, 0.3, 0.85, 0.95, 0.0]
+    objects = describe_objects(labels, codes, distances, list(zip(names, scores, strict=True)))
     total = np.zeros((30, 20), dtype=int)
     for obj in objects:
         mask = mask_utils.decode(obj["mask"] | {"counts": obj["mask"]["counts"].encode()})
@@ -159,6 +163,7 @@ def test_objects_are_disjoint_cover_the_image_and_decode_with_pycocotools():
         assert obj["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         assert obj["code"] == codes[obj["slot"]]
         assert obj["label"] == names[obj["code"]]
+        assert obj["label_score"] == scores[obj["code"]]
         assert obj["code_distance"] == pytest.approx(float(distances[obj["slot"]]))
         total += mask
     assert (total == 1).all()  # disjoint and covering
@@ -175,7 +180,7 @@ def test_empty_slots_are_dropped():
 def test_overlay_is_a_png_of_the_input_size():
     img = rgb(50, 40)
     labels = masks_to_labels(_masks(k=3), 40, 50)
-    objects = describe_objects(labels, np.array([0, 5, 9]), np.zeros(3), ["bg"] * 10)
+    objects = describe_objects(labels, np.array([0, 5, 9]), np.zeros(3), [("bg", 1.0)] * 10)
     png = render_overlay(img, labels, objects, codebook_size=10)
     out = Image.open(io.BytesIO(png))
     assert out.format == "PNG" and out.size == (300, 240)  # enlarged 6x: names stay legible
@@ -189,3 +194,15 @@ def test_large_overlays_keep_the_input_size():
     objects = describe_objects(labels, np.array([0, 5, 9]), np.zeros(3), None)
     out = Image.open(io.BytesIO(render_overlay(img, labels, objects, codebook_size=10)))
     assert out.size == (400, 300)
+
+
+def test_served_labels_come_from_code_labels_else_code_names():
+    from export.contract import CodeLabelSpec, read_manifest, served_labels
+
+    manifest = read_manifest(ROOT / "models" / "slotserve-shapes")
+    labelled = served_labels(manifest)
+    assert labelled == [(c.label, c.score) for c in manifest.code_labels]
+    legacy = manifest.model_copy(update={"code_labels": None, "code_names": ["a", None]})
+    assert served_labels(legacy)[:3] == [("a", None), (None, None), (None, None)]
+    spec = CodeLabelSpec(label="birds", score=0.9)
+    assert served_labels(manifest.model_copy(update={"code_labels": [spec]})) == [("birds", 0.9)]

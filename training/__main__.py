@@ -115,7 +115,9 @@ def _cmd_evaluate(args) -> int:
         raise SystemExit("evaluate: --merge-share needs --checkpoint (a bundle's is fixed)")
     if manifest is not None:
         size, k, e = manifest.input.height, manifest.num_slots, manifest.codebook_size
-        code_names = manifest.code_names
+        from export.contract import served_labels
+
+        code_names = [label for label, _ in served_labels(manifest)]
     elif model is not None:
         size, k, e = (
             model.cfg.image_size,

@@ -14,6 +14,7 @@ import torch
 from training.baselines import colour_segmentation, kmeans_segmentation
 from training.config import DataConfig
 from training.data import SHAPE_CLASSES, Scene, generate_batch, load_coco_folder
+from training.labels import label_report
 from training.metrics import SegmentationEvaluator, code_histogram
 
 # images (B, H, W, 3) uint8 -> (pred ids (B, H, W), codes (B, K) or None)
@@ -90,7 +91,7 @@ def evaluate_scenes(
     ev = SegmentationEvaluator(
         num_slots=num_slots, num_codes=num_codes, class_names=list(class_names)
     )
-    all_codes = []
+    all_codes, judged = [], []
     for i in range(0, len(scenes), chunk):
         part = scenes[i : i + chunk]
         images = np.stack([s.image for s in part])
@@ -99,13 +100,45 @@ def evaluate_scenes(
         ev.update(true, [s.classes for s in part], pred, codes if num_codes else None)
         if codes is not None:
             all_codes.append(codes)
+            if code_names is not None:
+                judged.append(
+                    label_report(
+                        true, [s.classes for s in part], pred, codes, code_names, class_names
+                    )
+                )
     result = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ev.compute().items()}
     if num_codes and all_codes:
         names = ev.code_names()
         result["code_names_measured"] = {str(i): n for i, n in enumerate(names) if n is not None}
         if code_names is not None:
             result["code_name_accuracy"] = _code_name_accuracy(ev, code_names)
+            result["labels"] = _pool_reports(judged)
     return result
+
+
+def _pool_reports(reports: list[dict]) -> dict:
+    """label_report figures of several chunks, weighted by objects (matched where it applies)."""
+    objects = sum(r["objects"] for r in reports)
+    if not objects:
+        return {"objects": 0}
+    out = {"objects": objects}
+    for key, weight in (("objects_labelled_background", "objects"), ("matched", "objects")):
+        out[key] = round(sum(r[key] * r[weight] for r in reports) / objects, 4)
+    matched = [r["matched"] * r["objects"] for r in reports]
+    for key in ("label_accuracy", "label_coverage", "majority_class_share"):
+        vals = [(r[key], m) for r, m in zip(reports, matched, strict=True) if m > 0]
+        total = sum(m for _, m in vals)
+        out[key] = round(sum(v * m for v, m in vals) / total, 4) if total else float("nan")
+    given = [
+        (r["label_precision"], r["label_coverage"] * m)
+        for r, m in zip(reports, matched, strict=True)
+        if m > 0
+    ]
+    total = sum(g for _, g in given)
+    out["label_precision"] = (
+        round(sum(v * g for v, g in given if g) / total, 4) if total else float("nan")
+    )
+    return out
 
 
 def _code_name_accuracy(ev: SegmentationEvaluator, code_names: Sequence[str | None]) -> float:

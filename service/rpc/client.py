@@ -51,6 +51,7 @@ def to_result(msg: pb.Decomposition) -> dict:
                 "slot": o.slot,
                 "code": o.code,
                 "label": o.label if o.HasField("label") else None,
+                "label_score": o.label_score if o.HasField("label_score") else None,
                 "code_distance": o.code_distance,
                 "area": o.area,
                 "bbox": list(o.bbox),

@@ -35,6 +35,7 @@ def to_proto(result: dict) -> pb.Decomposition:
             slot=o["slot"],
             code=o["code"],
             label=o["label"],
+            label_score=o["label_score"],
             code_distance=o["code_distance"],
             area=o["area"],
             bbox=o["bbox"],

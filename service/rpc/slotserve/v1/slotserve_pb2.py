@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(service/rpc/slotserve/v1/slotserve.proto\x12\x0cslotserve.v1\"!\n\x10\x44\x65\x63omposeRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"\'\n\x15\x44\x65\x63omposeBatchRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"#\n\x03Rle\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0e\n\x06\x63ounts\x18\x02 \x01(\t\"\x9e\x01\n\x0e\x44\x65tectedObject\x12\x0c\n\x04slot\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x12\n\x05label\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x15\n\rcode_distance\x18\x04 \x01(\x01\x12\x0c\n\x04\x61rea\x18\x05 \x01(\x03\x12\x0c\n\x04\x62\x62ox\x18\x06 \x03(\x05\x12\x1f\n\x04mask\x18\x07 \x01(\x0b\x32\x11.slotserve.v1.RleB\x08\n\x06_label\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"d\n\x07Timings\x12\x0e\n\x06\x64\x65\x63ode\x18\x01 \x01(\x01\x12\x12\n\npreprocess\x18\x02 \x01(\x01\x12\x11\n\tinference\x18\x03 \x01(\x01\x12\x13\n\x0bpostprocess\x18\x04 \x01(\x01\x12\r\n\x05total\x18\x05 \x01(\x01\";\n\tModelCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x01(\x05\x12\x12\n\ncompute_ms\x18\x03 \x01(\x01\"\xdc\x01\n\rDecomposition\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12-\n\x07objects\x18\x03 \x03(\x0b\x32\x1c.slotserve.v1.DetectedObject\x12%\n\x05model\x18\x04 \x01(\x0b\x32\x16.slotserve.v1.ModelRef\x12)\n\ntimings_ms\x18\x05 \x01(\x0b\x32\x15.slotserve.v1.Timings\x12+\n\nmodel_call\x18\x06 \x01(\x0b\x32\x17.slotserve.v1.ModelCall\"F\n\x16\x44\x65\x63omposeBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.slotserve.v1.Decomposition\"*\n\rStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\"6\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"|\n\x0eStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.slotserve.v1.DecompositionH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.slotserve.v1.ErrorH\x00\x42\t\n\x07outcome\"\x11\n\x0fGetModelRequest\"V\n\tModelInfo\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t2\xc8\x02\n\tSlotServe\x12H\n\tDecompose\x12\x1e.slotserve.v1.DecomposeRequest\x1a\x1b.slotserve.v1.Decomposition\x12[\n\x0e\x44\x65\x63omposeBatch\x12#.slotserve.v1.DecomposeBatchRequest\x1a$.slotserve.v1.DecomposeBatchResponse\x12P\n\x0f\x44\x65\x63omposeStream\x12\x1b.slotserve.v1.StreamRequest\x1a\x1c.slotserve.v1.StreamResponse(\x01\x30\x01\x12\x42\n\x08GetModel\x12\x1d.slotserve.v1.GetModelRequest\x1a\x17.slotserve.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(service/rpc/slotserve/v1/slotserve.proto\x12\x0cslotserve.v1\"!\n\x10\x44\x65\x63omposeRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"\'\n\x15\x44\x65\x63omposeBatchRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"#\n\x03Rle\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0e\n\x06\x63ounts\x18\x02 \x01(\t\"\xc8\x01\n\x0e\x44\x65tectedObject\x12\x0c\n\x04slot\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x12\n\x05label\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x15\n\rcode_distance\x18\x04 \x01(\x01\x12\x0c\n\x04\x61rea\x18\x05 \x01(\x03\x12\x0c\n\x04\x62\x62ox\x18\x06 \x03(\x05\x12\x1f\n\x04mask\x18\x07 \x01(\x0b\x32\x11.slotserve.v1.Rle\x12\x18\n\x0blabel_score\x18\x08 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_labelB\x0e\n\x0c_label_score\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"d\n\x07Timings\x12\x0e\n\x06\x64\x65\x63ode\x18\x01 \x01(\x01\x12\x12\n\npreprocess\x18\x02 \x01(\x01\x12\x11\n\tinference\x18\x03 \x01(\x01\x12\x13\n\x0bpostprocess\x18\x04 \x01(\x01\x12\r\n\x05total\x18\x05 \x01(\x01\";\n\tModelCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x01(\x05\x12\x12\n\ncompute_ms\x18\x03 \x01(\x01\"\xdc\x01\n\rDecomposition\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12-\n\x07objects\x18\x03 \x03(\x0b\x32\x1c.slotserve.v1.DetectedObject\x12%\n\x05model\x18\x04 \x01(\x0b\x32\x16.slotserve.v1.ModelRef\x12)\n\ntimings_ms\x18\x05 \x01(\x0b\x32\x15.slotserve.v1.Timings\x12+\n\nmodel_call\x18\x06 \x01(\x0b\x32\x17.slotserve.v1.ModelCall\"F\n\x16\x44\x65\x63omposeBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.slotserve.v1.Decomposition\"*\n\rStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\"6\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"|\n\x0eStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.slotserve.v1.DecompositionH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.slotserve.v1.ErrorH\x00\x42\t\n\x07outcome\"\x11\n\x0fGetModelRequest\"V\n\tModelInfo\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t2\xc8\x02\n\tSlotServe\x12H\n\tDecompose\x12\x1e.slotserve.v1.DecomposeRequest\x1a\x1b.slotserve.v1.Decomposition\x12[\n\x0e\x44\x65\x63omposeBatch\x12#.slotserve.v1.DecomposeBatchRequest\x1a$.slotserve.v1.DecomposeBatchResponse\x12P\n\x0f\x44\x65\x63omposeStream\x12\x1b.slotserve.v1.StreamRequest\x1a\x1c.slotserve.v1.StreamResponse(\x01\x30\x01\x12\x42\n\x08GetModel\x12\x1d.slotserve.v1.GetModelRequest\x1a\x17.slotserve.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,27 +38,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RLE']._serialized_start=134
   _globals['_RLE']._serialized_end=169
   _globals['_DETECTEDOBJECT']._serialized_start=172
-  _globals['_DETECTEDOBJECT']._serialized_end=330
-  _globals['_MODELREF']._serialized_start=332
-  _globals['_MODELREF']._serialized_end=373
-  _globals['_TIMINGS']._serialized_start=375
-  _globals['_TIMINGS']._serialized_end=475
-  _globals['_MODELCALL']._serialized_start=477
-  _globals['_MODELCALL']._serialized_end=536
-  _globals['_DECOMPOSITION']._serialized_start=539
-  _globals['_DECOMPOSITION']._serialized_end=759
-  _globals['_DECOMPOSEBATCHRESPONSE']._serialized_start=761
-  _globals['_DECOMPOSEBATCHRESPONSE']._serialized_end=831
-  _globals['_STREAMREQUEST']._serialized_start=833
-  _globals['_STREAMREQUEST']._serialized_end=875
-  _globals['_ERROR']._serialized_start=877
-  _globals['_ERROR']._serialized_end=931
-  _globals['_STREAMRESPONSE']._serialized_start=933
-  _globals['_STREAMRESPONSE']._serialized_end=1057
-  _globals['_GETMODELREQUEST']._serialized_start=1059
-  _globals['_GETMODELREQUEST']._serialized_end=1076
-  _globals['_MODELINFO']._serialized_start=1078
-  _globals['_MODELINFO']._serialized_end=1164
-  _globals['_SLOTSERVE']._serialized_start=1167
-  _globals['_SLOTSERVE']._serialized_end=1495
+  _globals['_DETECTEDOBJECT']._serialized_end=372
+  _globals['_MODELREF']._serialized_start=374
+  _globals['_MODELREF']._serialized_end=415
+  _globals['_TIMINGS']._serialized_start=417
+  _globals['_TIMINGS']._serialized_end=517
+  _globals['_MODELCALL']._serialized_start=519
+  _globals['_MODELCALL']._serialized_end=578
+  _globals['_DECOMPOSITION']._serialized_start=581
+  _globals['_DECOMPOSITION']._serialized_end=801
+  _globals['_DECOMPOSEBATCHRESPONSE']._serialized_start=803
+  _globals['_DECOMPOSEBATCHRESPONSE']._serialized_end=873
+  _globals['_STREAMREQUEST']._serialized_start=875
+  _globals['_STREAMREQUEST']._serialized_end=917
+  _globals['_ERROR']._serialized_start=919
+  _globals['_ERROR']._serialized_end=973
+  _globals['_STREAMRESPONSE']._serialized_start=975
+  _globals['_STREAMRESPONSE']._serialized_end=1099
+  _globals['_GETMODELREQUEST']._serialized_start=1101
+  _globals['_GETMODELREQUEST']._serialized_end=1118
+  _globals['_MODELINFO']._serialized_start=1120
+  _globals['_MODELINFO']._serialized_end=1206
+  _globals['_SLOTSERVE']._serialized_start=1209
+  _globals['_SLOTSERVE']._serialized_end=1537
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ class Rle(_message.Message):
     def __init__(self, size: _Optional[_Iterable[int]] = ..., counts: _Optional[str] = ...) -> None: ...
 
 class DetectedObject(_message.Message):
-    __slots__ = ("slot", "code", "label", "code_distance", "area", "bbox", "mask")
+    __slots__ = ("slot", "code", "label", "code_distance", "area", "bbox", "mask", "label_score")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class DetectedObject(_message.Message):
     AREA_FIELD_NUMBER: _ClassVar[int]
     BBOX_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SCORE_FIELD_NUMBER: _ClassVar[int]
     slot: int
     code: int
     label: str
@@ -42,7 +43,8 @@ class DetectedObject(_message.Message):
     area: int
     bbox: _containers.RepeatedScalarFieldContainer[int]
     mask: Rle
-    def __init__(self, slot: _Optional[int] = ..., code: _Optional[int] = ..., label: _Optional[str] = ..., code_distance: _Optional[float] = ..., area: _Optional[int] = ..., bbox: _Optional[_Iterable[int]] = ..., mask: _Optional[_Union[Rle, _Mapping]] = ...) -> None: ...
+    label_score: float
+    def __init__(self, slot: _Optional[int] = ..., code: _Optional[int] = ..., label: _Optional[str] = ..., code_distance: _Optional[float] = ..., area: _Optional[int] = ..., bbox: _Optional[_Iterable[int]] = ..., mask: _Optional[_Union[Rle, _Mapping]] = ..., label_score: _Optional[float] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("name", "version")

@@ -1,0 +1,311 @@
+"""Labels that are true: what a served object's code says about it, and only where it is reliable.
+
+A slot's truth on a labelled scene is what most of its pixels are: "background", or the category
+of the object covering most of them (`slot_classes`). On a naming set, each code gets
+
+* `category`: the category it most often covers among the foreground objects its slots hold;
+* `background_share`: the share of its slots that are background;
+* `category_share`: the share of its slots whose truth is `category`.
+
+The served label of a code is "background" when its background share reaches the background
+threshold, else its category when its category share reaches the category threshold, else
+null (`label_score` is always the share behind the label, or the best candidate's share when
+the label is null). The thresholds are picked on a separate validation set, as the lowest
+share such that every code at or above it was right on the validation slots it was given to
+at least `precision` of the time: 0.8 for categories, 1.0 for background (a real object is
+never called background). A kind of label that reaches its precision at no threshold is never
+given.
+
+`label_report` measures labels where users meet them: per ground-truth object, the slot that
+covers most of it, matched when their IoU is >= 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+BACKGROUND = "background"
+CATEGORY_PRECISION = 0.8
+BACKGROUND_PRECISION = 1.0
+MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class CodeLabel:
+    """What one code says: the served `label` (or None), its `score`, and the evidence."""
+
+    label: str | None
+    score: float
+    category: str | None
+    background_share: float
+    category_share: float
+    slots: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CodeStats:
+    """Slot counts per code (rows, E) and truth (columns: classes, then background last)."""
+
+    table: np.ndarray
+
+    @property
+    def slots(self) -> np.ndarray:
+        return self.table.sum(axis=1)
+
+    @property
+    def background(self) -> np.ndarray:
+        return self.table[:, -1]
+
+    @property
+    def category(self) -> np.ndarray:
+        """Commonest foreground class per code (ties -> smallest index); -1 where none."""
+        fg = self.table[:, :-1]
+        return np.where(fg.max(axis=1) > 0, fg.argmax(axis=1), -1)
+
+    def share_of(self, classes: np.ndarray) -> np.ndarray:
+        """Per code, the share of its slots whose truth is `classes[e]` (0 where it is -1)."""
+        rows = np.arange(len(self.table))
+        hits = np.where(classes >= 0, self.table[rows, np.maximum(classes, 0)], 0)
+        return hits / np.maximum(self.slots, 1)
+
+    @property
+    def background_share(self) -> np.ndarray:
+        return self.background / np.maximum(self.slots, 1)
+
+    @property
+    def category_share(self) -> np.ndarray:
+        return self.share_of(self.category)
+
+
+def code_stats(codes: np.ndarray, truth: np.ndarray, num_codes: int, num_classes: int) -> CodeStats:
+    """Statistics of (code, slot truth) pairs; truth < 0 is background, else a class index."""
+    codes = np.asarray(codes, dtype=np.int64).ravel()
+    truth = np.asarray(truth, dtype=np.int64).ravel()
+    if codes.shape != truth.shape:
+        raise ValueError(f"codes {codes.shape} and truth {truth.shape} differ in length")
+    if codes.size and (codes.min() < 0 or codes.max() >= num_codes):
+        raise ValueError(f"codes must lie in 0..{num_codes - 1}")
+    if truth.size and truth.max() >= num_classes:
+        raise ValueError(f"class {truth.max()} has no name (only {num_classes})")
+    cls = np.where(truth < 0, num_classes, truth)  # background in the last column
+    table = np.zeros((num_codes, num_classes + 1), dtype=np.int64)
+    np.add.at(table, (codes, cls), 1)
+    return CodeStats(table)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Shares a code needs for each kind of label; None: that kind is never given."""
+
+    background: float | None
+    category: float | None
+
+
+def _lowest_reliable(
+    scores: np.ndarray, right: np.ndarray, weights: np.ndarray, precision: float
+) -> float | None:
+    """Lowest threshold t (among `scores`) such that every code with score >= t that the
+    validation set saw (weight > 0) was right there at least `precision` of the time; None when
+    no threshold gives any label."""
+    seen = weights > 0
+    for t in np.unique(scores):
+        given = (scores >= t) & seen
+        if given.any() and (right[given] >= precision - 1e-12).all():
+            return float(t)
+    return None
+
+
+def pick_thresholds(
+    naming: CodeStats,
+    validation: CodeStats,
+    category_precision: float = CATEGORY_PRECISION,
+    background_precision: float = BACKGROUND_PRECISION,
+) -> Thresholds:
+    """Thresholds on the naming set's shares, judged on the validation set's slots.
+
+    For background: a code labelled background with share >= t serves "background" to all its
+    validation slots; right for its background slots. For categories likewise, with the
+    naming-set category (a validation slot is right when its truth is that category)."""
+    background = _lowest_reliable(
+        naming.background_share,
+        validation.background_share,
+        validation.slots,
+        background_precision,
+    )
+    # Category labels go only to codes that are not background codes at that threshold.
+    is_bg = (
+        np.zeros(len(naming.table), dtype=bool)
+        if background is None
+        else naming.background_share >= background
+    )
+    has_cat = (naming.category >= 0) & ~is_bg
+    cat_right = validation.share_of(naming.category)
+    category = _lowest_reliable(
+        naming.category_share[has_cat],
+        cat_right[has_cat],
+        validation.slots[has_cat],
+        category_precision,
+    )
+    return Thresholds(background=background, category=category)
+
+
+def code_labels(
+    naming: CodeStats, thresholds: Thresholds, class_names: Sequence[str]
+) -> list[CodeLabel]:
+    """The served label of every code (see the module docstring)."""
+    out = []
+    for e in range(len(naming.slots)):
+        bg = float(naming.background_share[e])
+        cat_share = float(naming.category_share[e])
+        cat = class_names[naming.category[e]] if naming.category[e] >= 0 else None
+        if naming.slots[e] == 0:
+            label, score = None, 0.0
+        elif thresholds.background is not None and bg >= thresholds.background:
+            label, score = BACKGROUND, bg
+        elif (
+            cat is not None and thresholds.category is not None and cat_share >= thresholds.category
+        ):
+            label, score = cat, cat_share
+        else:
+            label, score = None, max(bg, cat_share)
+        out.append(
+            CodeLabel(
+                label, round(score, 4), cat, round(bg, 4), round(cat_share, 4), int(naming.slots[e])
+            )
+        )
+    return out
+
+
+def fit_code_labels(
+    naming_pairs: tuple[np.ndarray, np.ndarray],
+    validation_pairs: tuple[np.ndarray, np.ndarray],
+    num_codes: int,
+    class_names: Sequence[str],
+    category_precision: float = CATEGORY_PRECISION,
+    background_precision: float = BACKGROUND_PRECISION,
+) -> tuple[list[CodeLabel], Thresholds]:
+    """Code labels from (codes, slot truth) pairs of a naming and a validation set."""
+    n = len(class_names)
+    naming = code_stats(*naming_pairs, num_codes, n)
+    validation = code_stats(*validation_pairs, num_codes, n)
+    thresholds = pick_thresholds(naming, validation, category_precision, background_precision)
+    return code_labels(naming, thresholds, class_names), thresholds
+
+
+def label_report(
+    true_ids: np.ndarray,
+    classes: Sequence[np.ndarray],
+    pred_ids: np.ndarray,
+    codes: np.ndarray,
+    labels: Sequence[str | None],
+    class_names: Sequence[str],
+) -> dict[str, float | int]:
+    """How served labels fare on ground-truth objects.
+
+    Each object's slot is the one covering most of its pixels. Returns:
+    `objects`; `objects_labelled_background` (share of all objects whose slot says
+    "background": 0 is the bar); `matched` (share with IoU >= 0.5); over matched objects,
+    `label_accuracy` (label == category; null counts as wrong), `label_coverage` (share given a
+    label) and `label_precision` (right among those given one); `majority_class_share` (the
+    share of matched objects in the commonest category: what always naming it would score).
+    """
+    true_ids, pred_ids = np.asarray(true_ids), np.asarray(pred_ids)
+    records = []  # (labelled background, matched, given, right, category)
+    for b in range(true_ids.shape[0]):
+        t, p = true_ids[b].ravel(), pred_ids[b].ravel()
+        for i, cat in enumerate(np.asarray(classes[b]).ravel(), start=1):
+            inside = t == i
+            if not inside.any():
+                continue
+            slot = int(np.bincount(p[inside]).argmax())
+            inter = int((p[inside] == slot).sum())
+            iou = inter / (int(inside.sum()) + int((p == slot).sum()) - inter)
+            code = int(codes[b, slot])
+            label = labels[code] if code < len(labels) else None
+            name = class_names[int(cat)]
+            records.append(
+                (label == BACKGROUND, iou >= MATCH_IOU, label is not None, label == name, name)
+            )
+    if not records:
+        return {"objects": 0}
+    arr = np.array([r[:4] for r in records], dtype=bool)
+    matched = arr[:, 1]
+    given = matched & arr[:, 2]
+    cats = [r[4] for r, m in zip(records, matched, strict=True) if m]
+    majority = max(cats.count(c) for c in set(cats)) / len(cats) if cats else float("nan")
+    return {
+        "objects": len(records),
+        "objects_labelled_background": round(float(arr[:, 0].mean()), 4),
+        "matched": round(float(matched.mean()), 4),
+        "label_accuracy": round(float(arr[matched, 3].mean()), 4)
+        if matched.any()
+        else float("nan"),
+        "label_coverage": round(float(arr[matched, 2].mean()), 4)
+        if matched.any()
+        else float("nan"),
+        "label_precision": round(float(arr[given, 3].mean()), 4) if given.any() else float("nan"),
+        "majority_class_share": round(majority, 4),
+    }
+
+
+LABEL_SETS = ("shapes", "photos", "none")
+"""Labelled scenes a model's codes are named on: the shapes variants, photo scenes, or none
+(a model trained on a user's unlabelled photos has no labelled set: every label is null)."""
+NAMING_SEED, VALIDATION_SEED = 777, 778
+
+
+def labelled_scenes(label_set: str, n: int, seed: int, height: int, width: int | None = None):
+    """(scenes, class names) of a labelled set; shapes: n of each variant (square only)."""
+    if label_set == "shapes":
+        from training.data import SHAPE_CLASSES, generate_batch
+
+        if width not in (None, height):
+            raise ValueError("shapes scenes are square")
+        scenes = [s for v in ("solid", "textured") for s in generate_batch(n, seed, v, height)]
+        return scenes, list(SHAPE_CLASSES)
+    if label_set == "photos":
+        from training.data.photos import generate_photo_batch, photo_library
+
+        return generate_photo_batch(n, seed, height, width), list(photo_library().categories)
+    raise ValueError(f"label set must be one of {LABEL_SETS[:2]}, got {label_set!r}")
+
+
+def slot_pairs(predict, scenes, num_slots: int, chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """(code, slot truth) of every non-empty slot of `predict` on `scenes`."""
+    from training.metrics import slot_classes
+
+    codes, truth = [], []
+    for i in range(0, len(scenes), chunk):
+        part = scenes[i : i + chunk]
+        pred, c = predict(np.stack([s.image for s in part]))
+        sc = slot_classes(
+            pred, np.stack([s.instances for s in part]), [s.classes for s in part], num_slots
+        )
+        codes.append(c[sc.image, sc.slot])
+        truth.append(sc.class_id)
+    return np.concatenate(codes), np.concatenate(truth)
+
+
+def label_model_codes(
+    predict, num_slots: int, num_codes: int, label_set: str, height: int, scenes: int = 256
+) -> tuple[list[CodeLabel], Thresholds] | None:
+    """Name a model's codes on `scenes` labelled scenes, thresholds on as many others.
+
+    `predict`: uint8 images (B, H, W, 3) -> (slot id per pixel, codes (B, K)). None for the
+    `none` label set."""
+    if label_set == "none":
+        return None
+    naming, names = labelled_scenes(label_set, scenes, NAMING_SEED, height)
+    validation, _ = labelled_scenes(label_set, scenes, VALIDATION_SEED, height)
+    return fit_code_labels(
+        slot_pairs(predict, naming, num_slots),
+        slot_pairs(predict, validation, num_slots),
+        num_codes,
+        names,
+    )
