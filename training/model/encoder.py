@@ -54,7 +54,9 @@ class ViTEncoder(nn.Module):
         try:
             import timm
         except ImportError as err:  # pragma: no cover - optional extra
-            raise ImportError("encoder.kind=vit needs timm: pip install 'slotserve[train]'") from err
+            raise ImportError(
+                "encoder.kind=vit needs timm: pip install 'slotserve[train]'"
+            ) from err
         if not cfg.vit_weights:
             raise ValueError("encoder.kind=vit needs encoder.vit_weights (a local file)")
         self.vit = timm.create_model(
