@@ -48,11 +48,17 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--bundle-variant", default="fp32", choices=["fp32", "fp16", "int8"])
     p.add_argument(
         "--method",
-        choices=["model", "colour", "kmeans"],
+        choices=["model", "colour", "kmeans", "kmeans-features"],
         default="model",
-        help="colour / kmeans: the trivial baselines on the same scenes",
+        help="colour / kmeans (RGB) / kmeans-features (frozen EfficientNet-Lite0 stride-32 "
+        "features): the baselines on the same scenes",
     )
-    p.add_argument("--variant", choices=["solid", "textured"], default="solid")
+    p.add_argument(
+        "--variant",
+        choices=["solid", "textured", "photos", "photos-unseen"],
+        default="solid",
+        help="shapes scenes, or photo-object scenes of the training stamps / held-out stamps",
+    )
     p.add_argument(
         "--coco", help="a COCO-format folder (annotations.json + images/) instead of shapes"
     )
@@ -60,6 +66,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument(
         "--size", type=int, default=None, help="scene size (default: the model's input size)"
+    )
+    p.add_argument(
+        "--width", type=int, default=None, help="scene width for photo scenes (default: --size)"
     )
     p.add_argument(
         "--slots", type=int, default=7, help="k for the kmeans baseline without a checkpoint"
@@ -86,14 +95,13 @@ def _cmd_evaluate(args) -> int:
     import torch
 
     from training.checkpoint import load_checkpoint
-    from training.data import SHAPE_CLASSES
     from training.evaluate import (
         baseline_predictor,
         bundle_predictor,
         coco_scenes,
         evaluate_scenes,
+        evaluation_scenes,
         model_predictor,
-        shapes_scenes,
     )
 
     if args.threads:
@@ -132,11 +140,10 @@ def _cmd_evaluate(args) -> int:
         scenes, class_names = coco_scenes(args.coco, size)
         source = {"coco": str(args.coco)}
     else:
-        scenes, class_names = (
-            shapes_scenes(args.variant, args.scenes, args.seed, size),
-            SHAPE_CLASSES,
+        scenes, class_names = evaluation_scenes(
+            args.variant, args.scenes, args.seed, size, args.width
         )
-        source = {"variant": args.variant, "seed": args.seed}
+        source = {"variant": args.variant, "seed": args.seed, "size": [size, args.width or size]}
     if args.method == "model":
         if manifest is not None:
             predict = bundle_predictor(args.bundle, args.bundle_variant)

@@ -10,8 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
-from training.baselines import colour_segmentation, kmeans_segmentation
+from training.baselines import (
+    colour_segmentation,
+    kmeans_feature_segmentation,
+    kmeans_segmentation,
+)
 from training.config import DataConfig
 from training.data import SHAPE_CLASSES, Scene, generate_batch, load_coco_folder
 from training.labels import label_report
@@ -21,8 +26,21 @@ from training.metrics import SegmentationEvaluator, code_histogram
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
 
+def _to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) float -> (B, C, *size): area averaging down, bilinear up (as the service)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    down = size[0] <= x.shape[-2] and size[1] <= x.shape[-1]
+    if down:
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 def model_predictor(model: torch.nn.Module, batch_size: int = 64) -> Predictor:
-    """Argmax over the decoder-alpha masks, and the code of each slot."""
+    """Argmax over the decoder-alpha masks, and the code of each slot. Images of another size
+    than the model's are resized to it first and the soft masks resized back (bilinear), as the
+    service does."""
+    size = (model.cfg.image_size, model.cfg.image_size)
 
     @torch.no_grad()
     def predict(images: np.ndarray):
@@ -30,8 +48,8 @@ def model_predictor(model: torch.nn.Module, batch_size: int = 64) -> Predictor:
         ids, codes = [], []
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(images[i : i + batch_size]).permute(0, 3, 1, 2).float().div(255)
-            out = model(x)
-            ids.append(out.masks.argmax(1).numpy())
+            out = model(_to_size(x, size))
+            ids.append(_to_size(out.masks, tuple(x.shape[-2:])).argmax(1).numpy())
             codes.append(out.codes.numpy())
         return np.concatenate(ids), np.concatenate(codes)
 
@@ -39,7 +57,8 @@ def model_predictor(model: torch.nn.Module, batch_size: int = 64) -> Predictor:
 
 
 def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int = 64) -> Predictor:
-    """Argmax masks and codes computed by onnxruntime from an exported bundle."""
+    """Argmax masks and codes computed by onnxruntime from an exported bundle (images of
+    another size resized to the bundle's input and the masks back, as the service does)."""
     import onnxruntime as ort
 
     from export.contract import (
@@ -51,7 +70,8 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
         to_model_input,
     )
 
-    load_bundle(bundle)
+    manifest = load_bundle(bundle)
+    size = (manifest.input.height, manifest.input.width)
     session = ort.InferenceSession(
         str(Path(bundle) / VARIANT_FILES[variant]), providers=["CPUExecutionProvider"]
     )
@@ -59,11 +79,17 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
     def predict(images: np.ndarray):
         ids, codes = [], []
         for i in range(0, len(images), batch_size):
+            part = images[i : i + batch_size]
+            if part.shape[1:3] != size:
+                x = torch.from_numpy(part).permute(0, 3, 1, 2).float()
+                x = _to_size(x, size).round().clamp(0, 255).to(torch.uint8)
+                part_in = x.permute(0, 2, 3, 1).numpy()
+            else:
+                part_in = part
             masks, c = session.run(
-                [OUTPUT_MASKS, OUTPUT_CODES],
-                {INPUT_NAME: to_model_input(images[i : i + batch_size])},
+                [OUTPUT_MASKS, OUTPUT_CODES], {INPUT_NAME: to_model_input(part_in)}
             )
-            ids.append(masks.argmax(1))
+            ids.append(_to_size(torch.from_numpy(masks), part.shape[1:3]).argmax(1).numpy())
             codes.append(c)
         return np.concatenate(ids), np.concatenate(codes)
 
@@ -75,7 +101,9 @@ def baseline_predictor(method: str, k: int = 7) -> Predictor:
         return lambda images: (np.stack([colour_segmentation(im) for im in images]), None)
     if method == "kmeans":
         return lambda images: (np.stack([kmeans_segmentation(im, k=k) for im in images]), None)
-    raise ValueError(f"unknown method {method!r}: use model, colour or kmeans")
+    if method == "kmeans-features":
+        return lambda images: (kmeans_feature_segmentation(images, k=k), None)
+    raise ValueError(f"unknown method {method!r}: use model, colour, kmeans or kmeans-features")
 
 
 def evaluate_scenes(
@@ -148,6 +176,24 @@ def _code_name_accuracy(ev: SegmentationEvaluator, code_names: Sequence[str | No
     truth = np.array(["background" if c < 0 else names[c] for c in classes])
     given = np.array([code_names[c] if c < len(code_names) else None for c in codes])
     return round(float(np.mean(given == truth)), 4) if len(truth) else float("nan")
+
+
+PHOTO_VARIANTS = {"photos": "train", "photos-unseen": "unseen"}
+"""Photo-scene variants: new scenes of the training stamps, or of the held-out fifth."""
+
+
+def evaluation_scenes(
+    variant: str, n: int, seed: int, height: int, width: int | None = None
+) -> tuple[list[Scene], list[str]]:
+    """(scenes, class names) of a shapes variant (square) or a photo variant (any size)."""
+    if variant in PHOTO_VARIANTS:
+        from training.data.photos import generate_photo_batch, photo_library
+
+        scenes = generate_photo_batch(n, seed, height, width, split=PHOTO_VARIANTS[variant])
+        return scenes, list(photo_library().categories)
+    if width not in (None, height):
+        raise ValueError(f"shapes scenes are square: got {height}x{width}")
+    return shapes_scenes(variant, n, seed, height), list(SHAPE_CLASSES)
 
 
 def shapes_scenes(variant: str, n: int, seed: int, size: int, data: DataConfig | None = None):
