@@ -13,7 +13,8 @@ export MALLOC_MMAP_THRESHOLD_ = 4000000000
 export MALLOC_TRIM_THRESHOLD_ = 100000000000
 
 .PHONY: help venv triton-venv system-deps test lint format audit serve proto build loadtest \
-	bench bench-triton memory soak train train-ablation evaluate demo sweep clean
+	bench bench-triton memory soak train train-ablation train-photos evaluate evaluate-photos demo \
+	sweep clean
 
 venv: $(VENV)/.installed
 
@@ -133,6 +134,22 @@ train: venv
 # The same budget with the top-down pathway off (plain Slot Attention): the ablation.
 train-ablation: venv
 	$(PY) -m training train --config no_topdown --no-resume run.out_dir=runs/no_topdown
+
+# The shipped architecture on photo-object scenes, from scratch (see docs/photos.md).
+train-photos: venv system-deps
+	$(PY) -m training train --config photos --no-resume run.out_dir=runs/photos
+
+# Photo-object scenes (training stamps and held-out stamps; square and non-square): the shipped
+# model beside k-means on RGB and on frozen EfficientNet-Lite0 features, as JSON lines.
+evaluate-photos: venv system-deps
+	@for v in photos photos-unseen; do for hw in "128 128" "96 160"; do set -- $$hw; \
+	  for m in kmeans kmeans-features; do \
+	    $(PY) -m training evaluate --method $$m --variant $$v --scenes 512 --seed 12345 \
+	      --size $$1 --width $$2 --slots 7 --json; \
+	  done; \
+	  $(PY) -m training evaluate --checkpoint $(CHECKPOINT) --variant $$v --scenes 512 \
+	    --seed 12345 --size $$1 --width $$2 --json; \
+	done; done
 
 evaluate: venv
 	@for v in solid textured; do \

@@ -120,3 +120,14 @@ def test_unseen_split_draws_only_held_out_stamps(lib):
 def test_missing_packages_name_the_install_command(tmp_path):
     with pytest.raises(MissingPhotoData, match="make system-deps"):
         PhotoLibrary.load(stamps_root=tmp_path / "nothing")
+
+
+def test_photo_dataset_items_are_what_training_reads(lib):
+    from training.data.photos import PhotoDataset
+
+    ds = PhotoDataset(6, seed=0, size=48, split="unseen")
+    item = ds[0]
+    assert item["image"].shape == (3, 48, 48) and item["image"].dtype.is_floating_point
+    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    assert item["instances"].shape == (48, 48) and int(item["instances"].max()) >= 1
+    assert len(ds) == 6

@@ -209,8 +209,9 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    variant: Literal["solid", "textured", "mixed", "folder"] = "mixed"
-    """mixed: half solid, half textured scenes."""
+    variant: Literal["solid", "textured", "mixed", "folder", "photos"] = "mixed"
+    """mixed: half solid, half textured scenes; photos: photo-object scenes of the training
+    stamps (training/data/photos.py), validated on the held-out stamps."""
     folder: str | None = None
     train_scenes: int = Field(40_000, ge=1)
     val_scenes: int = Field(256, ge=1)

@@ -205,14 +205,24 @@ def shapes_scenes(variant: str, n: int, seed: int, size: int, data: DataConfig |
 
 def evaluate_model(model, variant: str, n: int, seed: int, code_names=None, data=None) -> dict:
     cfg = model.cfg
-    scenes = shapes_scenes(variant, n, seed, cfg.image_size, data)
+    if variant in PHOTO_VARIANTS:
+        scenes, class_names = evaluation_scenes(variant, n, seed, cfg.image_size)
+    else:
+        scenes, class_names = shapes_scenes(variant, n, seed, cfg.image_size, data), SHAPE_CLASSES
     return evaluate_scenes(
         model_predictor(model),
         scenes,
         cfg.slot_attention.num_slots,
         cfg.codebook.size,
+        class_names,
         code_names=code_names,
     )
+
+
+def labelled_variants(data: DataConfig | None) -> tuple[str, ...]:
+    """The labelled scenes a run is judged and its codes named on: photo scenes for the photo
+    recipe, both shapes variants otherwise (a folder of the user's images has no labels)."""
+    return ("photos",) if data is not None and data.variant == "photos" else ("solid", "textured")
 
 
 def name_codes_on_shapes(model, n: int, seed: int, data: DataConfig | None = None):
@@ -221,10 +231,15 @@ def name_codes_on_shapes(model, n: int, seed: int, data: DataConfig | None = Non
     distribution on those scenes (the drift reference stored with the checkpoint)."""
     cfg = model.cfg
     e, k = cfg.codebook.size, cfg.slot_attention.num_slots
-    ev = SegmentationEvaluator(num_slots=k, num_codes=e, class_names=list(SHAPE_CLASSES))
+    variants = labelled_variants(data)
+    names = evaluation_scenes(variants[0], 1, seed, cfg.image_size)[1]
+    ev = SegmentationEvaluator(num_slots=k, num_codes=e, class_names=names)
     predict = model_predictor(model)
-    for variant in ("solid", "textured"):
-        scenes = shapes_scenes(variant, n, seed, cfg.image_size, data)
+    for variant in variants:
+        if variant in PHOTO_VARIANTS:
+            scenes = evaluation_scenes(variant, n, seed, cfg.image_size)[0]
+        else:
+            scenes = shapes_scenes(variant, n, seed, cfg.image_size, data)
         pred, codes = predict(np.stack([s.image for s in scenes]))
         ev.update(np.stack([s.instances for s in scenes]), [s.classes for s in scenes], pred, codes)
     used_codes, _ = ev.pairs()

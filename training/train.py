@@ -61,6 +61,17 @@ class ShapesDataModule(L.LightningDataModule):
             self.train_set = ConcatDataset(
                 [_shapes(c, half, c.seed, "solid", s), _shapes(c, half, c.seed + 1, "textured", s)]
             )
+        elif c.variant == "photos":
+            from training.data.photos import PhotoDataset
+
+            self.train_set = PhotoDataset(
+                c.train_scenes, c.seed, s, "train", c.min_objects, c.max_objects
+            )
+            self.val_names = ["photos-unseen"]
+            self.val_sets = [
+                PhotoDataset(c.val_scenes, VAL_SEED, s, "unseen", c.min_objects, c.max_objects)
+            ]
+            return
         else:
             self.train_set = _shapes(c, c.train_scenes, c.seed, c.variant, s)
         variants = ["solid", "textured"] if c.variant in ("mixed", "folder") else [c.variant]
@@ -199,7 +210,11 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     """Train, then name the codes, evaluate and write the final artefact. Returns its path.
 
     With `resume`, an existing `checkpoints/last.ckpt` in `run.out_dir` is continued."""
-    from training.evaluate import evaluate_model, name_codes_on_shapes  # avoid import cycle
+    from training.evaluate import (
+        evaluate_model,
+        labelled_variants,
+        name_codes_on_shapes,
+    )  # avoid import cycle
 
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +258,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     path = save_checkpoint(model, out / "model.safetensors", info)
     report = {
         v: evaluate_model(model, v, cfg.run.eval_scenes, VAL_SEED + 2, code_names=names)
-        for v in ("solid", "textured")
+        for v in labelled_variants(cfg.data)
     }
     report["steps"] = int(trainer.global_step)
     report["train_minutes_this_session"] = round(minutes, 2)
