@@ -55,6 +55,8 @@ def test_every_config_trains(name, tmp_path):
                 folder / f"{i}.png"
             )
         extra.append(f"data.folder={folder}")
+    if name == "photos":
+        extra.append("run.init_from=null")  # the shipped model's weights do not fit SMALL
     cfg = load_train_config(
         name, [*_small_model_overrides(), *TINY_RUN, f"run.out_dir={tmp_path / 'run'}", *extra]
     )
@@ -78,6 +80,24 @@ def test_every_config_trains(name, tmp_path):
     assert info.config == cfg.model
     assert len(info.code_names) == cfg.model.codebook.size
     assert abs(sum(info.code_usage) - 1.0) < 1e-3
+
+
+def test_init_from_starts_from_a_checkpoints_weights(tmp_path):
+    from training.train import SlotModule, _init_from
+
+    cfg = load_train_config("default", [*_small_model_overrides(), *TINY_RUN])
+    source = SlotModule(cfg).model
+    ckpt = save_checkpoint(source, tmp_path / "src.safetensors", CheckpointInfo(cfg.model))
+    module = SlotModule(cfg)
+    key = next(iter(source.state_dict()))
+    assert not torch.equal(module.model.state_dict()[key], source.state_dict()[key])
+    _init_from(module, cfg, str(ckpt))
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in module.model.state_dict().items())
+    other = load_train_config(
+        "default", [*_small_model_overrides(), "model.slot_attention.num_slots=3"]
+    )
+    with pytest.raises(ValueError, match="model config differs"):
+        _init_from(SlotModule(other), other, str(ckpt))
 
 
 @pytest.mark.parametrize(

@@ -246,6 +246,9 @@ class RunConfig(_Strict):
     checkpoint_every: int = 1000
     eval_scenes: int = 256
     """Scenes of each variant for the final evaluation and code naming."""
+    init_from: str | None = None
+    """A `model.safetensors` to start from (its config must match `model`): fine-tuning, e.g.
+    the photo recipe starts from the shipped shapes model. A resumed run ignores it."""
 
 
 class TrainConfig(_Strict):

@@ -206,6 +206,17 @@ def build_trainer(
     )
 
 
+def _init_from(module: SlotModule, cfg: TrainConfig, path: str) -> None:
+    """Start from a checkpoint's weights; its model config must be this run's."""
+    from training.checkpoint import load_checkpoint
+
+    source, info = load_checkpoint(path)
+    if info.config != cfg.model:
+        raise ValueError(f"run.init_from={path}: its model config differs from this run's")
+    module.model.load_state_dict(source.state_dict())
+    log.info("starting from the weights of %s", path)
+
+
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     """Train, then name the codes, evaluate and write the final artefact. Returns its path.
 
@@ -227,6 +238,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     data = ShapesDataModule(cfg.data, cfg.model.image_size)
     module = SlotModule(cfg)
+    if cfg.run.init_from:
+        _init_from(module, cfg, cfg.run.init_from)
     artefacts = ArtefactCallback(cfg, out)
     trainer = build_trainer(cfg, out, [artefacts], progress)
     last = out / "checkpoints" / "last.ckpt"
