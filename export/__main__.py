@@ -146,7 +146,8 @@ def run(args) -> object:
             int8_scope=args.int8_scope,
         )
     if args.verb == "tensorrt":
-        from export.tensorrt import BatchProfile, build_bundle_engine
+        from export.tensorrt import build_bundle_engine
+        from runtime.trt_options import BatchProfile
 
         profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
         return {
@@ -171,7 +172,7 @@ def run(args) -> object:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    from export.contract import BundleError
+    from runtime.contract import BundleError
 
     try:
         result = run(args)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from export.contract import (
+from export.graph import ExportWrapper, graph_report
+from export.verify import parity_gate, verify_bundle
+from runtime.contract import (
     INPUT_NAME,
     MODEL_FILE,
     OUTPUT_CODES,
@@ -28,31 +29,6 @@ from export.contract import (
 from training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
-
-MASK_SOURCES = ("decoder_alpha", "attention")
-
-
-class ExportWrapper(nn.Module):
-    """image (B, 3, H, W) in [0, 1] -> masks (B, K, H, W), codes (B, K), distances (B, K)."""
-
-    def __init__(self, model: nn.Module, mask_source: str = "decoder_alpha"):
-        super().__init__()
-        if mask_source not in MASK_SOURCES:
-            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
-        self.model = model
-        self.mask_source = mask_source
-        self.eval()  # the wrapper too: the exporter warns about (and traces) training mode
-
-    def forward(self, image: torch.Tensor):
-        out = self.model(image)
-        masks = out.masks
-        if self.mask_source == "attention":
-            b, k, n = out.attention.shape
-            side = round(n**0.5)
-            grid = out.attention.reshape(b, k, side, side)
-            masks = F.interpolate(grid, size=image.shape[-2:], mode="bilinear", align_corners=False)
-            masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(1e-8)
-        return masks, out.codes, out.code_distances
 
 
 def _versions() -> dict[str, str]:
@@ -118,22 +94,6 @@ def export_graph(model: nn.Module, path: Path, mask_source: str, opset: int = 18
     check_graph(path, model)
 
 
-def graph_report(path: Path) -> dict:
-    """Facts about an exported graph that the bundle contract relies on."""
-    graph = onnx.load(str(path)).graph
-    ops = sorted({n.op_type for n in graph.node})
-    dim0 = graph.input[0].type.tensor_type.shape.dim[0]
-    return {
-        "ops": ops,
-        "random_ops": [o for o in ops if o.startswith("Random")],
-        "batch_symbolic": bool(dim0.dim_param) and not dim0.HasField("dim_value"),
-        "batch_dim": dim0.dim_param or dim0.dim_value,
-        "inputs": [i.name for i in graph.input],
-        "outputs": [o.name for o in graph.output],
-        "initializers": len(graph.initializer),
-    }
-
-
 def codebook_is_initializer(path: Path, codebook: np.ndarray) -> bool:
     from onnx import numpy_helper
 
@@ -177,8 +137,6 @@ def export_bundle(
     `eval_iterations`: refinements to unroll; default the checkpoint's inference count.
     `merge_share`: threshold of merging slots into objects baked into the graph; default the
     checkpoint's (`decoder.merge_share`), 0 for one object per slot."""
-    from export.verify import parity_gate, verify_bundle
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, info = load_checkpoint(

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.contract import (
+from export.verify import ort_session
+from runtime.contract import (
     INPUT_NAME,
     MODEL_FILE,
     OUTPUT_NAMES,
@@ -32,7 +33,6 @@ from export.contract import (
     to_model_input,
     write_manifest,
 )
-from export.verify import ort_session
 
 log = logging.getLogger(__name__)
 

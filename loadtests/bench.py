@@ -33,7 +33,7 @@ import numpy as np
 
 from loadtests.images import encode, multipart
 from loadtests.server import REPO, Server, serve
-from service.backends import BackendError, check_provider
+from runtime.backends import BackendError, check_provider
 
 BUNDLE = REPO / "models" / "slotserve-shapes"
 CHECKPOINT = BUNDLE / "model.safetensors"
@@ -85,8 +85,8 @@ def time_calls(fn, batch, min_seconds: float, min_calls: int = 5) -> list[float]
 def raw_runners(threads: int, provider: str = "cpu") -> dict:
     import torch
 
-    from export.contract import VARIANT_FILES, load_bundle, to_model_input
-    from service.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.contract import VARIANT_FILES, load_bundle, to_model_input
     from training.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)

@@ -289,9 +289,9 @@ class Workload:
 
     @classmethod
     def make(cls, n: int = 64, seed: int = 11) -> Workload:
-        from export.contract import to_model_input
         from loadtests.bench import scenes
         from loadtests.images import encode
+        from runtime.contract import to_model_input
 
         images = scenes(n, seed=seed)
         return cls([encode(img) for img in images], [to_model_input(img[None]) for img in images])
@@ -347,7 +347,7 @@ async def slotserve_client(server: Server, protocol: str, users: int, work: Work
 async def triton_client(server: TritonServer, protocol: str, users: int, work: Workload):
     """A call that sends image k's tensor to Triton (KServe v2) and takes every output back
     as binary tensor data. Inputs are built once per image, as SlotServe's uploads are."""
-    from export.contract import INPUT_NAME, OUTPUT_CODES, OUTPUT_NAMES
+    from runtime.contract import INPUT_NAME, OUTPUT_CODES, OUTPUT_NAMES
 
     if protocol == "http":
         import tritonclient.http.aio as client_lib
@@ -393,9 +393,9 @@ def percentile_ms(values, q: float) -> float:
 def raw_batch1_ms(seconds: float) -> float:
     """p50 of one onnxruntime call at batch 1 in this process (the service's own backend),
     while both servers idle: what neither server can go below at one user."""
-    from export.contract import load_bundle, to_model_input
     from loadtests.bench import scenes, time_calls
-    from service.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.contract import load_bundle, to_model_input
 
     backend = OnnxRuntimeBackend(BUNDLE / "model.onnx", load_bundle(BUNDLE), "fp32", "cpu")
     batch = to_model_input(scenes(1))

@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from export.contract import BundleError, to_model_input
-from service.backends import BackendError, check_graph, check_provider, create_backend
+from runtime.backends import BackendError, check_graph, check_provider, create_backend
+from runtime.contract import BundleError, to_model_input
 from service.batcher import Batcher
 from service.bundle import ResolvedBundle, resolve_bundle
 from service.errors import Overloaded, RequestError, all_reasons, retry_after_s

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.contract import BundleError, Manifest, load_bundle
+from runtime.contract import BundleError, Manifest, load_bundle
 from service.settings import DEFAULT_BUNDLE, Settings
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import anyio
 import numpy as np
 from PIL import Image
 
-from export.contract import Manifest
+from runtime.contract import Manifest
 from service.errors import RequestError, TooManyImages
 from service.processing import (
     Limits,

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from export.contract import Manifest, to_model_input
-from service.backends import Backend
+from runtime.backends import Backend
+from runtime.contract import Manifest, to_model_input
 from service.metrics import CodeDrift, ServiceMetrics
 
 

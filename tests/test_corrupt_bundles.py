@@ -14,9 +14,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export.contract import load_bundle, to_model_input
-from service.backends import BackendError
-from service.backends.onnxruntime import OnnxRuntimeBackend, provider_chain, provider_options
+from runtime.backends import BackendError
+from runtime.backends.onnxruntime import OnnxRuntimeBackend, provider_chain, provider_options
+from runtime.contract import load_bundle, to_model_input
 from service.settings import DEFAULT_BUNDLE
 from tests.conftest import run_module
 from tests.serving import REPO
@@ -78,7 +78,7 @@ def _swapped_graph(b):
     graph = helper.make_graph([helper.make_node("Identity", ["image"], ["masks"])], "g", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     onnx.save(model, b / "model.onnx")
-    from export.contract import sha256_file
+    from runtime.contract import sha256_file
 
     edit_manifest(b, lambda m: m["files"].update({"model.onnx": sha256_file(b / "model.onnx")}))
 
@@ -147,7 +147,7 @@ def test_provider_chain_prefers_gpus_and_always_ends_on_the_cpu():
 def test_cuda_runs_in_full_fp32_unless_tf32_is_asked_for(monkeypatch):
     """onnxruntime's CUDA provider defaults to TF32, which moved the shipped model's masks by
     up to 0.27 on an H100; the service turns it off unless SLOTSERVE_CUDA_TF32 says otherwise."""
-    from service.backends import base
+    from runtime.backends import factory
     from service.settings import Settings
 
     manifest = load_bundle(DEFAULT_BUNDLE)
@@ -159,36 +159,36 @@ def test_cuda_runs_in_full_fp32_unless_tf32_is_asked_for(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(
-        "service.backends.onnxruntime.OnnxRuntimeBackend",
+        "runtime.backends.onnxruntime.OnnxRuntimeBackend",
         lambda *args, **kwargs: seen.update(kwargs) or "backend",
     )
-    assert base.create_backend(DEFAULT_BUNDLE, manifest, Settings()) == "backend"
+    assert factory.create_backend(DEFAULT_BUNDLE, manifest, Settings()) == "backend"
     assert seen["cuda_tf32"] is False
     monkeypatch.setenv("SLOTSERVE_CUDA_TF32", "true")
-    base.create_backend(DEFAULT_BUNDLE, manifest, Settings())
+    factory.create_backend(DEFAULT_BUNDLE, manifest, Settings())
     assert seen["cuda_tf32"] is True
 
 
 def test_memory_settings_reach_the_onnxruntime_session(monkeypatch):
     """The memory pattern is off by default (it doubles the arena's steady size at the same
     speed; README "Memory"), the arena on; SLOTSERVE_ORT_MEMORY_* turn either around."""
-    from service.backends import base
+    from runtime.backends import factory
     from service.settings import Settings
 
     manifest = load_bundle(DEFAULT_BUNDLE)
-    backend = base.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
+    backend = factory.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
     options = backend.session.get_session_options()
     assert options.enable_mem_pattern is False and options.enable_cpu_mem_arena is True
     assert backend.describe()["memory_pattern"] is False
     monkeypatch.setenv("SLOTSERVE_ORT_MEMORY_PATTERN", "true")
     monkeypatch.setenv("SLOTSERVE_ORT_MEMORY_ARENA", "false")
-    backend = base.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
+    backend = factory.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
     options = backend.session.get_session_options()
     assert options.enable_mem_pattern is True and options.enable_cpu_mem_arena is False
 
 
 def test_gpu_sessions_load_cuda_from_the_nvidia_pip_packages_first(monkeypatch):
-    from service.backends.onnxruntime import load_gpu_libraries
+    from runtime.backends.onnxruntime import load_gpu_libraries
 
     calls = []
     monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(1), raising=False)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.contract import (
+from export.onnx_export import export_bundle
+from runtime.contract import (
     MANIFEST_FILE,
     MODEL_FILE,
     BundleError,
@@ -18,7 +19,6 @@ from export.contract import (
     read_manifest,
     to_model_input,
 )
-from export.onnx_export import export_bundle
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
@@ -84,7 +84,7 @@ def test_rounding_envelope_is_the_float32_spread_of_the_model(exported):
 
     import torch
 
-    from export.onnx_export import ExportWrapper
+    from export.graph import ExportWrapper
     from export.verify import _scenes, rounding_envelope
     from training.checkpoint import load_checkpoint
 
@@ -116,7 +116,8 @@ def test_parity_gate_on_a_gpu_provider_allows_its_summation_order_and_no_more():
 def test_graph_has_symbolic_batch_no_random_ops_and_baked_codebook(exported):
     import onnx
 
-    from export.onnx_export import codebook_is_initializer, graph_report
+    from export.graph import graph_report
+    from export.onnx_export import codebook_is_initializer
     from training.checkpoint import load_checkpoint
 
     ckpt, bundle, _ = exported
@@ -136,7 +137,7 @@ def test_graph_has_symbolic_batch_no_random_ops_and_baked_codebook(exported):
 
 
 def test_manifest_records_contract_hashes_and_codes(exported):
-    from export.contract import sha256_file
+    from runtime.contract import sha256_file
 
     ckpt, bundle, _ = exported
     manifest = load_bundle(bundle)
@@ -221,8 +222,8 @@ def test_verify_on_cuda_passes_the_gpu_gate(exported):
 
 def test_contract_is_torch_free():
     code = (
-        "import sys, export.contract, export\n"
-        "assert 'torch' not in sys.modules, 'export.contract imported torch'\n"
+        "import sys, runtime.contract, export\n"
+        "assert 'torch' not in sys.modules, 'runtime.contract imported torch'\n"
         "assert 'training' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
@@ -332,8 +333,8 @@ def test_export_bakes_in_merging_slots_into_objects(tmp_path):
     """A bundle exported with `--merge-share` merges slots inside the graph as the checkpoint
     does (the parity gate compares against the merging model), records the share in its
     manifest, and verify re-checks it; merged-away slots come out as empty channels."""
-    from export.contract import INPUT_NAME, OUTPUT_MASKS, to_model_input
     from export.verify import parity_gate, verify_bundle
+    from runtime.contract import INPUT_NAME, OUTPUT_MASKS, to_model_input
     from tests.conftest import small_checkpoint, small_config
 
     cfg = small_config(

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from export.contract import load_bundle, to_model_input
 from loadtests.images import encode
+from runtime.contract import load_bundle, to_model_input
 from service.schemas import BatchDecomposition, Decomposition
 from service.settings import DEFAULT_BUNDLE
 from training.data.shapes import generate_batch
@@ -168,7 +168,7 @@ def test_openapi_lists_the_routes(server):
 
 def test_import_service_leaves_torch_and_training_unimported():
     code = (
-        "import sys, service, service.app, service.rpc.server, service.backends.onnxruntime\n"
+        "import sys, service, service.app, service.rpc.server, runtime.backends.onnxruntime\n"
         "bad = sorted(m for m in ('torch', 'training', 'lightning') if m in sys.modules)\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

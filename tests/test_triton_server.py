@@ -19,8 +19,8 @@ import time
 import numpy as np
 import pytest
 
-from export.contract import INPUT_NAME, OUTPUT_NAMES, to_model_input
 from loadtests.triton_peer import BUNDLE, TritonInstall, TritonUnavailable, start
+from runtime.contract import INPUT_NAME, OUTPUT_NAMES, to_model_input
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow

@@ -100,7 +100,7 @@ def _cmd_evaluate(args) -> int:
         torch.set_num_threads(args.threads)
     model = info = manifest = None
     if args.method == "model" and args.bundle:
-        from export.contract import load_bundle
+        from runtime.contract import load_bundle
 
         manifest = load_bundle(args.bundle)
     elif args.method == "model":

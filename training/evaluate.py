@@ -41,7 +41,7 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
     """Argmax masks and codes computed by onnxruntime from an exported bundle."""
     import onnxruntime as ort
 
-    from export.contract import (
+    from runtime.contract import (
         INPUT_NAME,
         OUTPUT_CODES,
         OUTPUT_MASKS,
