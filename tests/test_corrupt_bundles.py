@@ -122,8 +122,27 @@ def test_service_refuses_to_start_on_a_bad_bundle(tmp_path, name):
 
 
 def test_a_bundle_directory_that_does_not_exist_is_refused(tmp_path):
+    """Importing the service does no work (no bundle check at import); the deployment check
+    that `bentoml serve` runs before its workers refuses the bundle with one line."""
     env = {**os.environ, "SLOTSERVE_BUNDLE": str(tmp_path / "nope")}
+    check = (
+        "import service.app\n"
+        "from service.bundle import check_bundle_or_exit\n"
+        "from service.settings import get_settings\n"
+        "check_bundle_or_exit(get_settings())\n"
+    )
     res = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("slotserve: refusing to serve:") and "not a directory" in last
+    imported = subprocess.run(
         [sys.executable, "-c", "import service.app"],
         cwd=REPO,
         env=env,
@@ -131,7 +150,7 @@ def test_a_bundle_directory_that_does_not_exist_is_refused(tmp_path):
         text=True,
         timeout=120,
     )
-    assert res.returncode == 1 and "not a directory" in res.stderr.strip().splitlines()[-1]
+    assert imported.returncode == 0, imported.stderr[-2000:]
 
 
 def test_provider_chain_prefers_gpus_and_always_ends_on_the_cpu():
