@@ -145,7 +145,7 @@ def export_bundle(
     cfg = model.cfg
     log.info("exporting %s -> %s", checkpoint, out / MODEL_FILE)
     export_graph(model, out / MODEL_FILE, mask_source)
-    k, s = cfg.slot_attention.num_slots, cfg.image_size
+    s = cfg.image_size
     t = model.grouping.num_iterations  # eval mode: what inference runs, unrolled
     manifest = Manifest(
         name=name or out.name,
@@ -157,7 +157,7 @@ def export_bundle(
             OutputSpec(
                 name=OUTPUT_MASKS,
                 dtype="float32",
-                shape=["batch", k, s, s],
+                shape=["batch", "slots", s, s],
                 description=(
                     f"per-slot mask probabilities ({mask_source}), sum to 1 over slots"
                     + (
@@ -171,19 +171,17 @@ def export_bundle(
             OutputSpec(
                 name=OUTPUT_CODES,
                 dtype="int64",
-                shape=["batch", k],
+                shape=["batch", "slots"],
                 description="semantic code (codebook index) per slot",
             ),
             OutputSpec(
                 name=OUTPUT_DISTANCES,
                 dtype="float32",
-                shape=["batch", k],
+                shape=["batch", "slots"],
                 description="Euclidean distance from the bottom-up slot to its code",
             ),
         ],
-        num_slots=k,
         iterations={"bottom_up": t, "modulated": t if cfg.modulation.enabled else 0},
-        codebook_size=cfg.codebook.size,
         code_names=info.code_names,
         code_usage=info.code_usage,
         mask_source=mask_source,

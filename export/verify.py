@@ -102,7 +102,7 @@ def verify_bundle(
     model, _ = load_checkpoint(
         checkpoint,
         eval_iterations=manifest.iterations["bottom_up"],
-        merge_share=manifest.model.get("decoder", {}).get("merge_share", 0.0),
+        merge_share=manifest.model.decoder.merge_share,
     )
     wrapper = ExportWrapper(model, manifest.mask_source)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)
@@ -110,7 +110,7 @@ def verify_bundle(
     size = manifest.input.height
     report: dict = {"batches": {}}
     for b in batches:
-        x = to_model_input(_scenes(b, size, seed + b))
+        x = to_model_input(_scenes(b, size, seed + b), manifest.input)
         with torch.no_grad():
             t_out = wrapper(torch.from_numpy(x))
             e_masks = exact(torch.from_numpy(x).double())[0].numpy()

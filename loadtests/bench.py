@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -31,34 +30,26 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.images import encode, multipart
-from loadtests.server import REPO, Server, serve
+from loadtests.images import multipart
+from loadtests.measure import (
+    BUNDLE,
+    CHECKPOINT,
+    encoded,
+    log,
+    machine,
+    percentile,
+    scenes,
+    time_calls,
+)
+from loadtests.server import Server, serve
 from runtime.backends import BackendError, check_provider
 
-BUNDLE = REPO / "models" / "slotserve-shapes"
-CHECKPOINT = BUNDLE / "model.safetensors"
 RAW_BATCHES = (1, 4, 16, 64)
 PROVIDERS = ("cpu", "cuda")
 CONCURRENCIES = (1, 4, 16, 64)
 
 
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
-
-
 # -- raw model ----------------------------------------------------------------------------------
-def scenes(n: int, seed: int = 7) -> np.ndarray:
-    from training.data.shapes import generate_batch
-
-    half = generate_batch((n + 1) // 2, seed=seed, variant="solid")
-    rest = generate_batch(n // 2, seed=seed + 1, variant="textured")
-    return np.stack([s.image for s in half + rest])
-
-
 def batch_list(text: str) -> tuple[int, ...]:
     """`--batches 1,16,64` -> (1, 16, 64); batch 1 and 16 feed the headline."""
     try:
@@ -68,18 +59,6 @@ def batch_list(text: str) -> tuple[int, ...]:
     if not batches or batches[0] < 1 or not {1, 16} <= set(batches):
         raise argparse.ArgumentTypeError(f"batch sizes must be >= 1 and include 1 and 16: {text!r}")
     return batches
-
-
-def time_calls(fn, batch, min_seconds: float, min_calls: int = 5) -> list[float]:
-    for _ in range(2):
-        fn(batch)  # warm-up
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < min_calls or time.perf_counter() - started < min_seconds:
-        t = time.perf_counter()
-        fn(batch)
-        times.append(time.perf_counter() - t)
-    return times
 
 
 def raw_runners(threads: int, provider: str = "cpu") -> dict:
@@ -93,14 +72,14 @@ def raw_runners(threads: int, provider: str = "cpu") -> dict:
     device = torch.device("cuda" if provider == "cuda" else "cpu")
     model, _ = load_checkpoint(CHECKPOINT)
     model.to(device)
+    manifest = load_bundle(BUNDLE)
 
     def torch_eager(images):
         with torch.inference_mode():
-            out = model(torch.from_numpy(to_model_input(images)).to(device))
+            out = model(torch.from_numpy(to_model_input(images, manifest.input)).to(device))
             out.masks.cpu()  # host arrays out, as onnxruntime returns them (and a sync)
 
     runners = {"torch-eager": torch_eager}
-    manifest = load_bundle(BUNDLE)
     for variant, name in VARIANT_FILES.items():
         if name not in manifest.files and variant != "fp32":
             continue
@@ -109,7 +88,7 @@ def raw_runners(threads: int, provider: str = "cpu") -> dict:
         backend = OnnxRuntimeBackend(BUNDLE / name, manifest, variant, provider, threads)
 
         def run(images, backend=backend):
-            backend.infer(to_model_input(images))
+            backend.infer(to_model_input(images, manifest.input))
 
         runners[f"ort-{variant}"] = run
     return runners
@@ -181,10 +160,6 @@ def cpu_peak(threads: int) -> dict:
 
 
 # -- served model --------------------------------------------------------------------------------
-def encoded(n: int) -> list[bytes]:
-    return [encode(img) for img in scenes(n, seed=11)]
-
-
 async def closed_loop(server: Server, protocol: str, users: int, seconds: float, images):
     """`users` clients, each sending its next request as soon as the last one answers.
 
@@ -480,32 +455,6 @@ def plot(out: Path, result: dict) -> None:
     fig.tight_layout()
     fig.savefig(out / "served-latency.png", dpi=120)
     plt.close(fig)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine(provider: str = "cpu") -> dict:
-    import onnxruntime
-    import torch
-
-    return {
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(terse=True),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__.split("+")[0],
-        "provider": provider,
-        "gpu": torch.cuda.get_device_name() if provider == "cuda" else None,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.bench import BUNDLE, cpu_name, log, percentile, time_calls
+from loadtests.measure import BUNDLE, cpu_name, log, percentile, time_calls
 
 DEFAULT_BATCHES = (1, 4, 8, 16, 32, 64)
 CONFIGS = {

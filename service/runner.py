@@ -41,7 +41,7 @@ class ModelRunner:
     def __call__(self, images: np.ndarray) -> list[dict]:
         """uint8 (N, H, W, 3) RGB at the model's input size -> one dict per image."""
         started = time.perf_counter()
-        out = self.backend.infer(to_model_input(images))
+        out = self.backend.infer(to_model_input(images, self.manifest.input))
         seconds = time.perf_counter() - started
         n = len(images)
         call = f"{os.getpid()}-{next(self.calls)}"
@@ -75,7 +75,7 @@ def build_runner(
     not pay for onnxruntime's first-call set-up), behind a `ModelRunner`."""
     backend = create_backend(bundle.path, bundle.manifest, settings)
     runner = ModelRunner(backend, bundle.manifest, metrics)
-    backend.infer(to_model_input(runner.blank()))
+    backend.infer(to_model_input(runner.blank(), bundle.manifest.input))
     return runner
 
 

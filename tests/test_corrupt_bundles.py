@@ -225,7 +225,7 @@ def test_every_shipped_variant_loads_and_reports_its_provider(variant):
     backend = OnnxRuntimeBackend(DEFAULT_BUNDLE / name, manifest, variant, "auto", 1, 1)
     expected = "cpu" if ort.get_device() == "CPU" else backend.provider
     assert backend.provider == expected
-    out = backend.infer(to_model_input(np.zeros((2, 64, 64, 3), dtype=np.uint8)))
+    out = backend.infer(to_model_input(np.zeros((2, 64, 64, 3), np.uint8), manifest.input))
     k = manifest.num_slots
     assert out.masks.shape == (2, k, 64, 64) and out.masks.dtype == np.float32
     assert out.codes.dtype == np.int64 and out.distances.shape == (2, k)

@@ -15,6 +15,7 @@ from runtime.contract import (
     MANIFEST_FILE,
     MODEL_FILE,
     BundleError,
+    InputSpec,
     load_bundle,
     read_manifest,
     to_model_input,
@@ -91,7 +92,7 @@ def test_rounding_envelope_is_the_float32_spread_of_the_model(exported):
     checkpoint, _, manifest = exported
     model, _ = load_checkpoint(checkpoint)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)
-    x = to_model_input(_scenes(4, manifest.input.height, 7))
+    x = to_model_input(_scenes(4, manifest.input.height, 7), manifest.input)
     with torch.no_grad():
         e_masks = exact(torch.from_numpy(x).double())[0].numpy()
     wrapper = ExportWrapper(model, manifest.mask_source)
@@ -144,6 +145,12 @@ def test_manifest_records_contract_hashes_and_codes(exported):
     assert manifest.checkpoint_sha256 == sha256_file(ckpt)
     assert manifest.input.height == 32 and manifest.input.layout == "NCHW"
     assert manifest.num_slots == 4 and manifest.codebook_size == 8
+    # written once, in the typed model section; the output shapes name the axis
+    raw = json.loads((bundle / MANIFEST_FILE).read_text())
+    assert "num_slots" not in raw and "codebook_size" not in raw
+    assert raw["model"]["slot_attention"]["num_slots"] == 4
+    assert [o["shape"][1] for o in raw["outputs"]] == ["slots"] * 3
+    assert raw["input"]["mean"] == [0.0, 0.0, 0.0] and raw["input"]["std"] == [1.0, 1.0, 1.0]
     assert manifest.iterations == {"bottom_up": 2, "modulated": 2}
     assert manifest.code_names == ["background"] * 8
     assert MODEL_FILE in manifest.files and len(manifest.checkpoint_sha256) == 64
@@ -162,6 +169,23 @@ def test_changed_byte_fails_to_load_naming_the_file(exported, tmp_path):
     with pytest.raises(BundleError, match=r"model\.onnx: sha256 mismatch") as err:
         load_bundle(copy)
     assert "\n" not in str(err.value)
+
+
+def test_the_shipped_manifest_loads_and_repeated_counts_must_agree(tmp_path):
+    """The shipped bundle's manifest predates the typed model section: it has input.scale
+    only (mean 0, std 1) and repeats num_slots / codebook_size at the top level."""
+    from service.settings import DEFAULT_BUNDLE
+
+    raw = json.loads((DEFAULT_BUNDLE / MANIFEST_FILE).read_text())
+    assert "mean" not in raw["input"] and raw["num_slots"] == 11
+    manifest = read_manifest(DEFAULT_BUNDLE)
+    assert manifest.num_slots == 11 and manifest.codebook_size == raw["codebook_size"]
+    assert manifest.input.mean == (0.0, 0.0, 0.0) and manifest.input.std == (1.0, 1.0, 1.0)
+    assert manifest.model.decoder.merge_share == raw["model"]["decoder"]["merge_share"]
+    raw["num_slots"] = 7
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="num_slots 7 disagrees"):
+        read_manifest(tmp_path)
 
 
 def test_missing_file_and_future_format_are_refused(exported, tmp_path):
@@ -229,14 +253,25 @@ def test_contract_is_torch_free():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
-def test_to_model_input_layout():
+def test_to_model_input_layout_and_the_manifests_normalisation():
     images = np.zeros((2, 5, 7, 3), np.uint8)
     images[0, 1, 2] = [255, 0, 51]
-    x = to_model_input(images)
+    spec = InputSpec(height=5, width=7)  # a manifest with input.scale only: mean 0, std 1
+    x = to_model_input(images, spec)
     assert x.shape == (2, 3, 5, 7) and x.dtype == np.float32
-    assert np.allclose(x[0, :, 1, 2], [1.0, 0.0, 0.2])
+    assert np.array_equal(x, images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255))
+    imagenet = InputSpec(height=5, width=7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    y = to_model_input(images, imagenet)
+    expected = (np.array([1.0, 0.0, 0.2]) - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    assert np.allclose(y[0, :, 1, 2], expected, atol=1e-6)
+    assert np.allclose(y[1, :, 0, 0], -np.array([0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225])
+    assert np.allclose(
+        to_model_input(images, InputSpec(height=5, width=7, scale=1.0))[0, 0, 1, 2], 255
+    )
     with pytest.raises(ValueError):
-        to_model_input(images.astype(np.float32))
+        to_model_input(images.astype(np.float32), spec)
+    with pytest.raises(ValueError, match="std"):
+        InputSpec(height=5, width=7, std=(1.0, 0.0, 1.0))
 
 
 def test_evaluate_through_onnxruntime_matches_checkpoint(exported):
@@ -290,7 +325,7 @@ def test_export_unrolls_the_inference_iterations(tmp_path):
     ckpt = small_checkpoint(tmp_path / "m.safetensors", cfg)
     manifest = export_bundle(ckpt, tmp_path / "bundle")
     assert manifest.iterations == {"bottom_up": 3, "modulated": 3}
-    assert manifest.model["slot_attention"]["eval_iterations"] == 3
+    assert manifest.model.slot_attention.eval_iterations == 3
 
     res = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "b4",
                      "--iterations", "4", "--no-variants")  # fmt: skip
@@ -347,7 +382,7 @@ def test_export_bakes_in_merging_slots_into_objects(tmp_path):
                      "--merge-share", "0.05", "--no-variants")  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = load_bundle(tmp_path / "b")
-    assert manifest.model["decoder"]["merge_share"] == 0.05
+    assert manifest.model.decoder.merge_share == 0.05
     report = verify_bundle(tmp_path / "b", ckpt)
     parity_gate(report)
     assert all(f["argmax_agreement"] == 1.0 for f in report["batches"].values())
@@ -356,7 +391,7 @@ def test_export_bakes_in_merging_slots_into_objects(tmp_path):
 
     session = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"))
     images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images)})
+    (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images, manifest.input)})
     empty = masks.reshape(6, 4, -1).max(-1) == 0
     assert empty.any(), "this model at share 0.05 merges some slots: their channels are 0"
     assert np.allclose(masks.sum(1), 1.0, atol=1e-5)

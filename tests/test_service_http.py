@@ -59,7 +59,7 @@ def _served_and_bundle_fg_ari(server, scenes, scale=None, size=None):
     manifest = load_bundle(DEFAULT_BUNDLE)
     session = ort.InferenceSession(str(DEFAULT_BUNDLE / "model.onnx"))
     images = np.stack([s.image for s in scenes])
-    masks = session.run(["masks"], {"image": to_model_input(images)})[0]
+    masks = session.run(["masks"], {"image": to_model_input(images, manifest.input)})[0]
     truth = np.stack([s.instances for s in scenes])
     bundle = float(np.nanmean(fg_ari(truth, masks.argmax(1))))
     assert manifest.input.height == 64

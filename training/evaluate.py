@@ -50,7 +50,7 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
         to_model_input,
     )
 
-    load_bundle(bundle)
+    spec = load_bundle(bundle).input
     session = ort.InferenceSession(
         str(Path(bundle) / VARIANT_FILES[variant]), providers=["CPUExecutionProvider"]
     )
@@ -60,7 +60,7 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
         for i in range(0, len(images), batch_size):
             masks, c = session.run(
                 [OUTPUT_MASKS, OUTPUT_CODES],
-                {INPUT_NAME: to_model_input(images[i : i + batch_size])},
+                {INPUT_NAME: to_model_input(images[i : i + batch_size], spec)},
             )
             ids.append(masks.argmax(1))
             codes.append(c)

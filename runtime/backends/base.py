@@ -33,7 +33,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def infer(self, images: np.ndarray) -> ModelOutputs:
-        """images: float32 (B, 3, H, W) in [0, 1], as `runtime.contract.to_model_input` makes."""
+        """images: float32 (B, 3, H, W), normalised as the manifest says
+        (`runtime.contract.to_model_input`)."""
 
     def describe(self) -> dict:
         return {"backend": self.name, "provider": self.provider, "variant": self.variant}
