@@ -91,6 +91,7 @@ def export_graph(model: nn.Module, path: Path, mask_source: str, opset: int = 18
         )
     optimize_graph(program.model)
     program.save(str(path), external_data=False)
+    log.info("check: onnx checker, symbolic batch, no random ops, codebook baked in")
     check_graph(path, model)
 
 
@@ -143,10 +144,10 @@ def export_bundle(
         checkpoint, eval_iterations=eval_iterations, merge_share=merge_share
     )
     cfg = model.cfg
-    log.info("exporting %s -> %s", checkpoint, out / MODEL_FILE)
+    t = model.grouping.num_iterations  # eval mode: what inference runs, unrolled
+    log.info("graph: torch.onnx (dynamo) from %s, %d refinements unrolled", checkpoint, t)
     export_graph(model, out / MODEL_FILE, mask_source)
     s = cfg.image_size
-    t = model.grouping.num_iterations  # eval mode: what inference runs, unrolled
     manifest = Manifest(
         name=name or out.name,
         version=version,
@@ -190,6 +191,7 @@ def export_bundle(
         tools=_versions(),
     )
     write_manifest(out, manifest)
+    log.info("parity gate: onnxruntime against PyTorch at batch %s", verify_batches)
     report = verify_bundle(out, checkpoint, batches=verify_batches)
     parity_gate(report)  # a failed gate fails the export
     manifest.parity = report

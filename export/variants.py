@@ -234,6 +234,13 @@ def measure(
     }
 
 
+def _summary(m: dict) -> str:
+    return (
+        f"codes {100 * m['code_agreement']:.2f}% as fp32, FG-ARI {m['fg_ari_change']:+.4f}, "
+        f"{m['speedup_vs_fp32']:.2f}x fp32 speed"
+    )
+
+
 def passes(m: dict) -> bool:
     return (
         m["code_agreement"] >= MIN_CODE_AGREEMENT and abs(m["fg_ari_change"]) <= MAX_FG_ARI_CHANGE
@@ -277,7 +284,7 @@ def build_variants(
         "file": fp16_path.name,
         **measure(fp32, ort_session(fp16_path, threads), eval_scenes, manifest.input),
     }
-    log.info("fp16: %s", results["fp16"])
+    log.info("fp16: %s", _summary(results["fp16"]))
 
     candidates: dict[str, dict] = {}
     failed: dict[str, str] = {}
@@ -299,7 +306,7 @@ def build_variants(
             failed[key] = reason
             path.unlink(missing_ok=True)
             continue
-        log.info("int8 %s: %s", key, candidates[key])
+        log.info("int8 %s: %s", key, _summary(candidates[key]))
     if not candidates:
         raise RuntimeError(f"every int8 method failed: {failed}")
     pool = {k: r for k, r in candidates.items() if r["scope"] == int8_scope} or candidates

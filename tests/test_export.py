@@ -399,3 +399,66 @@ def test_export_bakes_in_merging_slots_into_objects(tmp_path):
     bad = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "c",
                      "--merge-share", "0.7")  # fmt: skip
     assert bad.returncode == 2 and "--merge-share: must be a number in [0, 0.5)" in bad.stderr
+
+
+def test_export_refuses_to_overwrite_another_bundle_at_once(exported, tmp_path):
+    """--out holding a bundle of another checkpoint, or files that are no bundle: exit 2 with
+    one line before any export work, the files untouched."""
+    import shutil
+
+    from service.settings import DEFAULT_BUNDLE
+
+    ckpt, bundle, _ = exported
+    other = shutil.copytree(bundle, tmp_path / "other")
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    shipped = DEFAULT_BUNDLE / "model.safetensors"
+    res = run_module("export", "onnx", "--checkpoint", shipped, "--out", other, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: {other} holds a bundle of another checkpoint; pass --force to overwrite it, "
+        "or choose another --out"
+    ]
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    res = run_module("export", "onnx", "--checkpoint", ckpt, "--out", junk, timeout=120)
+    assert res.returncode == 2 and "holds files but no bundle" in res.stderr
+    assert [p.name for p in junk.iterdir()] == ["notes.txt"]
+
+
+def test_export_leaves_an_identical_bundle_as_it_is_and_prints_stages(tmp_path):
+    from tests.conftest import small_checkpoint, small_config
+
+    ckpt = small_checkpoint(tmp_path / "m.safetensors", small_config())
+    out = tmp_path / "bundle"
+    args = ("export", "onnx", "--checkpoint", ckpt, "--out", out, "--no-variants")
+    first = run_module(*args, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stages = [line for line in first.stderr.splitlines() if line.startswith("export: ")]
+    names = [s.removeprefix("export: ").split(":")[0].split()[0] for s in stages]
+    assert names == ["graph", "check", "parity", "wrote"], stages
+    assert len(first.stderr) < 2000, first.stderr[-3000:]  # no library INFO lines or warnings
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = run_module(*args, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already holds this bundle: left as it is" in again.stderr
+    assert json.loads(again.stdout)["unchanged"] is True
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle-")]
+
+
+def test_placing_a_bundle_over_a_different_one_needs_force(tmp_path):
+    from export.bundle_dir import place
+
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    out.mkdir()
+    (out / "manifest.json").write_text("old")
+    staging.mkdir()
+    (staging / "manifest.json").write_text("new")
+    with pytest.raises(BundleError, match="holds a different bundle; pass --force"):
+        place(staging, out, force=False)
+    assert (out / "manifest.json").read_text() == "old"
+    place(staging, out, force=True)
+    assert (out / "manifest.json").read_text() == "new" and not staging.exists()
