@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.images import multipart
+from loadtests import clients
 from loadtests.measure import (
     BUNDLE,
     CHECKPOINT,
@@ -160,67 +160,18 @@ def cpu_peak(threads: int) -> dict:
 
 
 # -- served model --------------------------------------------------------------------------------
-async def closed_loop(server: Server, protocol: str, users: int, seconds: float, images):
-    """`users` clients, each sending its next request as soon as the last one answers.
-
-    HTTP goes through aiohttp (of the Python clients, the one that costs the shared CPU
-    least), gRPC through grpc.aio; both run in this process, on the server's cores.
-    """
-    import aiohttp
-    import grpc
-
-    from service.rpc.slotserve.v1 import slotserve_pb2 as pb
-    from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
-
-    latencies: list[float] = []
-    shed = errors = 0
-    connector = aiohttp.TCPConnector(limit=users)
-    async with (
-        aiohttp.ClientSession(server.url, connector=connector) as session,
-        grpc.aio.insecure_channel(server.grpc_target) as channel,
-    ):
-        stub = pb_grpc.SlotServeStub(channel)
-        deadline = time.perf_counter() + seconds
-
-        uploads = {id(data): multipart("image", [("s.png", data, "image/png")]) for data in images}
-
-        async def http_call(data: bytes) -> tuple[bool, bool]:
-            body, ctype = uploads[id(data)]
-            async with session.post("/decompose", data=body, headers={"Content-Type": ctype}) as r:
-                await r.read()
-                return r.status == 200, r.status == 503
-
-        async def grpc_call(data: bytes) -> tuple[bool, bool]:
-            try:
-                await stub.Decompose(pb.DecomposeRequest(image=data))
-                return True, False
-            except grpc.aio.AioRpcError as err:
-                return False, err.code() == grpc.StatusCode.UNAVAILABLE
-
-        call = http_call if protocol == "http" else grpc_call
-
-        async def user(k: int) -> None:
-            nonlocal shed, errors
-            i = k
-            while time.perf_counter() < deadline:
-                data = images[i % len(images)]
-                i += users
-                t = time.perf_counter()
-                ok, overloaded = await call(data)
-                if ok:
-                    latencies.append(time.perf_counter() - t)
-                elif overloaded:
-                    shed += 1
-                else:
-                    errors += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*[user(k) for k in range(users)])
-        elapsed = time.perf_counter() - started
-    return latencies, shed, errors, elapsed
+async def closed_loop(
+    server: Server, protocol: str, users: int, seconds: float, images, retry="at-once"
+):
+    """`users` clients, each sending its next request as soon as the last one answers
+    (`loadtests.clients`): answered latencies, refusals, errors, seconds."""
+    r = await clients.closed_loop(server, protocol, users, seconds, images, retry)
+    return r.latencies, r.shed, r.errors, r.elapsed
 
 
-def served_benchmarks(server: Server, concurrencies, seconds: float, images) -> list[dict]:
+def served_benchmarks(
+    server: Server, concurrencies, seconds: float, images, retry: str = "at-once"
+) -> list[dict]:
     rows = []
     for protocol in ("http", "grpc"):
         asyncio.run(closed_loop(server, protocol, 2, 2.0, images))  # warm connections
@@ -228,7 +179,7 @@ def served_benchmarks(server: Server, concurrencies, seconds: float, images) -> 
             calls0 = server.metric_value("slotserve_batch_images_count")
             imgs0 = server.metric_value("slotserve_batch_images_sum")
             lat, shed, errors, elapsed = asyncio.run(
-                closed_loop(server, protocol, users, seconds, images)
+                closed_loop(server, protocol, users, seconds, images, retry)
             )
             calls = server.metric_value("slotserve_batch_images_count") - calls0
             imgs = server.metric_value("slotserve_batch_images_sum") - imgs0
@@ -478,6 +429,13 @@ def main(argv: list[str] | None = None) -> int:
         help="raw-model batch sizes, comma-separated, 1 and 16 among them (default 1,4,16,64)",
     )
     parser.add_argument(
+        "--retry",
+        choices=clients.RETRY_MODES,
+        default="at-once",
+        help="what served clients do with a 503 / UNAVAILABLE: send again at once, or after "
+        "the Retry-After (gRPC: retry pushback) the server asks for",
+    )
+    parser.add_argument(
         "--triton",
         action="store_true",
         help="also a real Triton server on the same bundle, interleaved with the served model "
@@ -509,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {"SLOTSERVE_PROVIDER": args.provider}
     with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), env=env) as server:
         bodies = encoded(64)
-        served = served_benchmarks(server, CONCURRENCIES, served_seconds, bodies)
+        served = served_benchmarks(server, CONCURRENCIES, served_seconds, bodies, args.retry)
         best_batch = max(
             (r for r in raw if r["backend"] == "ort-fp32"), key=lambda r: r["images_per_s"]
         )["batch"]
@@ -542,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             "raw_seconds": raw_seconds,
             "served_seconds": served_seconds,
             "batches": list(args.batches),
+            "retry": args.retry,
         },
         "raw": raw,
         "served": served,

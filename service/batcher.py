@@ -5,18 +5,30 @@
                                   (up to max_batch_size images), run in a worker thread
 
 Admission: a request is let in when the work ahead of it (images queued, running, and
-reserved by requests admitted but not yet queued) times the measured model time per image
-fits the latency budget, `max_latency_ms`; otherwise it is refused at once with `Overloaded`
-(503 / UNAVAILABLE, with Retry-After). The HTTP request guard asks before it reads a body and
-the gRPC servicer before it decodes, so a refusal costs almost nothing; a request admitted
-that way carries its reservation (a context variable) into `submit`, which does not ask
-again. A request that was not admitted ahead is admitted by `submit` itself.
+reserved by requests admitted but not yet queued) times the measured time per image fits
+80% of the latency budget, `max_latency_ms` (the rest is for reading, decoding and answering,
+outside the queue, and for the estimate's error on a busy machine); otherwise it is refused
+at once with `Overloaded` (503 / UNAVAILABLE, with Retry-After). The HTTP request guard
+asks before it reads a body and the gRPC servicer before it decodes, so a refusal costs
+almost nothing; a request admitted that way carries its reservation (a context variable)
+into `submit`, which does not ask again. A request that was not admitted ahead is admitted
+by `submit` itself.
+
+Refusals are held `shed_hold_ms` before they are answered (`Overloaded.hold_s`; the guard and
+the servicer wait, costing an open connection and no CPU): a client that resends at once then
+sends at most one request per hold instead of as fast as refusals come back, which under a
+retry storm took the cores from the model. Clients that honour Retry-After never notice.
+
+The time per image is the queue's drain rate: while work is waiting, the wall time from one
+model call's end to the next one's, per image, so the decoding and answering that share the
+cores with the model are in it; when the model idles between calls, the call's own time.
 
 Batching: the model never waits for a batch to fill: when it is idle a request goes at once
 (one user sees the bare model latency); while it runs, arrivals queue and leave together in
 the next call, so batches grow with the load by themselves (Triton's dynamic batcher with no
 queue delay; `batch_wait_ms` adds one). A job still queued when its deadline (admission +
-budget) has passed is answered `Overloaded` instead of being run late.
+budget) cannot be met by the call it would join is answered `Overloaded` instead of being
+run late.
 
 HTTP and gRPC requests of a worker process go through the same `Batcher`.
 """
@@ -35,6 +47,7 @@ import numpy as np
 
 from service.errors import Overloaded, retry_after_s
 
+PLANNED_SHARE = 0.8
 _admitted: ContextVar[Reservation | None] = ContextVar("slotserve_admitted", default=None)
 
 
@@ -76,17 +89,23 @@ class Batcher:
         max_batch_size: int = 32,
         max_latency_ms: float = 2000,
         batch_wait_ms: float = 0.0,
+        shed_hold_ms: float = 0.0,
     ) -> None:
         self.run = run
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency_ms / 1000
+        self.plan = PLANNED_SHARE * self.max_latency
+        """The share of the budget the queue and the model may take; the rest is for reading,
+        decoding and answering, which happen outside the queue."""
         self.batch_wait = batch_wait_ms / 1000
+        self.shed_hold = shed_hold_ms / 1000
         self.retry_after_s = retry_after_s(self.max_latency)
         self.queue: deque[_Job] = deque()
         self.queued_images = 0
         self.running_images = 0
         self.reserved_images = 0
-        self.per_image = 0.0  # EWMA of model seconds per image (0 until the first call)
+        self.per_image = 0.0  # EWMA of seconds per image drained (0 until the first call)
+        self._last_end: float | None = None  # when the last call ended with work waiting
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -98,11 +117,11 @@ class Batcher:
 
     def _refuse_over_budget(self, images: int) -> None:
         wait = self.expected_wait(images)
-        if wait > self.max_latency:
-            raise Overloaded(
+        if wait > self.plan:
+            raise self.overloaded(
                 f"the model is saturated: the expected wait of {1000 * wait:.0f} ms is over "
-                f"the {1000 * self.max_latency:.0f} ms budget; retry shortly",
-                self.retry_after_s,
+                f"the {1000 * self.plan:.0f} ms the queue may take of the "
+                f"{1000 * self.max_latency:.0f} ms budget; retry shortly"
             )
 
     def admit(self, images: int = 1) -> Reservation:
@@ -110,10 +129,10 @@ class Batcher:
         would take it past the latency budget. Enter the reservation around the request."""
         self._refuse_over_budget(images)
         self.reserved_images += images
-        return Reservation(self, images, time.perf_counter() + self.max_latency)
+        return Reservation(self, images, time.perf_counter() + self.plan)
 
     def overloaded(self, message: str) -> Overloaded:
-        return Overloaded(message, self.retry_after_s)
+        return Overloaded(message, self.retry_after_s, self.shed_hold)
 
     async def submit(self, images: np.ndarray) -> list[dict]:
         """uint8 (N, H, W, 3) with N <= max_batch_size -> one result dict per image."""
@@ -130,7 +149,7 @@ class Batcher:
             deadline = reservation.deadline
         else:
             self._refuse_over_budget(len(images))
-            deadline = time.perf_counter() + self.max_latency
+            deadline = time.perf_counter() + self.plan
         job = _Job(images, asyncio.get_running_loop().create_future(), deadline)
         self.queue.append(job)
         self.queued_images += len(images)
@@ -138,15 +157,20 @@ class Batcher:
         return await job.future
 
     def _take(self) -> list[_Job]:
-        jobs, size, now = [], 0, time.perf_counter()
+        jobs, size = [], 0
+        # the call ends about this long from now: its jobs' deadlines must allow for it
+        ends = time.perf_counter() + min(self.queued_images, self.max_batch_size) * self.per_image
         while self.queue and size + len(self.queue[0].images) <= self.max_batch_size:
             job = self.queue.popleft()
             self.queued_images -= len(job.images)
             if job.future.cancelled():
                 continue  # the client went away
-            if now > job.deadline:
+            if ends > job.deadline:
                 job.future.set_exception(
-                    self.overloaded("waited past the latency budget in the queue; retry shortly")
+                    Overloaded(  # not held: it has waited already
+                        "the latency budget ran out in the queue; retry shortly",
+                        self.retry_after_s,
+                    )
                 )
                 continue
             jobs.append(job)
@@ -176,7 +200,11 @@ class Batcher:
                     continue
                 finally:
                     self.running_images = 0
-                seconds = (time.perf_counter() - started) / len(batch)
+                ended = time.perf_counter()
+                # backlogged: the drain rate (end to end of calls); else the call's own time
+                since = self._last_end if self._last_end is not None else started
+                seconds = (ended - since) / len(batch)
+                self._last_end = ended if self.queue else None
                 self.per_image = (
                     seconds if not self.per_image else 0.8 * self.per_image + 0.2 * seconds
                 )

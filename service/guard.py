@@ -17,6 +17,7 @@ A body that passes is replayed to BentoML unchanged. The guard only reads part h
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -163,6 +164,7 @@ class RequestGuard:
                 admission = self.admit(1)  # every request holds at least one image
             except Overloaded as err:
                 self._refused(scope, err.reason)
+                await asyncio.sleep(err.hold_s)
                 body = {"error": err.message, "reason": err.reason}
                 retry = [(b"retry-after", str(err.retry_after_s).encode())]
                 await send_json(send, err.http_status, body, retry)

@@ -96,3 +96,20 @@ def test_an_admitted_request_holds_its_place_until_it_is_answered():
     assert app.calls == 1 and held == ["in", "out"]
     assert post(guard, files={"other": ("a.png", b"x")}).status_code == 400
     assert held == ["in", "out", "in", "out"]
+
+
+def test_a_refusal_is_held_before_it_is_sent():
+    """The batcher's refusal carries a hold: a client that resends at once waits it out, so
+    refusals cannot spin faster than one per hold per client."""
+    import time
+
+    from service.errors import Overloaded
+
+    def admit(images):
+        raise Overloaded("the model is saturated; retry shortly", 2, hold_s=0.2)
+
+    guard = RequestGuard(Echo(), ROUTES, 1000, admit=admit)
+    started = time.perf_counter()
+    r = post(guard, files={"image": ("a.png", b"x" * 10)})
+    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    assert time.perf_counter() - started >= 0.2

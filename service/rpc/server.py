@@ -77,6 +77,7 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
         self._count(endpoint, err.reason, err.reason)
         trailers = ()
         if isinstance(err, Overloaded):  # gRPC's retry pushback: clients with a retry policy wait
+            await asyncio.sleep(err.hold_s)
             trailers = (("grpc-retry-pushback-ms", str(1000 * err.retry_after_s)),)
         await context.abort(getattr(grpc.StatusCode, err.grpc_code), err.message, trailers)
 
