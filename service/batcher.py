@@ -104,7 +104,8 @@ class Batcher:
         self.queued_images = 0
         self.running_images = 0
         self.reserved_images = 0
-        self.per_image = 0.0  # EWMA of seconds per image drained (0 until the first call)
+        self.per_image = 0.0  # seconds per image drained, recent calls (0 until the first)
+        self._seconds = self._images = 0.0  # their exponentially decayed sums
         self._last_end: float | None = None  # when the last call ended with work waiting
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._wake: asyncio.Event | None = None
@@ -203,11 +204,12 @@ class Batcher:
                 ended = time.perf_counter()
                 # backlogged: the drain rate (end to end of calls); else the call's own time
                 since = self._last_end if self._last_end is not None else started
-                seconds = (ended - since) / len(batch)
                 self._last_end = ended if self.queue else None
-                self.per_image = (
-                    seconds if not self.per_image else 0.8 * self.per_image + 0.2 * seconds
-                )
+                # a ratio of sums, so large calls (what a long queue is drained by) weigh
+                # by their images, not one small call's per-image cost
+                self._seconds = 0.8 * self._seconds + (ended - since)
+                self._images = 0.8 * self._images + len(batch)
+                self.per_image = self._seconds / self._images
                 offset = 0
                 for job in jobs:
                     n = len(job.images)
