@@ -1,4 +1,4 @@
 """Export: checkpoints to self-describing model bundles (ONNX, fp16/int8, TensorRT, Triton).
 
-Importing this package is cheap and torch-free: the bundle contract (`export.contract`) is
-shared with the service, which must not need PyTorch. The exporters import torch lazily."""
+Export sits between training (it loads checkpoints) and the service (it writes the bundles the
+service reads); the bundle contract it writes by lives below both, in `runtime.contract`."""

@@ -7,9 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
+import tempfile
+import warnings
+from pathlib import Path
 
 from training.config import merge_share_arg, positive_int
+
+log = logging.getLogger("export")
 
 
 def _int8_options(p: argparse.ArgumentParser) -> None:
@@ -47,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite a different bundle (or other files) at --out; without it the export "
+        "refuses, and leaves an identical bundle as it is",
     )
     _int8_options(p)
 
@@ -128,37 +140,64 @@ def _label_options(p) -> None:
     )
 
 
-def run(args) -> object:
-    if args.verb == "onnx":
-        from export.onnx_export import export_bundle
+def export_onnx(args) -> dict:
+    """Build the bundle apart (`.NAME-*` beside --out), then move it to --out: never over a
+    different bundle without --force, and an identical one is left as it is."""
+    from export.bundle_dir import place, refuse_early, same_bundle
+    from export.labels import label_bundle
+    from export.onnx_export import export_bundle
 
+    out = Path(args.out)
+    refuse_early(out, args.checkpoint, args.force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would follow the bundle to --out
+    try:
         manifest = export_bundle(
             args.checkpoint,
-            args.out,
-            args.name,
+            staging,
+            args.name or out.name,
             args.version,
             args.mask_source,
             eval_iterations=args.iterations,
             merge_share=args.merge_share,
         )
-        from export.labels import label_bundle
-
-        manifest = label_bundle(args.out, args.label_set, args.label_scenes)
+        log.info(
+            "labels: naming the codes on %d + %d %s scenes",
+            *[args.label_scenes] * 2,
+            args.label_set,
+        )
+        manifest = label_bundle(staging, args.label_set, args.label_scenes)
         result = {
-            "bundle": args.out,
+            "bundle": str(out),
             "parity": manifest.parity,
             "label_thresholds": manifest.label_thresholds,
         }
+        if same_bundle(out, staging):
+            log.info("%s already holds this bundle: left as it is", out)
+            return {**result, "unchanged": True}
+        if out.exists() and any(out.iterdir()) and not args.force:
+            place(staging, out, force=False)  # refuses, before the variants' minutes
         if not args.no_variants:
             from export.variants import build_variants
 
+            log.info("variants: fp16, then int8 (quantise, calibrate, measure each)")
             result["variants"] = build_variants(
-                args.out,
+                staging,
                 args.int8,
                 codebook=_codebook(args.checkpoint),
                 int8_scope=args.int8_scope,
             )
+        place(staging, out, args.force)
+        log.info("wrote %s", out)
         return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def run(args) -> object:
+    if args.verb == "onnx":
+        return export_onnx(args)
     if args.verb == "labels":
         from export.labels import label_bundle
 
@@ -188,7 +227,8 @@ def run(args) -> object:
             int8_scope=args.int8_scope,
         )
     if args.verb == "tensorrt":
-        from export.tensorrt import BatchProfile, build_bundle_engine
+        from export.tensorrt import build_bundle_engine
+        from runtime.trt_options import BatchProfile
 
         profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
         return {
@@ -210,10 +250,25 @@ def run(args) -> object:
     raise AssertionError(args.verb)
 
 
+def quiet_libraries() -> None:
+    """Our progress (the `export` loggers) at INFO, one line per stage; the libraries' own
+    INFO chatter (onnxscript's optimiser and rewriter, torch.onnx: about 55 KB per export)
+    and torchvision's import-time warnings stay out."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    progress = logging.StreamHandler()
+    progress.setFormatter(logging.Formatter("export: %(message)s"))
+    ours = logging.getLogger("export")
+    ours.setLevel(logging.INFO)
+    ours.addHandler(progress)
+    ours.propagate = False
+    warnings.filterwarnings("ignore", module=r"torchvision(\..*)?")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx(\..*)?")
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     args = _parser().parse_args(argv)
-    from export.contract import BundleError
+    from runtime.contract import BundleError
 
     try:
         result = run(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from export.contract import MANIFEST_FILE, load_bundle
+from runtime.contract import MANIFEST_FILE, load_bundle
 
 
 def import_bundle(bundle: str | Path, name: str | None = None) -> str:

@@ -7,12 +7,9 @@ is measured). Only the manifest changes; the graph files and their hashes do not
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from export.contract import CodeLabelSpec, Manifest, load_bundle, write_manifest
-
-log = logging.getLogger(__name__)
+from runtime.contract import CodeLabelSpec, Manifest, load_bundle, write_manifest
 
 
 def label_bundle(bundle: str | Path, label_set: str = "shapes", scenes: int = 256) -> Manifest:
@@ -24,7 +21,6 @@ def label_bundle(bundle: str | Path, label_set: str = "shapes", scenes: int = 25
     from training.labels import label_model_codes
 
     manifest = load_bundle(bundle)
-    log.info("naming %s's codes on %d + %d %s scenes", bundle, scenes, scenes, label_set)
     fitted = label_model_codes(
         bundle_predictor(bundle),
         manifest.num_slots,

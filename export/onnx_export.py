@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from export.contract import (
+from export.graph import ExportWrapper, graph_report
+from export.verify import parity_gate, verify_bundle
+from runtime.contract import (
     INPUT_NAME,
     MODEL_FILE,
     OUTPUT_CODES,
@@ -28,31 +29,6 @@ from export.contract import (
 from training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
-
-MASK_SOURCES = ("decoder_alpha", "attention")
-
-
-class ExportWrapper(nn.Module):
-    """image (B, 3, H, W) in [0, 1] -> masks (B, K, H, W), codes (B, K), distances (B, K)."""
-
-    def __init__(self, model: nn.Module, mask_source: str = "decoder_alpha"):
-        super().__init__()
-        if mask_source not in MASK_SOURCES:
-            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
-        self.model = model
-        self.mask_source = mask_source
-        self.eval()  # the wrapper too: the exporter warns about (and traces) training mode
-
-    def forward(self, image: torch.Tensor):
-        out = self.model(image)
-        masks = out.masks
-        if self.mask_source == "attention":
-            b, k, n = out.attention.shape
-            side = round(n**0.5)
-            grid = out.attention.reshape(b, k, side, side)
-            masks = F.interpolate(grid, size=image.shape[-2:], mode="bilinear", align_corners=False)
-            masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(1e-8)
-        return masks, out.codes, out.code_distances
 
 
 def _versions() -> dict[str, str]:
@@ -115,23 +91,8 @@ def export_graph(model: nn.Module, path: Path, mask_source: str, opset: int = 18
         )
     optimize_graph(program.model)
     program.save(str(path), external_data=False)
+    log.info("check: onnx checker, symbolic batch, no random ops, codebook baked in")
     check_graph(path, model)
-
-
-def graph_report(path: Path) -> dict:
-    """Facts about an exported graph that the bundle contract relies on."""
-    graph = onnx.load(str(path)).graph
-    ops = sorted({n.op_type for n in graph.node})
-    dim0 = graph.input[0].type.tensor_type.shape.dim[0]
-    return {
-        "ops": ops,
-        "random_ops": [o for o in ops if o.startswith("Random")],
-        "batch_symbolic": bool(dim0.dim_param) and not dim0.HasField("dim_value"),
-        "batch_dim": dim0.dim_param or dim0.dim_value,
-        "inputs": [i.name for i in graph.input],
-        "outputs": [o.name for o in graph.output],
-        "initializers": len(graph.initializer),
-    }
 
 
 def codebook_is_initializer(path: Path, codebook: np.ndarray) -> bool:
@@ -177,18 +138,16 @@ def export_bundle(
     `eval_iterations`: refinements to unroll; default the checkpoint's inference count.
     `merge_share`: threshold of merging slots into objects baked into the graph; default the
     checkpoint's (`decoder.merge_share`), 0 for one object per slot."""
-    from export.verify import parity_gate, verify_bundle
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, info = load_checkpoint(
         checkpoint, eval_iterations=eval_iterations, merge_share=merge_share
     )
     cfg = model.cfg
-    log.info("exporting %s -> %s", checkpoint, out / MODEL_FILE)
-    export_graph(model, out / MODEL_FILE, mask_source)
-    k, s = cfg.slot_attention.num_slots, cfg.image_size
     t = model.grouping.num_iterations  # eval mode: what inference runs, unrolled
+    log.info("graph: torch.onnx (dynamo) from %s, %d refinements unrolled", checkpoint, t)
+    export_graph(model, out / MODEL_FILE, mask_source)
+    s = cfg.image_size
     manifest = Manifest(
         name=name or out.name,
         version=version,
@@ -199,7 +158,7 @@ def export_bundle(
             OutputSpec(
                 name=OUTPUT_MASKS,
                 dtype="float32",
-                shape=["batch", k, s, s],
+                shape=["batch", "slots", s, s],
                 description=(
                     f"per-slot mask probabilities ({mask_source}), sum to 1 over slots"
                     + (
@@ -213,19 +172,17 @@ def export_bundle(
             OutputSpec(
                 name=OUTPUT_CODES,
                 dtype="int64",
-                shape=["batch", k],
+                shape=["batch", "slots"],
                 description="semantic code (codebook index) per slot",
             ),
             OutputSpec(
                 name=OUTPUT_DISTANCES,
                 dtype="float32",
-                shape=["batch", k],
+                shape=["batch", "slots"],
                 description="Euclidean distance from the bottom-up slot to its code",
             ),
         ],
-        num_slots=k,
         iterations={"bottom_up": t, "modulated": t if cfg.modulation.enabled else 0},
-        codebook_size=cfg.codebook.size,
         code_names=info.code_names,
         code_usage=info.code_usage,
         mask_source=mask_source,
@@ -234,6 +191,7 @@ def export_bundle(
         tools=_versions(),
     )
     write_manifest(out, manifest)
+    log.info("parity gate: onnxruntime against PyTorch at batch %s", verify_batches)
     report = verify_bundle(out, checkpoint, batches=verify_batches)
     parity_gate(report)  # a failed gate fails the export
     manifest.parity = report

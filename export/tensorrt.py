@@ -18,10 +18,10 @@ import json
 import logging
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from export.contract import (
+from runtime.contract import (
     INPUT_NAME,
     MODEL_FILE,
     VARIANT_FILES,
@@ -29,26 +29,9 @@ from export.contract import (
     sha256_file,
     write_manifest,
 )
+from runtime.trt_options import BatchProfile
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BatchProfile:
-    """Optimization profile over the batch axis (TensorRT needs min <= opt <= max)."""
-
-    min: int = 1
-    opt: int = 16
-    max: int = 64
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise ValueError(
-                f"batch profile needs 1 <= min <= opt <= max, got {self.min}/{self.opt}/{self.max}"
-            )
-
-    def shapes(self, height: int, width: int) -> dict[str, tuple[int, int, int, int]]:
-        return {k: (getattr(self, k), 3, height, width) for k in ("min", "opt", "max")}
 
 
 def major_version(version: str) -> int:
@@ -95,30 +78,6 @@ def cache_key(
 def plan_name(gpu: str, trt_version: str, fp16: bool, key: str) -> str:
     safe = "".join(c if c.isalnum() else "-" for c in gpu).strip("-").lower()
     return f"model.{safe}.trt{trt_version}.{'fp16' if fp16 else 'fp32'}.{key}.plan"
-
-
-def ort_tensorrt_options(
-    height: int,
-    width: int,
-    profile: BatchProfile = BatchProfile(),
-    fp16: bool = True,
-    cache_dir: str | Path = "trt-cache",
-    workspace_gb: float = 4.0,
-) -> dict[str, object]:
-    """Provider options for onnxruntime's TensorrtExecutionProvider (engine cache on, one
-    explicit profile over the batch range, as the service uses them)."""
-    shapes = profile.shapes(height, width)
-    fmt = {k: f"{INPUT_NAME}:{'x'.join(map(str, v))}" for k, v in shapes.items()}
-    return {
-        "trt_fp16_enable": fp16,
-        "trt_engine_cache_enable": True,
-        "trt_engine_cache_path": str(cache_dir),
-        "trt_timing_cache_enable": True,
-        "trt_max_workspace_size": int(workspace_gb * (1 << 30)),
-        "trt_profile_min_shapes": fmt["min"],
-        "trt_profile_opt_shapes": fmt["opt"],
-        "trt_profile_max_shapes": fmt["max"],
-    }
 
 
 def build_engine(

@@ -18,7 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-from export.contract import (
+from runtime.contract import (
     INPUT_NAME,
     MODEL_FILE,
     OUTPUT_CODES,

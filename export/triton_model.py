@@ -26,7 +26,7 @@ def _parameters(config: dict) -> dict[str, str]:
 
 
 def session_options(params: dict[str, str]) -> ort.SessionOptions:
-    """The service's onnxruntime settings (service/backends/onnxruntime.py), so that both
+    """The service's onnxruntime settings (runtime/backends/onnxruntime.py), so that both
     servers run the same graph the same way."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

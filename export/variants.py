@@ -22,17 +22,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export.contract import (
+from export.verify import ort_session
+from runtime.contract import (
     INPUT_NAME,
     MODEL_FILE,
     OUTPUT_NAMES,
     VARIANT_FILES,
+    InputSpec,
     load_bundle,
     sha256_file,
     to_model_input,
     write_manifest,
 )
-from export.verify import ort_session
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ def make_fp16(src: Path, dst: Path) -> None:
 class _Calibration:
     """onnxruntime CalibrationDataReader over generated scenes of both variants."""
 
-    def __init__(self, images: np.ndarray, batch: int = 16):
-        self.batches = [to_model_input(images[i : i + batch]) for i in range(0, len(images), batch)]
+    def __init__(self, images: np.ndarray, spec: InputSpec, batch: int = 16):
+        self.batches = [
+            to_model_input(images[i : i + batch], spec) for i in range(0, len(images), batch)
+        ]
         self.i = 0
 
     def get_next(self):
@@ -182,9 +185,9 @@ def make_int8(
         raise ValueError(f"int8 method must be dynamic or static, got {method!r}")
 
 
-def _run(session, images: np.ndarray, batch: int = 32):
+def _run(session, images: np.ndarray, spec: InputSpec, batch: int = 32):
     outs = [
-        session.run(list(OUTPUT_NAMES), {INPUT_NAME: to_model_input(images[i : i + batch])})
+        session.run(list(OUTPUT_NAMES), {INPUT_NAME: to_model_input(images[i : i + batch], spec)})
         for i in range(0, len(images), batch)
     ]
     return [np.concatenate([o[j] for o in outs]) for j in range(3)]
@@ -200,15 +203,17 @@ def _median_ms(session, x: np.ndarray, repeats: int) -> float:
     return 1000 * float(np.median(times))
 
 
-def measure(reference, candidate, scenes, speed_batch: int = 16, repeats: int = 7) -> dict:
+def measure(
+    reference, candidate, scenes, spec: InputSpec, speed_batch: int = 16, repeats: int = 7
+) -> dict:
     """Candidate session against the fp32 reference on labelled scenes, in one run."""
     from training.metrics import fg_ari, nanmean
 
     images = np.stack([s.image for s in scenes])
     truth = np.stack([s.instances for s in scenes])
-    r_masks, r_codes, _ = _run(reference, images)
-    c_masks, c_codes, _ = _run(candidate, images)
-    x = to_model_input(images[:speed_batch])
+    r_masks, r_codes, _ = _run(reference, images, spec)
+    c_masks, c_codes, _ = _run(candidate, images, spec)
+    x = to_model_input(images[:speed_batch], spec)
     ref_ms, cand_ms = _median_ms(reference, x, repeats), _median_ms(candidate, x, repeats)
     fp32_ari, cand_ari = (
         nanmean(fg_ari(truth, r_masks.argmax(1))),
@@ -227,6 +232,13 @@ def measure(reference, candidate, scenes, speed_batch: int = 16, repeats: int = 
         "speedup_vs_fp32": round(ref_ms / cand_ms, 3),
         "scenes": len(scenes),
     }
+
+
+def _summary(m: dict) -> str:
+    return (
+        f"codes {100 * m['code_agreement']:.2f}% as fp32, FG-ARI {m['fg_ari_change']:+.4f}, "
+        f"{m['speedup_vs_fp32']:.2f}x fp32 speed"
+    )
 
 
 def passes(m: dict) -> bool:
@@ -270,9 +282,9 @@ def build_variants(
     make_fp16(bundle / MODEL_FILE, fp16_path)
     results["fp16"] = {
         "file": fp16_path.name,
-        **measure(fp32, ort_session(fp16_path, threads), eval_scenes),
+        **measure(fp32, ort_session(fp16_path, threads), eval_scenes, manifest.input),
     }
-    log.info("fp16: %s", results["fp16"])
+    log.info("fp16: %s", _summary(results["fp16"]))
 
     candidates: dict[str, dict] = {}
     failed: dict[str, str] = {}
@@ -286,7 +298,7 @@ def build_variants(
             make_int8(bundle / MODEL_FILE, path, method, calib, codebook, scope)
             candidates[key] = {
                 "scope": scope,
-                **measure(fp32, ort_session(path, threads), eval_scenes),
+                **measure(fp32, ort_session(path, threads), eval_scenes, manifest.input),
             }
         except Exception as err:  # a quantiser failure is a finding, not a crash
             reason = str(err).splitlines()[0][:300]
@@ -294,7 +306,7 @@ def build_variants(
             failed[key] = reason
             path.unlink(missing_ok=True)
             continue
-        log.info("int8 %s: %s", key, candidates[key])
+        log.info("int8 %s: %s", key, _summary(candidates[key]))
     if not candidates:
         raise RuntimeError(f"every int8 method failed: {failed}")
     pool = {k: r for k, r in candidates.items() if r["scope"] == int8_scope} or candidates

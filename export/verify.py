@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.contract import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, load_bundle, to_model_input
+from export.graph import ExportWrapper, graph_report
+from runtime.contract import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, load_bundle, to_model_input
 from training.checkpoint import load_checkpoint
 from training.data import generate_batch
 
@@ -41,7 +42,7 @@ def provider_session(bundle: Path, manifest, provider: str = "cpu"):
     fallback to the CPU."""
     if provider == "cpu":
         return ort_session(bundle / MODEL_FILE)
-    from service.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(bundle / MODEL_FILE, manifest, provider=provider).session
 
@@ -94,8 +95,6 @@ def verify_bundle(
 ) -> dict:
     """torch (CPU) vs onnxruntime on `provider` at each batch size; also the graph facts the
     contract needs."""
-    from export.onnx_export import ExportWrapper, graph_report
-
     bundle = Path(bundle)
     manifest = load_bundle(bundle)
     # the graph unrolls a fixed count and merges slots at a fixed share, which export may have
@@ -103,7 +102,7 @@ def verify_bundle(
     model, _ = load_checkpoint(
         checkpoint,
         eval_iterations=manifest.iterations["bottom_up"],
-        merge_share=manifest.model.get("decoder", {}).get("merge_share", 0.0),
+        merge_share=manifest.model.decoder.merge_share,
     )
     wrapper = ExportWrapper(model, manifest.mask_source)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)
@@ -111,7 +110,7 @@ def verify_bundle(
     size = manifest.input.height
     report: dict = {"batches": {}}
     for b in batches:
-        x = to_model_input(_scenes(b, size, seed + b))
+        x = to_model_input(_scenes(b, size, seed + b), manifest.input)
         with torch.no_grad():
             t_out = wrapper(torch.from_numpy(x))
             e_masks = exact(torch.from_numpy(x).double())[0].numpy()

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -31,34 +30,26 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.images import encode, multipart
-from loadtests.server import REPO, Server, serve
-from service.backends import BackendError, check_provider
+from loadtests import clients
+from loadtests.measure import (
+    BUNDLE,
+    CHECKPOINT,
+    encoded,
+    log,
+    machine,
+    percentile,
+    scenes,
+    time_calls,
+)
+from loadtests.server import Server, serve
+from runtime.backends import BackendError, check_provider
 
-BUNDLE = REPO / "models" / "slotserve-shapes"
-CHECKPOINT = BUNDLE / "model.safetensors"
 RAW_BATCHES = (1, 4, 16, 64)
 PROVIDERS = ("cpu", "cuda")
 CONCURRENCIES = (1, 4, 16, 64)
 
 
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
-
-
 # -- raw model ----------------------------------------------------------------------------------
-def scenes(n: int, seed: int = 7) -> np.ndarray:
-    from training.data.shapes import generate_batch
-
-    half = generate_batch((n + 1) // 2, seed=seed, variant="solid")
-    rest = generate_batch(n // 2, seed=seed + 1, variant="textured")
-    return np.stack([s.image for s in half + rest])
-
-
 def batch_list(text: str) -> tuple[int, ...]:
     """`--batches 1,16,64` -> (1, 16, 64); batch 1 and 16 feed the headline."""
     try:
@@ -70,37 +61,25 @@ def batch_list(text: str) -> tuple[int, ...]:
     return batches
 
 
-def time_calls(fn, batch, min_seconds: float, min_calls: int = 5) -> list[float]:
-    for _ in range(2):
-        fn(batch)  # warm-up
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < min_calls or time.perf_counter() - started < min_seconds:
-        t = time.perf_counter()
-        fn(batch)
-        times.append(time.perf_counter() - t)
-    return times
-
-
 def raw_runners(threads: int, provider: str = "cpu") -> dict:
     import torch
 
-    from export.contract import VARIANT_FILES, load_bundle, to_model_input
-    from service.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.contract import VARIANT_FILES, load_bundle, to_model_input
     from training.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
     device = torch.device("cuda" if provider == "cuda" else "cpu")
     model, _ = load_checkpoint(CHECKPOINT)
     model.to(device)
+    manifest = load_bundle(BUNDLE)
 
     def torch_eager(images):
         with torch.inference_mode():
-            out = model(torch.from_numpy(to_model_input(images)).to(device))
+            out = model(torch.from_numpy(to_model_input(images, manifest.input)).to(device))
             out.masks.cpu()  # host arrays out, as onnxruntime returns them (and a sync)
 
     runners = {"torch-eager": torch_eager}
-    manifest = load_bundle(BUNDLE)
     for variant, name in VARIANT_FILES.items():
         if name not in manifest.files and variant != "fp32":
             continue
@@ -109,7 +88,7 @@ def raw_runners(threads: int, provider: str = "cpu") -> dict:
         backend = OnnxRuntimeBackend(BUNDLE / name, manifest, variant, provider, threads)
 
         def run(images, backend=backend):
-            backend.infer(to_model_input(images))
+            backend.infer(to_model_input(images, manifest.input))
 
         runners[f"ort-{variant}"] = run
     return runners
@@ -181,71 +160,18 @@ def cpu_peak(threads: int) -> dict:
 
 
 # -- served model --------------------------------------------------------------------------------
-def encoded(n: int) -> list[bytes]:
-    return [encode(img) for img in scenes(n, seed=11)]
+async def closed_loop(
+    server: Server, protocol: str, users: int, seconds: float, images, retry="at-once"
+):
+    """`users` clients, each sending its next request as soon as the last one answers
+    (`loadtests.clients`): answered latencies, refusals, errors, seconds."""
+    r = await clients.closed_loop(server, protocol, users, seconds, images, retry)
+    return r.latencies, r.shed, r.errors, r.elapsed
 
 
-async def closed_loop(server: Server, protocol: str, users: int, seconds: float, images):
-    """`users` clients, each sending its next request as soon as the last one answers.
-
-    HTTP goes through aiohttp (of the Python clients, the one that costs the shared CPU
-    least), gRPC through grpc.aio; both run in this process, on the server's cores.
-    """
-    import aiohttp
-    import grpc
-
-    from service.rpc.slotserve.v1 import slotserve_pb2 as pb
-    from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
-
-    latencies: list[float] = []
-    shed = errors = 0
-    connector = aiohttp.TCPConnector(limit=users)
-    async with (
-        aiohttp.ClientSession(server.url, connector=connector) as session,
-        grpc.aio.insecure_channel(server.grpc_target) as channel,
-    ):
-        stub = pb_grpc.SlotServeStub(channel)
-        deadline = time.perf_counter() + seconds
-
-        uploads = {id(data): multipart("image", [("s.png", data, "image/png")]) for data in images}
-
-        async def http_call(data: bytes) -> tuple[bool, bool]:
-            body, ctype = uploads[id(data)]
-            async with session.post("/decompose", data=body, headers={"Content-Type": ctype}) as r:
-                await r.read()
-                return r.status == 200, r.status == 503
-
-        async def grpc_call(data: bytes) -> tuple[bool, bool]:
-            try:
-                await stub.Decompose(pb.DecomposeRequest(image=data))
-                return True, False
-            except grpc.aio.AioRpcError as err:
-                return False, err.code() == grpc.StatusCode.UNAVAILABLE
-
-        call = http_call if protocol == "http" else grpc_call
-
-        async def user(k: int) -> None:
-            nonlocal shed, errors
-            i = k
-            while time.perf_counter() < deadline:
-                data = images[i % len(images)]
-                i += users
-                t = time.perf_counter()
-                ok, overloaded = await call(data)
-                if ok:
-                    latencies.append(time.perf_counter() - t)
-                elif overloaded:
-                    shed += 1
-                else:
-                    errors += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*[user(k) for k in range(users)])
-        elapsed = time.perf_counter() - started
-    return latencies, shed, errors, elapsed
-
-
-def served_benchmarks(server: Server, concurrencies, seconds: float, images) -> list[dict]:
+def served_benchmarks(
+    server: Server, concurrencies, seconds: float, images, retry: str = "at-once"
+) -> list[dict]:
     rows = []
     for protocol in ("http", "grpc"):
         asyncio.run(closed_loop(server, protocol, 2, 2.0, images))  # warm connections
@@ -253,7 +179,7 @@ def served_benchmarks(server: Server, concurrencies, seconds: float, images) -> 
             calls0 = server.metric_value("slotserve_batch_images_count")
             imgs0 = server.metric_value("slotserve_batch_images_sum")
             lat, shed, errors, elapsed = asyncio.run(
-                closed_loop(server, protocol, users, seconds, images)
+                closed_loop(server, protocol, users, seconds, images, retry)
             )
             calls = server.metric_value("slotserve_batch_images_count") - calls0
             imgs = server.metric_value("slotserve_batch_images_sum") - imgs0
@@ -482,32 +408,6 @@ def plot(out: Path, result: dict) -> None:
     plt.close(fig)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine(provider: str = "cpu") -> dict:
-    import onnxruntime
-    import torch
-
-    return {
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(terse=True),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__.split("+")[0],
-        "provider": provider,
-        "gpu": torch.cuda.get_device_name() if provider == "cuda" else None,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
@@ -527,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
         type=batch_list,
         default=RAW_BATCHES,
         help="raw-model batch sizes, comma-separated, 1 and 16 among them (default 1,4,16,64)",
+    )
+    parser.add_argument(
+        "--retry",
+        choices=clients.RETRY_MODES,
+        default="at-once",
+        help="what served clients do with a 503 / UNAVAILABLE: send again at once, or after "
+        "the Retry-After (gRPC: retry pushback) the server asks for",
     )
     parser.add_argument(
         "--triton",
@@ -560,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {"SLOTSERVE_PROVIDER": args.provider}
     with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), env=env) as server:
         bodies = encoded(64)
-        served = served_benchmarks(server, CONCURRENCIES, served_seconds, bodies)
+        served = served_benchmarks(server, CONCURRENCIES, served_seconds, bodies, args.retry)
         best_batch = max(
             (r for r in raw if r["backend"] == "ort-fp32"), key=lambda r: r["images_per_s"]
         )["batch"]
@@ -593,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             "raw_seconds": raw_seconds,
             "served_seconds": served_seconds,
             "batches": list(args.batches),
+            "retry": args.retry,
         },
         "raw": raw,
         "served": served,

@@ -11,7 +11,9 @@ Every answer must pass `loadtests.images.validate` (right size, objects, disjoin
 covering the image, boxes inside it, timings): a wrong or empty answer is a failure.
 
 Options beside locust's own: --grpc-target (default: the --host's name, port 50051),
---image-seed, --slo-fail-ratio (default 0.01), --slo-p95-ms (default 2000), and --shape-*
+--image-seed, --retry-after (a refused user waits the Retry-After / gRPC retry pushback the
+service asks for before its next request; without it, it goes on at its usual pace),
+--slo-fail-ratio (default 0.01), --slo-p95-ms (default 2000), and --shape-*
 (see loadtests/shapes.py). At the end one line says whether the SLOs held; the exit code is 1
 when one broke (failure ratio or p95 over its limit, no requests at all), else 0.
 
@@ -78,6 +80,13 @@ def add_arguments(parser) -> None:
         "--image-seed", type=int, default=0, help="seed of the generated test images (0)"
     )
     parser.add_argument(
+        "--retry-after",
+        action="store_true",
+        default=False,
+        help="after a 503 / UNAVAILABLE a user waits the Retry-After (gRPC: retry pushback) "
+        "the service asks for before its next request",
+    )
+    parser.add_argument(
         "--slo-fail-ratio",
         type=float,
         default=0.01,
@@ -134,6 +143,24 @@ def on_init(environment, **_kw) -> None:
 
 
 # -- users ------------------------------------------------------------------------------------
+PACE = between(0.05, 0.25)
+
+
+class RefusalPacing:
+    """The users' wait between tasks: their usual pace, plus what a refusal asked them to wait
+    when --retry-after is on."""
+
+    pause = 0.0
+
+    def wait_time(self) -> float:
+        pause, self.pause = self.pause, 0.0
+        return pause + PACE(self)
+
+    def refused(self, seconds: float) -> None:
+        if option(self.environment, "retry_after", False):
+            self.pause = max(self.pause, seconds)
+
+
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
@@ -163,10 +190,9 @@ def http_reason(response, check) -> str | None:
     return check(payload)
 
 
-class HttpDecomposeUser(FastHttpUser):
+class HttpDecomposeUser(RefusalPacing, FastHttpUser):
     """POST /decompose (10 in 11) and /decompose_batch with 4 images (1 in 11)."""
 
-    wait_time = between(0.05, 0.25)
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S
 
@@ -182,6 +208,8 @@ class HttpDecomposeUser(FastHttpUser):
             path, data=body, headers={"Content-Type": ctype}, name=path, catch_response=True
         ) as response:
             reason = http_reason(response, check)
+            if response.status_code == 503:
+                self.refused(float(response.headers.get("Retry-After") or 0))
             if reason:
                 response.failure(reason)
             else:
@@ -207,10 +235,8 @@ class HttpDecomposeUser(FastHttpUser):
         )
 
 
-class GrpcDecomposeUser(User):
+class GrpcDecomposeUser(RefusalPacing, User):
     """Decompose (10 in 12), DecomposeBatch and DecomposeStream of 4 images (1 in 12 each)."""
-
-    wait_time = between(0.05, 0.25)
 
     def on_start(self) -> None:
         self.images = load_images(self.environment)
@@ -239,6 +265,9 @@ class GrpcDecomposeUser(User):
         except grpc.RpcError as err:
             response_time = 1000 * (time.perf_counter() - started)
             exception = GrpcStatus(f"{err.code().name}: {err.details()}")
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
+                pushback = dict(err.trailing_metadata() or ()).get("grpc-retry-pushback-ms", 0)
+                self.refused(int(pushback) / 1000)
         self.environment.events.request.fire(
             request_type="grpc",
             name=name,

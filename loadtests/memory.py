@@ -3,7 +3,7 @@
     python -m loadtests.memory --out reports/memory            # batches 1..64 (~4 min)
     python -m loadtests.memory --out runs/memory --batches 1,8 --seconds 0.5
 
-Configurations (`--configs`), each the service's own backend (`service.backends.onnxruntime`)
+Configurations (`--configs`), each the service's own backend (`runtime.backends.onnxruntime`)
 with these `SLOTSERVE_ORT_MEMORY_*` settings:
 
     service     arena on, memory pattern off  (the service's defaults)
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.bench import BUNDLE, cpu_name, log, percentile, time_calls
+from loadtests.measure import BUNDLE, cpu_name, log, percentile, time_calls
 
 DEFAULT_BATCHES = (1, 4, 8, 16, 32, 64)
 CONFIGS = {
@@ -62,8 +62,8 @@ def measure(bundle: Path, batch: int, config: str, threads: int, seconds: float)
     """One point, in this process: load, run `batch` images for `seconds`, report memory.
     The images are random: the graph's work and memory do not depend on what they show, and
     no torch (for the shapes generator) is imported to blur the figures."""
-    from export.contract import MODEL_FILE, load_bundle
-    from service.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.contract import MODEL_FILE, load_bundle
 
     manifest = load_bundle(bundle)
     shape = (batch, manifest.input.channels, manifest.input.height, manifest.input.width)

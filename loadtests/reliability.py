@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.bench import cpu_name
 from loadtests.images import blocky_png, multipart
+from loadtests.measure import cpu_name
 from loadtests.server import Server, serve
 
 

@@ -289,12 +289,14 @@ class Workload:
 
     @classmethod
     def make(cls, n: int = 64, seed: int = 11) -> Workload:
-        from export.contract import to_model_input
-        from loadtests.bench import scenes
         from loadtests.images import encode
+        from loadtests.measure import BUNDLE, scenes
+        from runtime.contract import load_bundle, to_model_input
 
+        spec = load_bundle(BUNDLE).input
         images = scenes(n, seed=seed)
-        return cls([encode(img) for img in images], [to_model_input(img[None]) for img in images])
+        tensors = [to_model_input(img[None], spec) for img in images]
+        return cls([encode(img) for img in images], tensors)
 
 
 def _processing(timings) -> float:
@@ -347,7 +349,7 @@ async def slotserve_client(server: Server, protocol: str, users: int, work: Work
 async def triton_client(server: TritonServer, protocol: str, users: int, work: Workload):
     """A call that sends image k's tensor to Triton (KServe v2) and takes every output back
     as binary tensor data. Inputs are built once per image, as SlotServe's uploads are."""
-    from export.contract import INPUT_NAME, OUTPUT_CODES, OUTPUT_NAMES
+    from runtime.contract import INPUT_NAME, OUTPUT_CODES, OUTPUT_NAMES
 
     if protocol == "http":
         import tritonclient.http.aio as client_lib
@@ -393,12 +395,13 @@ def percentile_ms(values, q: float) -> float:
 def raw_batch1_ms(seconds: float) -> float:
     """p50 of one onnxruntime call at batch 1 in this process (the service's own backend),
     while both servers idle: what neither server can go below at one user."""
-    from export.contract import load_bundle, to_model_input
-    from loadtests.bench import scenes, time_calls
-    from service.backends.onnxruntime import OnnxRuntimeBackend
+    from loadtests.measure import scenes, time_calls
+    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.contract import load_bundle, to_model_input
 
-    backend = OnnxRuntimeBackend(BUNDLE / "model.onnx", load_bundle(BUNDLE), "fp32", "cpu")
-    batch = to_model_input(scenes(1))
+    manifest = load_bundle(BUNDLE)
+    backend = OnnxRuntimeBackend(BUNDLE / "model.onnx", manifest, "fp32", "cpu")
+    batch = to_model_input(scenes(1), manifest.input)
     return percentile_ms(time_calls(backend.infer, batch, seconds), 50)
 
 
@@ -720,7 +723,7 @@ def run_beside(
 ) -> dict:
     """Start Triton on the shipped bundle beside a running SlotServe, compare, and write
     triton.json, triton.md and triton.png under `out`; returns the headline."""
-    from loadtests.bench import machine
+    from loadtests.measure import machine
 
     install = install or TritonInstall.find()
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export.contract import load_bundle, sha256_file  # noqa: E402
+from runtime.contract import load_bundle, sha256_file  # noqa: E402
 from training.checkpoint import load_checkpoint, read_info  # noqa: E402
 from training.evaluate import (  # noqa: E402
     baseline_predictor,

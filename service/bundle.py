@@ -7,7 +7,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.contract import BundleError, Manifest, load_bundle
+from runtime.backends import BackendError, check_graph, check_provider
+from runtime.contract import BundleError, Manifest, load_bundle
 from service.settings import DEFAULT_BUNDLE, Settings
 
 log = logging.getLogger(__name__)
@@ -46,3 +47,15 @@ def resolve_bundle(settings: Settings) -> ResolvedBundle:
     manifest = load_bundle(path)
     log.info("serving bundle %s %s from %s", manifest.name, manifest.version, source)
     return ResolvedBundle(path, manifest, source)
+
+
+def check_bundle_or_exit(settings: Settings) -> None:
+    """Resolve and verify the bundle, load its graph once on the CPU and check the provider:
+    on any problem, exit with status 1 and one line (never serve a wrong model)."""
+    try:
+        bundle = resolve_bundle(settings)
+        check_graph(bundle.path, bundle.manifest, settings.variant)
+        if settings.backend == "onnxruntime":
+            check_provider(settings.provider)
+    except (BundleError, BackendError) as err:
+        raise SystemExit(f"slotserve: refusing to serve: {err}") from None

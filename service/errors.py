@@ -75,9 +75,12 @@ class Overloaded(RequestError):
     grpc_code = "UNAVAILABLE"
     reason = "overloaded"
 
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+    def __init__(self, message: str, retry_after_s: int = 1, hold_s: float = 0.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.hold_s = hold_s
+        """How long the refusal is held before it is sent (see `Batcher`): a client that
+        resends at once then cannot turn refusals into a loop that takes the model's cores."""
 
 
 GUARD_REASONS = (

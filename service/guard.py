@@ -8,18 +8,25 @@ those with a 4xx and a one-line reason before BentoML sees them:
   arrives and cut off at the limit (never spooled);
 - 415 unless the body is multipart/form-data;
 - 400 for a multipart body that does not parse, an unexpected or missing field, or one
-  image where one is allowed; 413 for more images than SLOTSERVE_MAX_IMAGES.
+  image where one is allowed; 413 for more images than SLOTSERVE_MAX_IMAGES;
+- 503 with Retry-After, before the body is read, when `admit` (the batcher's admission)
+  refuses the request: under overload a refusal costs a fraction of a millisecond.
 
 A body that passes is replayed to BentoML unchanged. The guard only reads part headers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from service.errors import Overloaded
 
 
 @dataclass(frozen=True)
@@ -129,9 +136,8 @@ class RequestGuard:
         app,
         routes: dict[str, UploadRoute],
         max_body_bytes: int,
-        on_refuse=None,
-        admit=None,
-        retry_after_s: int = 1,
+        on_refuse: Callable[[str, str], None] | None = None,
+        admit: Callable[[int], AbstractContextManager] | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
@@ -139,11 +145,12 @@ class RequestGuard:
         self.on_refuse = on_refuse
         """Called as on_refuse(path, reason) for every refusal (the service counts them)."""
         self.admit = admit
-        """Called as admit(in_flight) before a body is read; a message means shed with 503.
-        Refusing here costs a fraction of a millisecond, so overload never queues work."""
-        self.retry_after = str(retry_after_s).encode()
-        """The shed answer's `Retry-After` (seconds)."""
-        self.in_flight = 0
+        """Called as admit(images) before a body is read: a context manager that holds the
+        request's place while it runs, or `Overloaded` (answered 503 with Retry-After)."""
+
+    def _refused(self, scope, reason: str) -> None:
+        if self.on_refuse is not None:
+            self.on_refuse(scope["path"], reason)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -151,44 +158,43 @@ class RequestGuard:
             return
         route = self.routes.get(scope["path"].rstrip("/") or "/")
         limit = route.max_bytes if route else self.max_body_bytes
+        admission = nullcontext()
         if route is not None and self.admit is not None:
-            refusal = self.admit(self.in_flight)
-            if refusal:
-                if self.on_refuse is not None:
-                    self.on_refuse(scope["path"], "overloaded")
-                body = {"error": refusal, "reason": "overloaded"}
-                await send_json(send, 503, body, [(b"retry-after", self.retry_after)])
+            try:
+                admission = self.admit(1)  # every request holds at least one image
+            except Overloaded as err:
+                self._refused(scope, err.reason)
+                await asyncio.sleep(err.hold_s)
+                body = {"error": err.message, "reason": err.reason}
+                retry = [(b"retry-after", str(err.retry_after_s).encode())]
+                await send_json(send, err.http_status, body, retry)
                 return
-        try:
-            self._check_length(scope, limit)
-            if route is None:
-                await self.app(scope, receive, send)  # BentoML's own routes, unlimited types
+        with admission:
+            try:
+                self._check_length(scope, limit)
+                if route is None:
+                    await self.app(scope, receive, send)  # BentoML's own routes, any type
+                    return
+                boundary = self._boundary(scope, route)
+                body = await self._read(receive, limit)
+                if body is None:
+                    return  # the client went away
+                check_multipart(body, boundary, route)
+            except Refusal as err:
+                self._refused(scope, err.reason)
+                await send_json(send, err.status, {"error": err.message, "reason": err.reason})
                 return
-            boundary = self._boundary(scope, route)
-            body = await self._read(receive, limit)
-            if body is None:
-                return  # the client went away
-            check_multipart(body, boundary, route)
-        except Refusal as err:
-            if self.on_refuse is not None:
-                self.on_refuse(scope["path"], err.reason)
-            await send_json(send, err.status, {"error": err.message, "reason": err.reason})
-            return
 
-        replayed = False
+            replayed = False
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        self.in_flight += 1
-        try:
             await self.app(scope, replay, send)
-        finally:
-            self.in_flight -= 1
 
     @staticmethod
     def _check_length(scope, limit: int) -> None:

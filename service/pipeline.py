@@ -14,7 +14,7 @@ import anyio
 import numpy as np
 from PIL import Image
 
-from export.contract import Manifest, served_labels
+from runtime.contract import Manifest, served_labels
 from service.errors import RequestError, TooManyImages
 from service.processing import (
     Limits,

@@ -1,8 +1,7 @@
 """One model call: uint8 images -> per-image outputs, with the model-side metrics.
 
-Shared by both batchers (`service.batcher` in-process, or BentoML's via the `Inference`
-service): whichever forms the batch, the call, its metrics and the code statistics are the
-same code.
+The batcher (`service.batcher`) forms the batch; this runs it on the backend and keeps the
+model-side metrics and the code statistics.
 """
 
 from __future__ import annotations
@@ -13,9 +12,11 @@ import time
 
 import numpy as np
 
-from export.contract import Manifest, to_model_input
-from service.backends import Backend
+from runtime.backends import Backend, create_backend
+from runtime.contract import Manifest, to_model_input
+from service.bundle import ResolvedBundle
 from service.metrics import CodeDrift, ServiceMetrics
+from service.settings import Settings
 
 
 class ModelRunner:
@@ -40,7 +41,7 @@ class ModelRunner:
     def __call__(self, images: np.ndarray) -> list[dict]:
         """uint8 (N, H, W, 3) RGB at the model's input size -> one dict per image."""
         started = time.perf_counter()
-        out = self.backend.infer(to_model_input(images))
+        out = self.backend.infer(to_model_input(images, self.manifest.input))
         seconds = time.perf_counter() - started
         n = len(images)
         call = f"{os.getpid()}-{next(self.calls)}"
@@ -65,3 +66,19 @@ class ModelRunner:
             }
             for i in range(n)
         ]
+
+
+def build_runner(
+    bundle: ResolvedBundle, settings: Settings, metrics: ServiceMetrics
+) -> ModelRunner:
+    """The backend the settings ask for, run once on a blank image (so the first request does
+    not pay for onnxruntime's first-call set-up), behind a `ModelRunner`."""
+    backend = create_backend(bundle.path, bundle.manifest, settings)
+    runner = ModelRunner(backend, bundle.manifest, metrics)
+    backend.infer(to_model_input(runner.blank(), bundle.manifest.input))
+    return runner
+
+
+def describe_runner(runner: ModelRunner) -> dict:
+    """The backend really in use, and the worker process it runs in."""
+    return {"backend": runner.backend.describe(), "pid": os.getpid()}

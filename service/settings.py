@@ -58,19 +58,17 @@ class Settings(BaseSettings):
     trt_cache_dir: Path | None = None
 
     # batching and load
-    batcher: Literal["inprocess", "bentoml"] = "inprocess"
-    """`inprocess`: continuous batching inside each front worker (service/batcher.py).
-    `bentoml`: BentoML's adaptive batching in a separate `slotserve-inference` service."""
     batch_wait_ms: float = Field(0.0, ge=0)
-    """In-process batcher: extra wait to fill a batch when the model is idle (0 = none)."""
+    """Extra wait to fill a batch when the model is idle (0 = none)."""
     max_batch_size: int = Field(32, ge=1)
     max_latency_ms: int = Field(2000, ge=1)
-    """Latency budget of the adaptive batcher; requests it cannot serve in time get 503."""
-    max_concurrency: int = Field(512, ge=1)
-    """Requests in flight per front worker before BentoML answers 503."""
+    """Latency budget: a request the batcher cannot serve within it is refused at once with
+    503 / UNAVAILABLE and Retry-After (service/batcher.py owns that decision)."""
+    shed_hold_ms: int = Field(250, ge=0)
+    """A refused request's 503 / UNAVAILABLE is sent after this hold (no CPU, one open
+    connection): clients that resend at once then cannot spin refusals (README "Overload")."""
     workers: int = Field(1, ge=1)
     """Front (HTTP + gRPC) worker processes."""
-    inference_workers: int = Field(1, ge=1)
     timeout_s: int = Field(60, ge=1)
 
     # limits on what a request may carry

@@ -88,6 +88,49 @@ def test_expected_wait_over_the_budget_is_refused_at_once():
     assert {e.retry_after_s for e in shed} == {1}  # one 100 ms budget, in whole seconds
 
 
+def test_admitted_requests_hold_their_place_until_their_images_are_queued():
+    """Admission counts requests let in but not yet queued (their bodies still being read or
+    decoded): enough of them fill the budget, and the next is refused before it costs work.
+    A request admitted ahead is not asked again when it submits."""
+    model = SlowModel(0.02)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=4, max_latency_ms=100)
+        await batcher.submit(imgs(0))  # learns ~20 ms per image: about 5 images fit 100 ms
+        fit = int(batcher.plan / batcher.per_image)  # the share of the budget it plans for
+        held = [batcher.admit(1) for _ in range(fit)]
+        with pytest.raises(Overloaded, match="budget"):
+            batcher.admit(1)
+        assert batcher.reserved_images == fit
+        with held[0]:
+            result = await batcher.submit(imgs(9))  # its own place: no second refusal
+        assert batcher.reserved_images == fit - 1
+        for reservation in held[1:]:
+            with reservation:
+                pass  # a request that ends without reaching the model gives its place back
+        assert batcher.reserved_images == 0
+        batcher.admit(1).__exit__(None, None, None)
+        return result
+
+    assert asyncio.run(main()) == [{"value": 9}]
+
+
+def test_a_queued_job_past_its_deadline_is_refused_not_run_late():
+    model = SlowModel(0.15)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=1, max_latency_ms=100)
+        first = asyncio.ensure_future(batcher.submit(imgs(1)))  # per_image unknown: admitted
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(batcher.submit(imgs(2)))  # waits 150 ms > 100 ms
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    first, second = asyncio.run(main())
+    assert first == [{"value": 1}]
+    assert isinstance(second, Overloaded) and "ran out in the queue" in str(second)
+    assert model.calls == [1]
+
+
 def test_retry_after_is_one_latency_budget_in_whole_seconds():
     assert [retry_after_s(t) for t in (0.05, 1.0, 2.0, 2.5)] == [1, 1, 2, 3]
 

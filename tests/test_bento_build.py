@@ -34,11 +34,12 @@ def test_bentoml_build_then_serve_the_bento_from_the_model_store(tmp_path):
     assert {
         "service/app.py",
         "service/rpc/slotserve/v1/slotserve.proto",
-        "export/contract.py",
+        "runtime/contract.py",
+        "runtime/backends/onnxruntime.py",
         "models/slotserve-shapes/model.onnx",
         "models/slotserve-shapes/manifest.json",
     } <= packed
-    assert not any(p.startswith("training/") for p in packed)
+    assert not any(p.startswith(("training/", "export/")) for p in packed)
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()

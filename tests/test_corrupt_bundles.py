@@ -14,9 +14,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export.contract import load_bundle, to_model_input
-from service.backends import BackendError
-from service.backends.onnxruntime import OnnxRuntimeBackend, provider_chain, provider_options
+from runtime.backends import BackendError
+from runtime.backends.onnxruntime import OnnxRuntimeBackend, provider_chain, provider_options
+from runtime.contract import load_bundle, to_model_input
 from service.settings import DEFAULT_BUNDLE
 from tests.conftest import run_module
 from tests.serving import REPO
@@ -78,7 +78,7 @@ def _swapped_graph(b):
     graph = helper.make_graph([helper.make_node("Identity", ["image"], ["masks"])], "g", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     onnx.save(model, b / "model.onnx")
-    from export.contract import sha256_file
+    from runtime.contract import sha256_file
 
     edit_manifest(b, lambda m: m["files"].update({"model.onnx": sha256_file(b / "model.onnx")}))
 
@@ -122,8 +122,27 @@ def test_service_refuses_to_start_on_a_bad_bundle(tmp_path, name):
 
 
 def test_a_bundle_directory_that_does_not_exist_is_refused(tmp_path):
+    """Importing the service does no work (no bundle check at import); the deployment check
+    that `bentoml serve` runs before its workers refuses the bundle with one line."""
     env = {**os.environ, "SLOTSERVE_BUNDLE": str(tmp_path / "nope")}
+    check = (
+        "import service.app\n"
+        "from service.bundle import check_bundle_or_exit\n"
+        "from service.settings import get_settings\n"
+        "check_bundle_or_exit(get_settings())\n"
+    )
     res = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("slotserve: refusing to serve:") and "not a directory" in last
+    imported = subprocess.run(
         [sys.executable, "-c", "import service.app"],
         cwd=REPO,
         env=env,
@@ -131,7 +150,7 @@ def test_a_bundle_directory_that_does_not_exist_is_refused(tmp_path):
         text=True,
         timeout=120,
     )
-    assert res.returncode == 1 and "not a directory" in res.stderr.strip().splitlines()[-1]
+    assert imported.returncode == 0, imported.stderr[-2000:]
 
 
 def test_provider_chain_prefers_gpus_and_always_ends_on_the_cpu():
@@ -147,7 +166,7 @@ def test_provider_chain_prefers_gpus_and_always_ends_on_the_cpu():
 def test_cuda_runs_in_full_fp32_unless_tf32_is_asked_for(monkeypatch):
     """onnxruntime's CUDA provider defaults to TF32, which moved the shipped model's masks by
     up to 0.27 on an H100; the service turns it off unless SLOTSERVE_CUDA_TF32 says otherwise."""
-    from service.backends import base
+    from runtime.backends import factory
     from service.settings import Settings
 
     manifest = load_bundle(DEFAULT_BUNDLE)
@@ -159,36 +178,36 @@ def test_cuda_runs_in_full_fp32_unless_tf32_is_asked_for(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(
-        "service.backends.onnxruntime.OnnxRuntimeBackend",
+        "runtime.backends.onnxruntime.OnnxRuntimeBackend",
         lambda *args, **kwargs: seen.update(kwargs) or "backend",
     )
-    assert base.create_backend(DEFAULT_BUNDLE, manifest, Settings()) == "backend"
+    assert factory.create_backend(DEFAULT_BUNDLE, manifest, Settings()) == "backend"
     assert seen["cuda_tf32"] is False
     monkeypatch.setenv("SLOTSERVE_CUDA_TF32", "true")
-    base.create_backend(DEFAULT_BUNDLE, manifest, Settings())
+    factory.create_backend(DEFAULT_BUNDLE, manifest, Settings())
     assert seen["cuda_tf32"] is True
 
 
 def test_memory_settings_reach_the_onnxruntime_session(monkeypatch):
     """The memory pattern is off by default (it doubles the arena's steady size at the same
     speed; README "Memory"), the arena on; SLOTSERVE_ORT_MEMORY_* turn either around."""
-    from service.backends import base
+    from runtime.backends import factory
     from service.settings import Settings
 
     manifest = load_bundle(DEFAULT_BUNDLE)
-    backend = base.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
+    backend = factory.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
     options = backend.session.get_session_options()
     assert options.enable_mem_pattern is False and options.enable_cpu_mem_arena is True
     assert backend.describe()["memory_pattern"] is False
     monkeypatch.setenv("SLOTSERVE_ORT_MEMORY_PATTERN", "true")
     monkeypatch.setenv("SLOTSERVE_ORT_MEMORY_ARENA", "false")
-    backend = base.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
+    backend = factory.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
     options = backend.session.get_session_options()
     assert options.enable_mem_pattern is True and options.enable_cpu_mem_arena is False
 
 
 def test_gpu_sessions_load_cuda_from_the_nvidia_pip_packages_first(monkeypatch):
-    from service.backends.onnxruntime import load_gpu_libraries
+    from runtime.backends.onnxruntime import load_gpu_libraries
 
     calls = []
     monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(1), raising=False)
@@ -206,7 +225,7 @@ def test_every_shipped_variant_loads_and_reports_its_provider(variant):
     backend = OnnxRuntimeBackend(DEFAULT_BUNDLE / name, manifest, variant, "auto", 1, 1)
     expected = "cpu" if ort.get_device() == "CPU" else backend.provider
     assert backend.provider == expected
-    out = backend.infer(to_model_input(np.zeros((2, 64, 64, 3), dtype=np.uint8)))
+    out = backend.infer(to_model_input(np.zeros((2, 64, 64, 3), np.uint8), manifest.input))
     k = manifest.num_slots
     assert out.masks.shape == (2, k, 64, 64) and out.masks.dtype == np.float32
     assert out.codes.dtype == np.int64 and out.distances.shape == (2, k)

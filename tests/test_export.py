@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.contract import (
+from export.onnx_export import export_bundle
+from runtime.contract import (
     MANIFEST_FILE,
     MODEL_FILE,
     BundleError,
+    InputSpec,
     load_bundle,
     read_manifest,
     to_model_input,
 )
-from export.onnx_export import export_bundle
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
@@ -84,14 +85,14 @@ def test_rounding_envelope_is_the_float32_spread_of_the_model(exported):
 
     import torch
 
-    from export.onnx_export import ExportWrapper
+    from export.graph import ExportWrapper
     from export.verify import _scenes, rounding_envelope
     from training.checkpoint import load_checkpoint
 
     checkpoint, _, manifest = exported
     model, _ = load_checkpoint(checkpoint)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)
-    x = to_model_input(_scenes(4, manifest.input.height, 7))
+    x = to_model_input(_scenes(4, manifest.input.height, 7), manifest.input)
     with torch.no_grad():
         e_masks = exact(torch.from_numpy(x).double())[0].numpy()
     wrapper = ExportWrapper(model, manifest.mask_source)
@@ -116,7 +117,8 @@ def test_parity_gate_on_a_gpu_provider_allows_its_summation_order_and_no_more():
 def test_graph_has_symbolic_batch_no_random_ops_and_baked_codebook(exported):
     import onnx
 
-    from export.onnx_export import codebook_is_initializer, graph_report
+    from export.graph import graph_report
+    from export.onnx_export import codebook_is_initializer
     from training.checkpoint import load_checkpoint
 
     ckpt, bundle, _ = exported
@@ -136,13 +138,19 @@ def test_graph_has_symbolic_batch_no_random_ops_and_baked_codebook(exported):
 
 
 def test_manifest_records_contract_hashes_and_codes(exported):
-    from export.contract import sha256_file
+    from runtime.contract import sha256_file
 
     ckpt, bundle, _ = exported
     manifest = load_bundle(bundle)
     assert manifest.checkpoint_sha256 == sha256_file(ckpt)
     assert manifest.input.height == 32 and manifest.input.layout == "NCHW"
     assert manifest.num_slots == 4 and manifest.codebook_size == 8
+    # written once, in the typed model section; the output shapes name the axis
+    raw = json.loads((bundle / MANIFEST_FILE).read_text())
+    assert "num_slots" not in raw and "codebook_size" not in raw
+    assert raw["model"]["slot_attention"]["num_slots"] == 4
+    assert [o["shape"][1] for o in raw["outputs"]] == ["slots"] * 3
+    assert raw["input"]["mean"] == [0.0, 0.0, 0.0] and raw["input"]["std"] == [1.0, 1.0, 1.0]
     assert manifest.iterations == {"bottom_up": 2, "modulated": 2}
     assert manifest.code_names == ["background"] * 8
     assert MODEL_FILE in manifest.files and len(manifest.checkpoint_sha256) == 64
@@ -161,6 +169,23 @@ def test_changed_byte_fails_to_load_naming_the_file(exported, tmp_path):
     with pytest.raises(BundleError, match=r"model\.onnx: sha256 mismatch") as err:
         load_bundle(copy)
     assert "\n" not in str(err.value)
+
+
+def test_the_shipped_manifest_loads_and_repeated_counts_must_agree(tmp_path):
+    """The shipped bundle's manifest predates the typed model section: it has input.scale
+    only (mean 0, std 1) and repeats num_slots / codebook_size at the top level."""
+    from service.settings import DEFAULT_BUNDLE
+
+    raw = json.loads((DEFAULT_BUNDLE / MANIFEST_FILE).read_text())
+    assert "mean" not in raw["input"] and raw["num_slots"] == 11
+    manifest = read_manifest(DEFAULT_BUNDLE)
+    assert manifest.num_slots == 11 and manifest.codebook_size == raw["codebook_size"]
+    assert manifest.input.mean == (0.0, 0.0, 0.0) and manifest.input.std == (1.0, 1.0, 1.0)
+    assert manifest.model.decoder.merge_share == raw["model"]["decoder"]["merge_share"]
+    raw["num_slots"] = 7
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="num_slots 7 disagrees"):
+        read_manifest(tmp_path)
 
 
 def test_missing_file_and_future_format_are_refused(exported, tmp_path):
@@ -221,21 +246,32 @@ def test_verify_on_cuda_passes_the_gpu_gate(exported):
 
 def test_contract_is_torch_free():
     code = (
-        "import sys, export.contract, export\n"
-        "assert 'torch' not in sys.modules, 'export.contract imported torch'\n"
+        "import sys, runtime.contract, export\n"
+        "assert 'torch' not in sys.modules, 'runtime.contract imported torch'\n"
         "assert 'training' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
-def test_to_model_input_layout():
+def test_to_model_input_layout_and_the_manifests_normalisation():
     images = np.zeros((2, 5, 7, 3), np.uint8)
     images[0, 1, 2] = [255, 0, 51]
-    x = to_model_input(images)
+    spec = InputSpec(height=5, width=7)  # a manifest with input.scale only: mean 0, std 1
+    x = to_model_input(images, spec)
     assert x.shape == (2, 3, 5, 7) and x.dtype == np.float32
-    assert np.allclose(x[0, :, 1, 2], [1.0, 0.0, 0.2])
+    assert np.array_equal(x, images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255))
+    imagenet = InputSpec(height=5, width=7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    y = to_model_input(images, imagenet)
+    expected = (np.array([1.0, 0.0, 0.2]) - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    assert np.allclose(y[0, :, 1, 2], expected, atol=1e-6)
+    assert np.allclose(y[1, :, 0, 0], -np.array([0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225])
+    assert np.allclose(
+        to_model_input(images, InputSpec(height=5, width=7, scale=1.0))[0, 0, 1, 2], 255
+    )
     with pytest.raises(ValueError):
-        to_model_input(images.astype(np.float32))
+        to_model_input(images.astype(np.float32), spec)
+    with pytest.raises(ValueError, match="std"):
+        InputSpec(height=5, width=7, std=(1.0, 0.0, 1.0))
 
 
 def test_evaluate_through_onnxruntime_matches_checkpoint(exported):
@@ -289,7 +325,7 @@ def test_export_unrolls_the_inference_iterations(tmp_path):
     ckpt = small_checkpoint(tmp_path / "m.safetensors", cfg)
     manifest = export_bundle(ckpt, tmp_path / "bundle")
     assert manifest.iterations == {"bottom_up": 3, "modulated": 3}
-    assert manifest.model["slot_attention"]["eval_iterations"] == 3
+    assert manifest.model.slot_attention.eval_iterations == 3
 
     res = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "b4",
                      "--iterations", "4", "--no-variants", "--label-scenes", "16")  # fmt: skip
@@ -337,8 +373,8 @@ def test_export_bakes_in_merging_slots_into_objects(tmp_path):
     """A bundle exported with `--merge-share` merges slots inside the graph as the checkpoint
     does (the parity gate compares against the merging model), records the share in its
     manifest, and verify re-checks it; merged-away slots come out as empty channels."""
-    from export.contract import INPUT_NAME, OUTPUT_MASKS, to_model_input
     from export.verify import parity_gate, verify_bundle
+    from runtime.contract import INPUT_NAME, OUTPUT_MASKS, to_model_input
     from tests.conftest import small_checkpoint, small_config
 
     cfg = small_config(
@@ -351,7 +387,7 @@ def test_export_bakes_in_merging_slots_into_objects(tmp_path):
                      "--merge-share", "0.05", "--no-variants", "--label-set", "none")  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = load_bundle(tmp_path / "b")
-    assert manifest.model["decoder"]["merge_share"] == 0.05
+    assert manifest.model.decoder.merge_share == 0.05
     report = verify_bundle(tmp_path / "b", ckpt)
     parity_gate(report)
     assert all(f["argmax_agreement"] == 1.0 for f in report["batches"].values())
@@ -360,7 +396,7 @@ def test_export_bakes_in_merging_slots_into_objects(tmp_path):
 
     session = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"))
     images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images)})
+    (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images, manifest.input)})
     empty = masks.reshape(6, 4, -1).max(-1) == 0
     assert empty.any(), "this model at share 0.05 merges some slots: their channels are 0"
     assert np.allclose(masks.sum(1), 1.0, atol=1e-5)
@@ -368,3 +404,67 @@ def test_export_bakes_in_merging_slots_into_objects(tmp_path):
     bad = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "c",
                      "--merge-share", "0.7")  # fmt: skip
     assert bad.returncode == 2 and "--merge-share: must be a number in [0, 0.5)" in bad.stderr
+
+
+def test_export_refuses_to_overwrite_another_bundle_at_once(exported, tmp_path):
+    """--out holding a bundle of another checkpoint, or files that are no bundle: exit 2 with
+    one line before any export work, the files untouched."""
+    import shutil
+
+    from service.settings import DEFAULT_BUNDLE
+
+    ckpt, bundle, _ = exported
+    other = shutil.copytree(bundle, tmp_path / "other")
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    shipped = DEFAULT_BUNDLE / "model.safetensors"
+    res = run_module("export", "onnx", "--checkpoint", shipped, "--out", other, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: {other} holds a bundle of another checkpoint; pass --force to overwrite it, "
+        "or choose another --out"
+    ]
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    res = run_module("export", "onnx", "--checkpoint", ckpt, "--out", junk, timeout=120)
+    assert res.returncode == 2 and "holds files but no bundle" in res.stderr
+    assert [p.name for p in junk.iterdir()] == ["notes.txt"]
+
+
+def test_export_leaves_an_identical_bundle_as_it_is_and_prints_stages(tmp_path):
+    from tests.conftest import small_checkpoint, small_config
+
+    ckpt = small_checkpoint(tmp_path / "m.safetensors", small_config())
+    out = tmp_path / "bundle"
+    args = ("export", "onnx", "--checkpoint", ckpt, "--out", out, "--no-variants",
+            "--label-scenes", "8")  # fmt: skip
+    first = run_module(*args, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stages = [line for line in first.stderr.splitlines() if line.startswith("export: ")]
+    names = [s.removeprefix("export: ").split(":")[0].split()[0] for s in stages]
+    assert names == ["graph", "check", "parity", "labels", "wrote"], stages
+    assert len(first.stderr) < 2000, first.stderr[-3000:]  # no library INFO lines or warnings
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = run_module(*args, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already holds this bundle: left as it is" in again.stderr
+    assert json.loads(again.stdout)["unchanged"] is True
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle-")]
+
+
+def test_placing_a_bundle_over_a_different_one_needs_force(tmp_path):
+    from export.bundle_dir import place
+
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    out.mkdir()
+    (out / "manifest.json").write_text("old")
+    staging.mkdir()
+    (staging / "manifest.json").write_text("new")
+    with pytest.raises(BundleError, match="holds a different bundle; pass --force"):
+        place(staging, out, force=False)
+    assert (out / "manifest.json").read_text() == "old"
+    place(staging, out, force=True)
+    assert (out / "manifest.json").read_text() == "new" and not staging.exists()

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from export.contract import VARIANT_FILES, load_bundle
+from runtime.contract import VARIANT_FILES, load_bundle
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
@@ -97,8 +97,8 @@ def test_triton_repo_includes_plan_when_present(exported, tmp_path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from export.contract import sha256_file, write_manifest
     from export.triton import write_triton_repo
+    from runtime.contract import sha256_file, write_manifest
 
     _, bundle, _ = exported
     copy = tmp_path / "bundle"
@@ -117,13 +117,8 @@ def test_triton_repo_includes_plan_when_present(exported, tmp_path):
 
 
 def test_tensorrt_profile_options_and_cache_keys():
-    from export.tensorrt import (
-        BatchProfile,
-        cache_key,
-        needs_fp16_onnx,
-        ort_tensorrt_options,
-        plan_name,
-    )
+    from export.tensorrt import cache_key, needs_fp16_onnx, plan_name
+    from runtime.trt_options import BatchProfile, ort_tensorrt_options
 
     p = BatchProfile(1, 8, 32)
     assert p.shapes(64, 64)["max"] == (32, 3, 64, 64)
@@ -159,7 +154,8 @@ def test_tensorrt_profile_options_and_cache_keys():
 @pytest.mark.gpu
 def test_tensorrt_engine_builds_on_gpu(with_variants):
     trt = pytest.importorskip("tensorrt", reason="TensorRT is only installable on GPU machines")
-    from export.tensorrt import BatchProfile, build_bundle_engine
+    from export.tensorrt import build_bundle_engine
+    from runtime.trt_options import BatchProfile
 
     bundle, _ = with_variants
     plan = build_bundle_engine(bundle, BatchProfile(1, 4, 8), fp16=True)

@@ -58,19 +58,58 @@ def test_refusals_are_counted_and_never_reach_the_app():
 
 
 def test_admission_sheds_before_reading_the_body():
-    app, refused, seen = Echo(), [], []
+    from service.errors import Overloaded
 
-    def admit(in_flight):
-        seen.append(in_flight)
-        return "the model is saturated; retry shortly"
+    app, refused, asked = Echo(), [], []
 
-    guard = RequestGuard(
-        app, ROUTES, 1000, on_refuse=lambda p, r: refused.append(r), admit=admit, retry_after_s=3
-    )
+    def admit(images):
+        asked.append(images)
+        raise Overloaded("the model is saturated; retry shortly", 3)
+
+    guard = RequestGuard(app, ROUTES, 1000, on_refuse=lambda p, r: refused.append(r), admit=admit)
     r = post(guard, files={"image": ("a.png", b"x" * 10)})
     assert r.status_code == 503 and r.json() == {
         "error": "the model is saturated; retry shortly",
         "reason": "overloaded",
     }
     assert r.headers["retry-after"] == "3"
-    assert app.calls == 0 and refused == ["overloaded"] and seen == [0]
+    assert app.calls == 0 and refused == ["overloaded"] and asked == [1]
+
+
+def test_an_admitted_request_holds_its_place_until_it_is_answered():
+    """The guard enters what admission hands back around the whole request, and leaves it
+    when the answer is out (a refused upload leaves it too)."""
+    from contextlib import contextmanager
+
+    app, held = Echo(), []
+
+    @contextmanager
+    def admit(images):
+        held.append("in")
+        try:
+            yield
+        finally:
+            held.append("out")
+
+    guard = RequestGuard(app, ROUTES, 1000, admit=admit)
+    assert post(guard, files={"image": ("a.png", b"x" * 10)}).status_code == 200
+    assert app.calls == 1 and held == ["in", "out"]
+    assert post(guard, files={"other": ("a.png", b"x")}).status_code == 400
+    assert held == ["in", "out", "in", "out"]
+
+
+def test_a_refusal_is_held_before_it_is_sent():
+    """The batcher's refusal carries a hold: a client that resends at once waits it out, so
+    refusals cannot spin faster than one per hold per client."""
+    import time
+
+    from service.errors import Overloaded
+
+    def admit(images):
+        raise Overloaded("the model is saturated; retry shortly", 2, hold_s=0.2)
+
+    guard = RequestGuard(Echo(), ROUTES, 1000, admit=admit)
+    started = time.perf_counter()
+    r = post(guard, files={"image": ("a.png", b"x" * 10)})
+    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    assert time.perf_counter() - started >= 0.2

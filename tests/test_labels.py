@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.contract import load_bundle, served_labels
+from runtime.contract import load_bundle, served_labels
 from training.labels import (
     BACKGROUND,
     Thresholds,

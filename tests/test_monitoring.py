@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -388,3 +389,41 @@ def test_dashboard_queries_parse(tmp_path) -> None:
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_model_call_normalises_images_as_the_manifest_says():
+    """The service feeds the backend what the bundle's input contract asks for: with ImageNet
+    mean / std in the manifest, not pixel / 255."""
+    from prometheus_client import CollectorRegistry
+
+    from runtime.backends import Backend, ModelOutputs
+    from runtime.contract import load_bundle
+    from service.metrics import ServiceMetrics
+    from service.runner import ModelRunner
+    from service.settings import DEFAULT_BUNDLE
+
+    manifest = load_bundle(DEFAULT_BUNDLE)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    manifest = manifest.model_copy(
+        update={"input": manifest.input.model_copy(update={"mean": mean, "std": std})}
+    )
+    k, h, w = manifest.num_slots, manifest.input.height, manifest.input.width
+
+    class Recording(Backend):
+        name, provider, variant = "recording", "cpu", "fp32"
+
+        def infer(self, images):
+            self.seen = images
+            n = len(images)
+            return ModelOutputs(
+                np.full((n, k, h, w), 1 / k, np.float32),
+                np.zeros((n, k), np.int64),
+                np.zeros((n, k), np.float32),
+            )
+
+    backend = Recording()
+    runner = ModelRunner(backend, manifest, ServiceMetrics(registry=CollectorRegistry()))
+    images = np.full((1, h, w, 3), 255, np.uint8)
+    runner(images)
+    expected = (1.0 - np.array(mean)) / np.array(std)
+    assert np.allclose(backend.seen[0, :, 0, 0], expected, atol=1e-6)

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from export.contract import load_bundle, to_model_input
 from loadtests.images import encode
+from runtime.contract import load_bundle, to_model_input
 from service.schemas import BatchDecomposition, Decomposition
 from service.settings import DEFAULT_BUNDLE
 from training.data.shapes import generate_batch
@@ -59,7 +59,7 @@ def _served_and_bundle_fg_ari(server, scenes, scale=None, size=None):
     manifest = load_bundle(DEFAULT_BUNDLE)
     session = ort.InferenceSession(str(DEFAULT_BUNDLE / "model.onnx"))
     images = np.stack([s.image for s in scenes])
-    masks = session.run(["masks"], {"image": to_model_input(images)})[0]
+    masks = session.run(["masks"], {"image": to_model_input(images, manifest.input)})[0]
     truth = np.stack([s.instances for s in scenes])
     bundle = float(np.nanmean(fg_ari(truth, masks.argmax(1))))
     assert manifest.input.height == 64
@@ -168,7 +168,7 @@ def test_openapi_lists_the_routes(server):
 
 def test_import_service_leaves_torch_and_training_unimported():
     code = (
-        "import sys, service, service.app, service.rpc.server, service.backends.onnxruntime\n"
+        "import sys, service, service.app, service.rpc.server, runtime.backends.onnxruntime\n"
         "bad = sorted(m for m in ('torch', 'training', 'lightning') if m in sys.modules)\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

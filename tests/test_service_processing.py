@@ -131,19 +131,33 @@ def test_labels_at_model_size_are_the_argmax():
     assert np.array_equal(masks_to_labels(masks, 16, 16), masks.argmax(0))
 
 
-def test_labels_at_other_sizes_follow_the_scores():
-    masks = _masks()
-    for height, width in ((32, 32), (48, 48), (24, 40)):
+def test_labels_at_other_sizes_follow_the_scores_between_pixels():
+    """Two slots whose scores cross a quarter of the way from pixel 1 to pixel 2 (source x =
+    1.75, pixel centres at x + 0.5): upscaled 10x, the boundary lands at output x = 22, where
+    bilinear scores cross; nearest-neighbour upscaling would put it at 20."""
+    left = np.array([1.0, 0.8, 0.4, 0.0], np.float32)
+    masks = np.stack([np.tile(left, (4, 1)), np.tile(1 - left, (4, 1))])
+    labels = masks_to_labels(masks, 40, 40)
+    assert labels.shape == (40, 40) and labels.dtype == np.uint8
+    assert (labels[:, :22] == 0).all() and (labels[:, 23:] == 1).all()
+
+
+def test_labels_keep_every_dominant_slot_and_their_layout_when_resized():
+    """A 4 x 4 grid of slots, each winning its own cell: at any size each keeps its place."""
+    k, size = 16, 8
+    masks = np.full((k, size, size), 0.01, np.float32)
+    for s in range(k):
+        r, c = divmod(s, 4)
+        masks[s, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2] = 0.9
+    for height, width in ((64, 64), (30, 50), (4, 4)):
         labels = masks_to_labels(masks, height, width)
         assert labels.shape == (height, width)
-        # each pixel's slot is the argmax of the bilinearly resized scores
-        planes = np.stack(
-            [
-                np.asarray(Image.fromarray(m).resize((width, height), Image.Resampling.BILINEAR))
-                for m in masks
-            ]
-        )
-        assert np.array_equal(labels, planes.argmax(0))
+        centres = [
+            labels[int((2 * r + 1) * height / size), int((2 * c + 1) * width / size)]
+            for r in range(4)
+            for c in range(4)
+        ]
+        assert centres == list(range(k)), (height, width, centres)
 
 
 def test_objects_are_disjoint_cover_the_image_and_decode_with_pycocotools():
@@ -197,7 +211,7 @@ def test_large_overlays_keep_the_input_size():
 
 
 def test_served_labels_come_from_code_labels_else_code_names():
-    from export.contract import CodeLabelSpec, read_manifest, served_labels
+    from runtime.contract import CodeLabelSpec, read_manifest, served_labels
 
     manifest = read_manifest(ROOT / "models" / "slotserve-shapes")
     labelled = served_labels(manifest)

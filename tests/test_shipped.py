@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.contract import MODEL_FILE, load_bundle, sha256_file
+from runtime.contract import MODEL_FILE, load_bundle, sha256_file
 from training.checkpoint import load_checkpoint
 from training.config import load_train_config
 from training.evaluate import bundle_predictor, evaluate_scenes, model_predictor, shapes_scenes

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import pytest
 
-from export.contract import INPUT_NAME, OUTPUT_NAMES, to_model_input
 from loadtests.triton_peer import BUNDLE, TritonInstall, TritonUnavailable, start
+from runtime.contract import INPUT_NAME, OUTPUT_NAMES, to_model_input
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.slow
@@ -56,9 +56,11 @@ def server(install, repository, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
-    from loadtests.bench import scenes
+    from loadtests.measure import scenes
+    from runtime.contract import load_bundle
+    from service.settings import DEFAULT_BUNDLE
 
-    return to_model_input(scenes(8))
+    return to_model_input(scenes(8), load_bundle(DEFAULT_BUNDLE).input)
 
 
 def reference(images: np.ndarray) -> dict[str, np.ndarray]:

@@ -108,7 +108,7 @@ def _cmd_evaluate(args) -> int:
         torch.set_num_threads(args.threads)
     model = info = manifest = None
     if args.method == "model" and args.bundle:
-        from export.contract import load_bundle
+        from runtime.contract import load_bundle
 
         manifest = load_bundle(args.bundle)
     elif args.method == "model":
@@ -123,7 +123,7 @@ def _cmd_evaluate(args) -> int:
         raise SystemExit("evaluate: --merge-share needs --checkpoint (a bundle's is fixed)")
     if manifest is not None:
         size, k, e = manifest.input.height, manifest.num_slots, manifest.codebook_size
-        from export.contract import served_labels
+        from runtime.contract import served_labels
 
         code_names = [label for label, _ in served_labels(manifest)]
     elif model is not None:

@@ -61,7 +61,7 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
     another size resized to the bundle's input and the masks back, as the service does)."""
     import onnxruntime as ort
 
-    from export.contract import (
+    from runtime.contract import (
         INPUT_NAME,
         OUTPUT_CODES,
         OUTPUT_MASKS,
@@ -70,8 +70,8 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
         to_model_input,
     )
 
-    manifest = load_bundle(bundle)
-    size = (manifest.input.height, manifest.input.width)
+    spec = load_bundle(bundle).input
+    size = (spec.height, spec.width)
     session = ort.InferenceSession(
         str(Path(bundle) / VARIANT_FILES[variant]), providers=["CPUExecutionProvider"]
     )
@@ -87,7 +87,7 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
             else:
                 part_in = part
             masks, c = session.run(
-                [OUTPUT_MASKS, OUTPUT_CODES], {INPUT_NAME: to_model_input(part_in)}
+                [OUTPUT_MASKS, OUTPUT_CODES], {INPUT_NAME: to_model_input(part_in, spec)}
             )
             ids.append(_to_size(torch.from_numpy(masks), part.shape[1:3]).argmax(1).numpy())
             codes.append(c)

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -54,10 +55,18 @@ def to_proto(result: dict) -> pb.Decomposition:
 
 
 class SlotServeServicer(pb_grpc.SlotServeServicer):
-    def __init__(self, pipeline: Pipeline, describe: Callable, metrics=None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        describe: Callable,
+        metrics=None,
+        admit: Callable[[int], AbstractContextManager] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.describe = describe
         self.metrics = metrics
+        self.admit = admit or (lambda images: nullcontext())
+        """The batcher's admission, asked before an image is decoded (raises `Overloaded`)."""
 
     def _count(self, endpoint: str, outcome: str, reason: str | None = None) -> None:
         if self.metrics is not None:
@@ -69,6 +78,7 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
         self._count(endpoint, err.reason, err.reason)
         trailers = ()
         if isinstance(err, Overloaded):  # gRPC's retry pushback: clients with a retry policy wait
+            await asyncio.sleep(err.hold_s)
             trailers = (("grpc-retry-pushback-ms", str(1000 * err.retry_after_s)),)
         await context.abort(getattr(grpc.StatusCode, err.grpc_code), err.message, trailers)
 
@@ -79,7 +89,8 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
 
     async def Decompose(self, request, context):
         try:
-            result = await self.pipeline.decompose(request.image, "grpc")
+            with self.admit(1):
+                result = await self.pipeline.decompose(request.image, "grpc")
         except RequestError as err:
             await self._refuse(context, "Decompose", err)
         except Exception as err:
@@ -89,7 +100,8 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
 
     async def DecomposeBatch(self, request, context):
         try:
-            results = await self.pipeline.decompose_many(list(request.images), "grpc")
+            with self.admit(1):
+                results = await self.pipeline.decompose_many(list(request.images), "grpc")
         except RequestError as err:
             await self._refuse(context, "DecomposeBatch", err)
         except Exception as err:
@@ -105,7 +117,8 @@ class SlotServeServicer(pb_grpc.SlotServeServicer):
 
         async def one(item) -> None:
             try:
-                result = await self.pipeline.decompose(item.image, "grpc")
+                with self.admit(1):
+                    result = await self.pipeline.decompose(item.image, "grpc")
                 self._count("DecomposeStream", "ok")
                 await queue.put(pb.StreamResponse(id=item.id, result=to_proto(result)))
             except RequestError as err:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.contract import INPUT_NAME, OUTPUT_CODES, OUTPUT_DISTANCES, OUTPUT_MASKS, Manifest
-from service.backends.base import Backend, BackendError, ModelOutputs
+from runtime.backends.base import Backend, BackendError, ModelOutputs
+from runtime.contract import INPUT_NAME, OUTPUT_CODES, OUTPUT_DISTANCES, OUTPUT_MASKS, Manifest
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.contract import INPUT_NAME, OUTPUT_CODES, OUTPUT_DISTANCES, OUTPUT_MASKS, Manifest
-from export.tensorrt import BatchProfile, ort_tensorrt_options
-from service.backends.base import Backend, BackendError, ModelOutputs
+from runtime.backends.base import Backend, BackendError, ModelOutputs
+from runtime.contract import INPUT_NAME, OUTPUT_CODES, OUTPUT_DISTANCES, OUTPUT_MASKS, Manifest
+from runtime.trt_options import BatchProfile, ort_tensorrt_options
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ Export writes bundles with it; the service reads them with it. A bundle is a dir
 
 Tensors (B = batch, dynamic; K = slots; H, W = the model's input size):
 
-    input  "image"           float32 (B, 3, H, W), RGB, NCHW, values in [0, 1] (pixel / 255)
+    input  "image"           float32 (B, 3, H, W), RGB, NCHW: (pixel * scale - mean) / std,
+                             per channel, as the manifest's `input` says (`to_model_input`)
     output "masks"           float32 (B, K, H, W), per-slot mask probabilities (sum 1 over K)
     output "codes"           int64   (B, K), semantic code per slot (codebook index)
     output "code_distances"  float32 (B, K), distance from the slot to its code
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BUNDLE_FORMAT = "slotserve-bundle"
 BUNDLE_VERSION = 1
@@ -44,6 +45,11 @@ class BundleError(ValueError):
 
 
 class InputSpec(BaseModel):
+    """What the graph takes, and how a reader turns uint8 RGB pixels into it:
+    `(pixel * scale - mean) / std` per channel (`to_model_input`). A manifest without mean / std
+    means 0 / 1 (the shipped bundles normalise inside the graph); a pretrained encoder's
+    ImageNet statistics would be written here, and every reader applies them."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = INPUT_NAME
     layout: Literal["NCHW"] = "NCHW"
@@ -53,7 +59,52 @@ class InputSpec(BaseModel):
     height: int
     width: int
     scale: float = 1.0 / 255.0
-    """pixel value (uint8) * scale = model input; no mean/std: the model normalises inside."""
+    """uint8 pixel * scale, before mean and std."""
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @field_validator("scale")
+    @classmethod
+    def _positive_scale(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(f"input.scale must be positive, got {value}")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(v > 0 for v in value):
+            raise ValueError(f"input.std must be positive per channel, got {list(value)}")
+        return value
+
+
+class _Section(BaseModel):
+    """A part of the model config: the fields bundle readers rely on are typed; the rest of
+    the training config (`training.config.ModelConfig`) is kept as written."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SlotAttentionSection(_Section):
+    num_slots: int = Field(ge=1)
+
+
+class CodebookSection(_Section):
+    size: int = Field(ge=1)
+
+
+class DecoderSection(_Section):
+    merge_share: float = 0.0
+    """Slots sharing their pixels above this were merged into one mask by the graph."""
+
+
+class ModelSection(_Section):
+    """The config the graph was built from (`training.config.ModelConfig`, as JSON)."""
+
+    image_size: int = Field(ge=1)
+    slot_attention: SlotAttentionSection
+    codebook: CodebookSection
+    decoder: DecoderSection = Field(default_factory=DecoderSection)
 
 
 class OutputSpec(BaseModel):
@@ -80,20 +131,21 @@ class CodeLabelSpec(BaseModel):
 
 
 class Manifest(BaseModel):
+    """The slot count and the codebook size are the model section's
+    (`model.slot_attention.num_slots`, `model.codebook.size`), written once; `num_slots` and
+    `codebook_size` read them."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     format: Literal["slotserve-bundle"] = BUNDLE_FORMAT
     format_version: int = BUNDLE_VERSION
     name: str
     version: str
     created: str
-    model: dict
-    """The ModelConfig the graph was built from (as JSON-able dict)."""
+    model: ModelSection
     input: InputSpec
     outputs: list[OutputSpec]
-    num_slots: int
     iterations: dict[str, int]
     """{"bottom_up": T, "modulated": T or 0}: unrolled, fixed in the graph."""
-    codebook_size: int
     code_names: list[str | None] | None = None
     code_labels: list[CodeLabelSpec] | None = None
     """Per code: the served label and its score, measured on labelled scenes at export
@@ -112,6 +164,36 @@ class Manifest(BaseModel):
     """variant -> {file, code_agreement, fg_ari_change, speed_vs_fp32, ...}."""
     parity: dict = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_repeated_counts(cls, raw):
+        """Manifests written before the model section was typed repeat the slot count and the
+        codebook size at the top level: accepted when they agree with the model section."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+            return raw
+        raw = dict(raw)
+        model = raw["model"]
+        for key, section, field in (
+            ("num_slots", "slot_attention", "num_slots"),
+            ("codebook_size", "codebook", "size"),
+        ):
+            if key in raw:
+                value = raw.pop(key)
+                written = (model.get(section) or {}).get(field)
+                if written is not None and value != written:
+                    raise ValueError(
+                        f"{key} {value} disagrees with model.{section}.{field} {written}"
+                    )
+        return raw
+
+    @property
+    def num_slots(self) -> int:
+        return self.model.slot_attention.num_slots
+
+    @property
+    def codebook_size(self) -> int:
+        return self.model.codebook.size
 
 
 def served_labels(manifest: Manifest) -> list[tuple[str | None, float | None]]:
@@ -179,8 +261,16 @@ def load_bundle(bundle: str | Path) -> Manifest:
     return manifest
 
 
-def to_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 images (B, H, W, 3) RGB -> float32 (B, 3, H, W) in [0, 1], the input contract."""
+def to_model_input(images: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 images (B, H, W, 3) RGB -> float32 (B, 3, H, W), normalised as `spec` says:
+    (pixel * scale - mean) / std per channel."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 (B, H, W, 3) images, got {images.dtype} {images.shape}")
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
+    x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
+    # Divide by 1 / scale rather than multiply by scale: for scale 1/255 that is pixel / 255
+    # bit for bit, what every bundle so far was verified and evaluated with.
+    x /= np.float32(1.0 / spec.scale)
+    if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
+        x -= np.asarray(spec.mean, np.float32)[:, None, None]
+        x /= np.asarray(spec.std, np.float32)[:, None, None]
+    return x

@@ -1,13 +1,7 @@
 """Inference backends behind one interface (`Backend.infer`), chosen by settings."""
 
-from service.backends.base import (
-    Backend,
-    BackendError,
-    ModelOutputs,
-    check_graph,
-    check_provider,
-    create_backend,
-)
+from runtime.backends.base import Backend, BackendError, ModelOutputs, variant_file
+from runtime.backends.factory import check_graph, check_provider, create_backend
 
 __all__ = [
     "Backend",
@@ -16,4 +10,5 @@ __all__ = [
     "check_graph",
     "check_provider",
     "create_backend",
+    "variant_file",
 ]

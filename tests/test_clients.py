@@ -1,0 +1,89 @@
+"""The load-generating clients' two ways of meeting a refusal, against a scripted caller."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from loadtests import clients
+from loadtests.clients import LoadResult, Outcome
+
+
+class Scripted:
+    """Answers with the outcomes given, in order, recording when each call came."""
+
+    def __init__(self, *outcomes: Outcome) -> None:
+        self.outcomes, self.calls = list(outcomes), []
+
+    async def __call__(self, data: bytes) -> Outcome:
+        self.calls.append(time.perf_counter())
+        return self.outcomes.pop(0)
+
+
+def run(retry: str, caller: Scripted) -> LoadResult:
+    result = LoadResult()
+    stop = time.perf_counter() + 10
+    assert asyncio.run(clients._until_answered(caller, b"x", retry, result, stop))
+    return result
+
+
+def test_at_once_clients_resend_without_waiting():
+    caller = Scripted(Outcome(False, True, 0.3), Outcome(False, True, 0.3), Outcome(True, False))
+    result = run("at-once", caller)
+    assert result.shed == 2 and result.answered == 1
+    assert caller.calls[-1] - caller.calls[0] < 0.1
+
+
+def test_retry_after_clients_wait_what_the_server_asks():
+    caller = Scripted(Outcome(False, True, 0.3), Outcome(True, False))
+    result = run("retry-after", caller)
+    assert result.shed == 1 and result.answered == 1
+    assert caller.calls[1] - caller.calls[0] >= 0.3
+    assert result.end_to_end[0] >= 0.3 > result.latencies[0]
+
+
+def test_an_error_is_not_retried():
+    caller = Scripted(Outcome(False, False))
+    result = LoadResult()
+    stop = time.perf_counter() + 5
+    ok = asyncio.run(clients._until_answered(caller, b"x", "at-once", result, stop))
+    assert not ok and result.errors == 1 and len(caller.calls) == 1
+
+
+def test_the_overload_report_names_what_held_and_what_did_not(tmp_path):
+    """The report's verdict line counts overload points against the goal and the budget."""
+    from loadtests import overload
+
+    def point(kind, retry, goodput, p99, shed=0):
+        return {
+            "kind": kind, "protocol": "http", "retry": retry, "load": 10, "goodput": goodput,
+            "answered": 1, "p50_ms": 1.0, "p99_ms": p99, "end_to_end_p99_ms": p99,
+            "shed": shed, "service_shed": shed, "errors": 0, "given_up": 0,
+            "of_saturation": goodput / 10, "of_first_saturation": goodput / 10,
+            "p99_within_budget": p99 <= 2000,
+        }  # fmt: skip
+
+    result = {
+        "started": "now",
+        "machine": {"cpu": "cpu", "cores": 2},
+        "settings": dict(
+            quick=True,
+            seconds=8,
+            budget_ms=2000,
+            shed_hold_ms=250,
+            closed_factor=1.3,
+            open_factor=4.0,
+            patience=4.0,
+        ),
+        "rows": [
+            point("saturation", "at-once", 10, 900),
+            point("closed", "at-once", 9.5, 1900, shed=40),
+            point("open", "retry-after", 7.0, 2500, shed=90),
+        ],
+    }
+    overload.write_markdown(tmp_path / "o.md", result)
+    text = (tmp_path / "o.md").read_text()
+    assert "in 1 of 2 overload points; accepted p99 within the budget in 1 of 2" in text
+    assert "| http | 10 users (saturation) | at-once | 10.0 | 1.00 | 1.00 |" in text
+    overload.plot(tmp_path / "o.png", result)
+    assert (tmp_path / "o.png").stat().st_size > 5_000
