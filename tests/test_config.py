@@ -3,11 +3,44 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from training.config import ModelConfig, TrainConfig, apply_overrides, load_train_config
+
+SHIPPED = Path(__file__).parents[1] / "models" / "slotserve-shapes" / "training-config.yaml"
+# Where and how fast a run goes, not what it trains: free to differ from the shipped run.
+MACHINE_FIELDS = {"out_dir", "threads"}
+
+
+def test_defaults_are_the_shipped_model_and_recipe():
+    """`TrainConfig()` is the configuration the shipped model was trained with (model, data,
+    optimisation, steps, precision, schedule), and `default.yaml` adds nothing to it: a
+    default that drifts from what ships fails here, field by field."""
+    shipped = TrainConfig.model_validate(yaml.safe_load(SHIPPED.read_text()))
+    ours = TrainConfig()
+
+    def recipe(cfg: TrainConfig) -> dict:
+        raw = cfg.model_dump(mode="json")
+        raw["run"] = {k: v for k, v in raw["run"].items() if k not in MACHINE_FIELDS}
+        return raw
+
+    def flat(raw: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in raw.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    a, b = flat(recipe(ours)), flat(recipe(shipped))
+    assert {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)} == {}
+    assert set(a) == set(b)
+    assert load_train_config("default") == ours
 
 
 def test_overrides_parse_yaml_scalars():
@@ -36,7 +69,7 @@ def test_unknown_keys_and_bad_values_are_rejected():
     with pytest.raises(ValidationError, match="broadcast_size"):
         ModelConfig.model_validate({"decoder": {"kind": "conv", "broadcast_size": 7}})
     with pytest.raises(ValidationError, match="locality_gate needs"):
-        ModelConfig.model_validate({"slot_attention": {"locality_gate": True}})  # locality 0
+        ModelConfig.model_validate({"slot_attention": {"locality": 0, "locality_gate": True}})
     for mlp_only in ({"slot_centric": True}, {"film": True}, {"orientations": 4}):
         with pytest.raises(ValidationError, match=r"needs decoder\.kind=mlp"):
             ModelConfig.model_validate({"decoder": {"kind": "conv", **mlp_only}})
@@ -48,7 +81,7 @@ def test_unknown_keys_and_bad_values_are_rejected():
 
 def test_free_slots_need_the_locality_prior_and_a_slot_left():
     with pytest.raises(ValidationError, match="free_slots needs"):
-        ModelConfig.model_validate({"slot_attention": {"free_slots": 1}})  # locality 0
+        ModelConfig.model_validate({"slot_attention": {"locality": 0, "free_slots": 1}})
     with pytest.raises(ValidationError, match="must be below num_slots"):
         ModelConfig.model_validate(
             {"slot_attention": {"locality": 1.0, "free_slots": 7, "num_slots": 7}}
@@ -65,7 +98,7 @@ def test_key_pool_must_be_odd():
 
 def test_key_pool_mix_needs_pooling_and_stays_in_range():
     with pytest.raises(ValidationError, match="key_pool_mix needs"):
-        ModelConfig.model_validate({"slot_attention": {"key_pool_mix": 0.5}})
+        ModelConfig.model_validate({"slot_attention": {"key_pool": 1, "key_pool_mix": 0.5}})
     for bad in (0.0, 1.5):
         with pytest.raises(ValidationError, match="key_pool_mix"):
             ModelConfig.model_validate({"slot_attention": {"key_pool": 3, "key_pool_mix": bad}})

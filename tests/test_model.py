@@ -473,6 +473,7 @@ def _project(inputs, **fields):
     from training.model.slot_attention import SlotAttention
 
     torch.manual_seed(1)
+    fields = {"key_pool": 1, "key_pool_mix": 1.0, **fields}  # plain pooling unless asked
     cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, **fields)
     with torch.no_grad():
         return SlotAttention(cfg, 16).project(inputs)

@@ -31,13 +31,17 @@ TINY_RUN = [
 ]
 
 
+def _yaml(value) -> str:
+    return "null" if value is None else str(value)
+
+
 def _small_model_overrides() -> list[str]:
     out = []
     for section, values in SMALL.items():
         if isinstance(values, dict):
-            out += [f"model.{section}.{k}={v}" for k, v in values.items()]
+            out += [f"model.{section}.{k}={_yaml(v)}" for k, v in values.items()]
         else:
-            out.append(f"model.{section}={values}")
+            out.append(f"model.{section}={_yaml(values)}")
     return out
 
 
