@@ -29,10 +29,6 @@ class EncoderConfig(_Strict):
     """CNN downsampling: 4 turns a 64x64 image into 16x16 tokens, 2 into 32x32, 1 into 64x64.
     Finer tokens straddle fewer object edges (a token that mixes object and background is
     neither, and attracts "halo" slots) and give the decoder's attention prior a finer grid."""
-    layers: int = Field(4, ge=4)
-    """CNN convolutions. The first four set the stride; each one past them is another 3x3 conv
-    at token resolution, widening a token's receptive field by 2 tokens (4 px at stride 2;
-    four layers see 17 px at stride 2), so a token can see more of a striped object at once."""
     vit_name: str = "vit_small_patch16_224"
     vit_weights: str | None = None
     """Local weights file for the optional frozen timm ViT (nothing is downloaded)."""
@@ -50,8 +46,6 @@ class SlotAttentionConfig(_Strict):
     init: Literal["gaussian", "learned"] = "learned"
     """gaussian: mu + sigma * eps while training, a fixed baked eps at inference;
     learned: one learned query per slot (deterministic always)."""
-    temperature: float = Field(1.0, gt=0.0)
-    """Multiplies the attention logits q.k / sqrt(D); > 1 sharpens the competition early."""
     locality: float = Field(1.0, ge=0.0)
     """Weight of a spatial Gaussian prior in the grouping: from the second refinement on, each
     slot's attention logits gain `locality` x the log-density of a Gaussian fitted to its
@@ -62,22 +56,6 @@ class SlotAttentionConfig(_Strict):
     attention weighted by a Gaussian of this spread, in image units, around a soft argmax of
     the attention averaged over 5x5 tokens), so a slot that took two look-alike blobs far
     apart keeps the larger one and lets the other go. 0: fit to all of the attention."""
-    locality_gate: bool = False
-    """Scale each slot's locality prior by a gate in (0, 1) read from the slot itself (a
-    linear layer and a sigmoid, starting near 1), so a slot that covers the background, which
-    is spread over the image, can learn to turn its prior off. Needs `locality` > 0 (the
-    config rejects it otherwise)."""
-    free_slots: int = Field(0, ge=0)
-    """The first `free_slots` slots ignore the locality prior (plain Slot Attention for them),
-    so one slot can hold the background, which is spread over the whole image, instead of the
-    prior cutting it into pieces that take slots from objects. Needs `locality` > 0 and
-    fewer free slots than slots."""
-    boundary_weight: float = Field(0.0, ge=0.0)
-    """Weight of a boundary-length penalty on the final attention (the Potts / Mumford-Shah
-    prior of classic segmentation): the mean over neighbouring tokens of the summed absolute
-    change of every slot's attention, 2 across a hard boundary and 0 inside a segment. An
-    object split into its stripes has many inner boundaries, the same object whole has only
-    its outline; reconstruction alone is indifferent between the two. 0: off."""
     key_pool: int = Field(3, ge=1)
     """Average the attention keys over key_pool x key_pool neighbouring tokens (odd; 1: off);
     the values stay per token. Grouping then compares neighbourhoods instead of single
@@ -94,22 +72,13 @@ class SlotAttentionConfig(_Strict):
     eps: float = 1e-8
 
     @model_validator(mode="after")
-    def _check_gate(self) -> SlotAttentionConfig:
-        if self.locality_gate and self.locality == 0:
-            raise ValueError("slot_attention.locality_gate needs slot_attention.locality > 0")
-        if self.free_slots and self.locality == 0:
-            raise ValueError("slot_attention.free_slots needs slot_attention.locality > 0")
+    def _check_pooling(self) -> SlotAttentionConfig:
         if self.key_pool % 2 == 0:
             raise ValueError(f"slot_attention.key_pool must be odd, got {self.key_pool}")
         if self.key_pool_mix != 1.0 and self.key_pool == 1:
             raise ValueError(
                 "slot_attention.key_pool_mix needs slot_attention.key_pool > 1 "
                 "(pooling off: key_pool=1 key_pool_mix=1.0)"
-            )
-        if self.free_slots >= self.num_slots:
-            raise ValueError(
-                f"slot_attention.free_slots ({self.free_slots}) must be below num_slots "
-                f"({self.num_slots})"
             )
         return self
 
@@ -143,14 +112,6 @@ class DecoderConfig(_Strict):
     train_pixels: int | None = Field(512, ge=16)
     """mlp: pixels decoded per image per training step (None = all)."""
     fourier_bands: int = Field(6, ge=0)
-    orientations: int = Field(2, ge=2)
-    """mlp: directions the Fourier bands run along, evenly spaced over 180 degrees; 2 is the x
-    and y axes. More give the decoder stripes and ramps at other angles to build from."""
-    film: bool = False
-    """mlp: condition every hidden layer on the slot by a scale and a shift (FiLM, Perez et
-    al. 2018) instead of only adding the slot to the first layer. The scale lets a slot mix
-    position features with its own weights, e.g. a colour ramp or stripes along its object's
-    own direction, which an additively conditioned MLP cannot draw."""
     attention_prior: bool = True
     """Add log(slot attention), upsampled, to each slot's alpha logits: a direct path from the
     reconstruction to the grouping that breaks the all-slots-alike start of training."""
@@ -172,6 +133,44 @@ class DecoderConfig(_Strict):
     at 64x64) at a quarter of the full-resolution decoder's cost."""
 
 
+RETIRED = {
+    "encoder": {"layers": 4},
+    "slot_attention": {
+        "temperature": 1.0,
+        "locality_gate": False,
+        "free_slots": 0,
+        "boundary_weight": 0.0,
+    },
+    "decoder": {"film": False, "orientations": 2},
+}
+"""Options removed after their probes (docs/results.md), with the value that left them off.
+Checkpoints and bundles written before the removal still list them: `ModelConfig` drops a
+retired key that holds this value and refuses one that does not (that model needs the
+option's code, which is gone)."""
+
+
+def drop_retired(raw: Any) -> Any:
+    """A copy of a raw model config without retired keys at their neutral value."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for section, fields in RETIRED.items():
+        part = out.get(section)
+        if not isinstance(part, dict):
+            continue
+        part = dict(part)
+        for key, neutral in fields.items():
+            if key in part:
+                if part[key] != neutral:
+                    raise ValueError(
+                        f"{section}.{key}={part[key]!r}: this option was removed "
+                        f"(docs/results.md); only {neutral!r} (off) loads"
+                    )
+                del part[key]
+        out[section] = part
+    return out
+
+
 class ModelConfig(_Strict):
     image_size: int = Field(64, ge=16)
     encoder: EncoderConfig = EncoderConfig()
@@ -180,16 +179,18 @@ class ModelConfig(_Strict):
     modulation: ModulationConfig = ModulationConfig()
     decoder: DecoderConfig = DecoderConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, raw: Any) -> Any:
+        return drop_retired(raw)
+
     @model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
         s, dec = self.image_size, self.decoder
         if dec.kind == "conv":
             self._check_conv_decoder()
-            for name in ("slot_centric", "film"):
-                if getattr(dec, name):
-                    raise ValueError(f"decoder.{name} needs decoder.kind=mlp")
-            if dec.orientations != 2:
-                raise ValueError("decoder.orientations needs decoder.kind=mlp")
+            if dec.slot_centric:
+                raise ValueError("decoder.slot_centric needs decoder.kind=mlp")
         stride = self.encoder.stride
         if self.encoder.kind == "cnn" and s % stride:
             raise ValueError(f"image_size {s} must be a multiple of the CNN stride {stride}")
