@@ -262,3 +262,33 @@ def test_demo_name_codes_and_bench_cli(small_cfg, tmp_path):
         assert res.stderr.strip().splitlines()[-1] == (
             "error: --device cuda: torch sees no CUDA GPU here"
         )
+
+
+def _image_folder(path, n: int):
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+@pytest.mark.slow
+def test_cli_train_prints_one_progress_bar_and_each_log_line_once(tmp_path):
+    """A small folder (two steps an epoch): one bar counts the run's steps instead of one bar
+    per epoch, and no INFO line comes out twice (Lightning's own handler and the root's)."""
+    import re
+
+    folder = _image_folder(tmp_path / "images", 8)
+    res = run_module(
+        "training", "train", "--config", "folder", *_small_model_overrides(), *TINY_RUN,
+        "data.batch_size=4", "run.max_steps=6", "run.image_every=100", "run.val_every=100",
+        f"data.folder={folder}", f"run.out_dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    err = (res.stdout + res.stderr).replace("\r", "\n")
+    bars = [line for line in err.splitlines() if "it/s" in line]
+    assert bars and all(line.startswith("Training") for line in bars), set(bars)
+    assert any("6/6" in line for line in bars)
+    messages = re.findall(r"INFO[^:\n]*: (.*)", err)
+    assert "`Trainer.fit` stopped: `max_steps=6` reached." in messages
+    assert len(messages) == len(set(messages)), messages

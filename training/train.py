@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -28,6 +28,7 @@ from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.config import DataConfig, TrainConfig, save_config
 from training.data import ImageFolderDataset, ShapesDataset, generate_batch
 from training.lit import SlotModule
+from training.progress import RunProgressBar, single_log_output
 from training.resume import AtomicCheckpointIO, keep_log_history, restore_log_history
 from training.visualize import save_code_usage, save_mask_grid, save_training_curves
 
@@ -185,7 +186,7 @@ def build_trainer(
                 enable_version_counter=False,
             ),
             *callbacks,
-            *([TQDMProgressBar(refresh_rate=20)] if enable_progress else []),
+            *([RunProgressBar(refresh_rate=20)] if enable_progress else []),
         ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=enable_progress,
@@ -201,6 +202,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     With `resume`, an existing `checkpoints/last.ckpt` in `run.out_dir` is continued."""
     from training.evaluate import evaluate_model, name_codes_on_shapes  # avoid import cycle
 
+    single_log_output()
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.run.precision == "auto":  # the saved config says what this machine ran
