@@ -119,3 +119,43 @@ def test_default_recipe_half_pools_keys_and_the_v1_recipe_is_two_overrides_away(
         "default", ["model.slot_attention.key_pool=1", "model.slot_attention.key_pool_mix=1.0"]
     ).model.slot_attention
     assert (off.key_pool, off.key_pool_mix) == (1, 1.0)
+
+
+@pytest.mark.parametrize(
+    "cli, argv",
+    [
+        ("training", ["evaluate", "--checkpoint", "m.safetensors"]),
+        ("training", ["demo", "--checkpoint", "m.safetensors"]),
+        ("export", ["onnx", "--checkpoint", "m.safetensors", "--out", "bundle"]),
+    ],
+)
+def test_inference_overrides_are_declared_once_for_every_cli(cli, argv, capsys):
+    """evaluate, demo and export onnx take the same --iterations / --merge-share, with the
+    same defaults (the checkpoint's) and the same range checks."""
+    from export.__main__ import _parser as export_parser
+    from training.__main__ import _parser as training_parser
+    from training.config import InferenceOverrides
+
+    parser = {"training": training_parser, "export": export_parser}[cli]()
+    default = InferenceOverrides.from_args(parser.parse_args(argv))
+    assert default == InferenceOverrides() and not default
+    given = parser.parse_args([*argv, "--iterations", "5", "--merge-share", "0.1"])
+    assert InferenceOverrides.from_args(given) == InferenceOverrides(5, 0.1)
+    for bad in (["--iterations", "0"], ["--merge-share", "0.5"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*argv, *bad])
+        assert "must be" in capsys.readouterr().err
+
+
+def test_inference_overrides_set_the_model_config_and_are_validated():
+    from training.config import InferenceOverrides
+
+    cfg = ModelConfig()
+    assert InferenceOverrides().apply(cfg) is cfg
+    changed = InferenceOverrides(iterations=9, merge_share=0.0).apply(cfg)
+    assert changed.slot_attention.eval_iterations == 9 and changed.decoder.merge_share == 0.0
+    assert changed.model_dump(exclude={"slot_attention", "decoder"}) == cfg.model_dump(
+        exclude={"slot_attention", "decoder"}
+    )
+    with pytest.raises(ValidationError):
+        InferenceOverrides(merge_share=0.7).apply(cfg)

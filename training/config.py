@@ -8,6 +8,7 @@ run settings. Layering is explicit: defaults < YAML file < `key.sub=value` overr
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -264,7 +265,7 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def merge_share_arg(text: str) -> float:
+def _merge_share_arg(text: str) -> float:
     """argparse type for `--merge-share`: a float in [0, 0.5), with a one-line error."""
     import argparse
 
@@ -277,7 +278,7 @@ def merge_share_arg(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def _positive_int(text: str) -> int:
     """argparse type for counts such as `--iterations`: a one-line error below 1."""
     import argparse
 
@@ -288,6 +289,55 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
+
+
+@dataclass(frozen=True)
+class InferenceOverrides:
+    """The model settings a user may change after training, for inference only (the weights
+    depend on neither), declared once for every command that loads a checkpoint:
+    `python -m training evaluate` and `demo`, `python -m export onnx`. None keeps the
+    checkpoint's value."""
+
+    iterations: int | None = None
+    """`slot_attention.eval_iterations`: refinements at inference (more: better grouping,
+    slower), e.g. to measure the quality / latency trade-off before exporting with it."""
+    merge_share: float | None = None
+    """`decoder.merge_share`: the threshold of merging slots into objects; 0 turns it off."""
+
+    @staticmethod
+    def add_arguments(parser: Any) -> None:
+        """`--iterations N` and `--merge-share S` on an argparse parser."""
+        parser.add_argument(
+            "--iterations",
+            type=_positive_int,
+            default=None,
+            help="slot-attention refinements at inference (default: the checkpoint's)",
+        )
+        parser.add_argument(
+            "--merge-share",
+            type=_merge_share_arg,
+            default=None,
+            help="merge slots that share their pixels above this into one object "
+            "(default: the checkpoint's; 0: one object per slot)",
+        )
+
+    @classmethod
+    def from_args(cls, args: Any) -> InferenceOverrides:
+        return cls(iterations=args.iterations, merge_share=args.merge_share)
+
+    def __bool__(self) -> bool:
+        return self.iterations is not None or self.merge_share is not None
+
+    def apply(self, config: ModelConfig) -> ModelConfig:
+        """`config` with the overrides set, validated (ranges, as at construction)."""
+        if not self:
+            return config
+        raw = config.model_dump()
+        if self.iterations is not None:
+            raw["slot_attention"]["eval_iterations"] = self.iterations
+        if self.merge_share is not None:
+            raw["decoder"]["merge_share"] = self.merge_share
+        return ModelConfig.model_validate(raw)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
