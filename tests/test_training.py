@@ -292,3 +292,39 @@ def test_cli_train_prints_one_progress_bar_and_each_log_line_once(tmp_path):
     messages = re.findall(r"INFO[^:\n]*: (.*)", err)
     assert "`Trainer.fit` stopped: `max_steps=6` reached." in messages
     assert len(messages) == len(set(messages)), messages
+
+
+@pytest.mark.slow
+def test_a_folder_smaller_than_a_batch_is_refused_and_writes_no_model(tmp_path):
+    """7 images and batch 16 trained 0 steps, exited 0 and wrote an untrained
+    model.safetensors; now the CLI refuses the folder in one line, exits non-zero and writes
+    no model."""
+    folder = _image_folder(tmp_path / "images", 7)
+    out = tmp_path / "run"
+    res = run_module(
+        "training", "train", "--config", "folder", "--no-progress", *_small_model_overrides(),
+        *TINY_RUN, "data.batch_size=16", f"data.folder={folder}", f"run.out_dir={out}",
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.folder") and "has 7 images" in last, last
+    assert "data.batch_size=16" in last and "data.batch_size=7 or lower" in last
+    assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_run_of_zero_steps_writes_no_model(tmp_path, monkeypatch):
+    """Whatever stops a run before its first step (here the size check is switched off, so
+    the 7-image folder gives an empty loader), no untrained model is written."""
+    import training.train as training_train
+
+    monkeypatch.setattr(training_train, "check_one_batch", lambda *a, **k: None)
+    folder = _image_folder(tmp_path / "images", 7)
+    cfg = load_train_config(
+        "folder",
+        [*_small_model_overrides(), *TINY_RUN, "data.batch_size=16", f"data.folder={folder}",
+         f"run.out_dir={tmp_path / 'run'}"],
+    )  # fmt: skip
+    with pytest.raises(training_train.NothingTrained, match="0 training steps"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run" / "model.safetensors").exists()

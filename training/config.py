@@ -234,7 +234,7 @@ class OptimConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    max_steps: int = 10_000
+    max_steps: int = Field(10_000, ge=1)
     max_minutes: float | None = None
     precision: Literal["32-true", "bf16-mixed", "auto"] = "32-true"
     """The shipped model and its reproduction are fp32 runs. `auto`: bf16-mixed on a CPU with

@@ -42,6 +42,25 @@ def _shapes(cfg: DataConfig, n: int, seed: int, variant: str, size: int) -> Shap
     return ShapesDataset(n, seed, variant, size, cfg.min_objects, cfg.max_objects)
 
 
+class NothingTrained(ValueError):
+    """A run that ended without one optimisation step (data or budget too small): it writes
+    no model artefact, which would be an untrained network."""
+
+
+def check_one_batch(n: int, cfg: DataConfig, world_size: int = 1) -> None:
+    """Every step takes a full batch on each process (an incomplete last batch is dropped),
+    so a training set smaller than that trains zero steps: refuse it, saying what to do."""
+    need = cfg.batch_size * world_size
+    if n >= need:
+        return
+    source = f"data.folder {cfg.folder}" if cfg.variant == "folder" else "data.train_scenes"
+    per = f" x {world_size} processes" if world_size > 1 else ""
+    raise ValueError(
+        f"{source} has {n} images, fewer than one batch (data.batch_size={cfg.batch_size}"
+        f"{per}): add images, or set data.batch_size={max(1, n // world_size)} or lower"
+    )
+
+
 class ShapesDataModule(L.LightningDataModule):
     """Training scenes (solid, textured, both mixed, or a folder of the user's images) and
     labelled validation scenes of each shapes variant."""
@@ -64,6 +83,8 @@ class ShapesDataModule(L.LightningDataModule):
             )
         else:
             self.train_set = _shapes(c, c.train_scenes, c.seed, c.variant, s)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        check_one_batch(len(self.train_set), c, world)
         variants = ["solid", "textured"] if c.variant in ("mixed", "folder") else [c.variant]
         self.val_names = variants
         self.val_sets = [_shapes(c, c.val_scenes, VAL_SEED, v, s) for v in variants]
@@ -225,6 +246,11 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     minutes = (time.perf_counter() - start) / 60
+    if trainer.global_step == 0:
+        raise NothingTrained(
+            f"the run ended after 0 training steps (run.max_steps={cfg.run.max_steps}, "
+            f"run.max_minutes={cfg.run.max_minutes}): no model written"
+        )
     if trainer.global_rank != 0:
         return out / "model.safetensors"
 
