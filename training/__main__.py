@@ -36,6 +36,8 @@ def _cmd_train(args) -> int:
 
     cfg = load_train_config(args.config, args.overrides)
     path = train(cfg, resume=not args.no_resume, progress=not args.no_progress)
+    if path is None:  # another process of a data-parallel run: rank 0 reports
+        return 0
     print(json.dumps({"checkpoint": str(path), "metrics": str(path.parent / "metrics.json")}))
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -234,6 +234,12 @@ class OptimConfig(_Strict):
 
 
 class RunConfig(_Strict):
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    """Processes per machine (one per GPU, or CPU processes); more than one trains data
+    parallel (Lightning's DDP; docs/distributed.md). auto: every GPU, else one process."""
+    num_nodes: int = Field(1, ge=1)
+    """Machines in a multi-node run (docs/distributed.md)."""
     max_steps: int = Field(10_000, ge=1)
     max_minutes: float | None = None
     precision: Literal["32-true", "bf16-mixed", "auto"] = "32-true"

@@ -27,6 +27,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.config import DataConfig, TrainConfig, save_config
 from training.data import ImageFolderDataset, ShapesDataset, generate_batch
+from training.distributed import replicas_differ
 from training.lit import SlotModule
 from training.progress import RunProgressBar, single_log_output
 from training.resume import AtomicCheckpointIO, keep_log_history, restore_log_history
@@ -114,9 +115,10 @@ class ArtefactCallback(Callback):
         scenes = generate_batch(6, VAL_SEED + 1, "textured", cfg.model.image_size)
         scenes += generate_batch(6, VAL_SEED + 1, "solid", cfg.model.image_size)[::2][:2]
         self.images = np.stack([s.image for s in scenes])
-        (out_dir / "images").mkdir(parents=True, exist_ok=True)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if not trainer.is_global_zero:  # replicas are identical: rank 0 writes for all
+            return
         step = trainer.global_step
         if step % self.cfg.run.image_every == 0:
             self.save_images(module, step)
@@ -127,6 +129,7 @@ class ArtefactCallback(Callback):
 
     @torch.no_grad()
     def save_images(self, module: SlotModule, step: int) -> None:
+        (self.out / "images").mkdir(parents=True, exist_ok=True)
         was_training = module.training
         module.eval()
         x = torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div(255).to(module.device)
@@ -152,6 +155,23 @@ class ArtefactCallback(Callback):
             title=f"codebook usage (EMA cluster sizes), step {step}",
         )
         module.train(was_training)
+
+
+class ReplicaCheck(Callback):
+    """At the end of a data-parallel run, check that every replica holds the same EMA
+    codebook (its statistics are all-reduced; `training/distributed.py`) and fail loudly
+    if not: the checkpoint rank 0 writes would then be one replica of several."""
+
+    def on_train_end(self, trainer, module) -> None:
+        if trainer.world_size == 1:
+            return
+        book = module.model.codebook
+        names = ("embed", "embed_avg", "cluster_size")
+        differ = replicas_differ({n: getattr(book, n) for n in names})
+        if differ:
+            raise RuntimeError(f"the codebook differs across replicas: {', '.join(differ)}")
+        if trainer.is_global_zero:
+            log.info("codebook identical on all %d replicas", trainer.world_size)
 
 
 def resolve_precision(precision: str) -> str:
@@ -182,8 +202,9 @@ def build_trainer(
     if r.max_minutes:
         max_time = {"minutes": r.max_minutes}
     return L.Trainer(
-        accelerator="auto",
-        devices="auto",  # several GPUs or nodes: Lightning's DDP (see README, "Multi-GPU")
+        accelerator=r.accelerator,
+        devices=r.devices,  # more than one process, or nodes: Lightning's DDP
+        num_nodes=r.num_nodes,
         max_steps=r.max_steps,
         max_time=max_time,
         precision=r.precision,
@@ -217,32 +238,36 @@ def build_trainer(
     )
 
 
-def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
-    """Train, then name the codes, evaluate and write the final artefact. Returns its path.
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path | None:
+    """Train, then name the codes, evaluate and write the final artefact. Returns its path
+    (None in the other processes of a data-parallel run).
 
     With `resume`, an existing `checkpoints/last.ckpt` in `run.out_dir` is continued."""
     from training.evaluate import evaluate_model, name_codes_on_shapes  # avoid import cycle
 
     single_log_output()
     out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.run.precision == "auto":  # the saved config says what this machine ran
         precision = resolve_precision(cfg.run.precision)
         log.info("run.precision=auto -> %s", precision)
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"precision": precision})})
-    save_config(cfg, out / "config.yaml")
     _threads(cfg)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     data = ShapesDataModule(cfg.data, cfg.model.image_size)
     module = SlotModule(cfg)
     artefacts = ArtefactCallback(cfg, out)
-    trainer = build_trainer(cfg, out, [artefacts], progress)
+    # Under DDP every process runs this function; the trainer knows each one's rank, and
+    # only rank 0 writes the run folder (Lightning's loggers and checkpoints do the same).
+    trainer = build_trainer(cfg, out, [artefacts, ReplicaCheck()], progress)
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.exists() else None
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-        step = AtomicCheckpointIO().load_checkpoint(last)["global_step"]
-        keep_log_history(out / "logs", int(step))
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+            step = AtomicCheckpointIO().load_checkpoint(last)["global_step"]
+            keep_log_history(out / "logs", int(step))
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     minutes = (time.perf_counter() - start) / 60
@@ -251,8 +276,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
             f"the run ended after 0 training steps (run.max_steps={cfg.run.max_steps}, "
             f"run.max_minutes={cfg.run.max_minutes}): no model written"
         )
-    if trainer.global_rank != 0:
-        return out / "model.safetensors"
+    if not trainer.is_global_zero:
+        return None  # rank 0 names the codes, evaluates and writes the artefact
 
     model = module.model.cpu().eval()
     artefacts.save_images(module, trainer.global_step)
