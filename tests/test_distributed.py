@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from tests.serving import REPO
+from tests.test_interrupted_training import _step
 from tests.test_training import _small_model_overrides
 from training.config import CodebookConfig
 from training.model.codebook import EMACodebook
@@ -73,10 +74,6 @@ def test_codebook_replicas_start_and_stay_identical_on_different_batches(tmp_pat
 def _train_cmd(out) -> list[str]:
     return [sys.executable, "-m", "training", "train", "--config", "default", "--no-progress",
             *_small_model_overrides(), *DDP_RUN, f"run.out_dir={out}"]  # fmt: skip
-
-
-def _step(path) -> int:
-    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
 @pytest.mark.slow
