@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from training.config import merge_share_arg, positive_int
+from training.config import InferenceOverrides, positive_int
 
 log = logging.getLogger("export")
 
@@ -38,19 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None)
     p.add_argument("--version", default="1")
     p.add_argument("--mask-source", choices=["decoder_alpha", "attention"], default="decoder_alpha")
-    p.add_argument(
-        "--iterations",
-        type=positive_int,
-        default=None,
-        help="slot-attention refinements to unroll (default: the checkpoint's inference count)",
-    )
-    p.add_argument(
-        "--merge-share",
-        type=merge_share_arg,
-        default=None,
-        help="merge slots that share their pixels above this into one object "
-        "(default: the checkpoint's; 0: one object per slot)",
-    )
+    InferenceOverrides.add_arguments(p)  # --iterations (unrolled in the graph), --merge-share
     p.add_argument(
         "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
     )

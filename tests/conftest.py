@@ -11,12 +11,31 @@ from training.model import build_model
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
+# A small plain model (the defaults are the shipped model): tests opt into the shipped
+# options they exercise, e.g. the `exported` fixture below.
 SMALL = {
     "image_size": 32,
-    "encoder": {"channels": 16},
-    "slot_attention": {"num_slots": 4, "slot_dim": 32, "mlp_hidden": 32, "iterations": 2},
+    "encoder": {"channels": 16, "stride": 4},
+    "slot_attention": {
+        "num_slots": 4,
+        "slot_dim": 32,
+        "mlp_hidden": 32,
+        "iterations": 2,
+        "eval_iterations": None,
+        "init": "gaussian",
+        "locality": 0.0,
+        "locality_window": 0.0,
+        "key_pool": 1,
+        "key_pool_mix": 1.0,
+    },
     "codebook": {"size": 8},
-    "decoder": {"channels": 32, "train_pixels": 128},
+    "decoder": {
+        "channels": 32,
+        "train_pixels": 128,
+        "attention_prior": False,
+        "slot_centric": False,
+        "merge_share": 0.0,
+    },
 }
 
 

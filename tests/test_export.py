@@ -342,31 +342,53 @@ def test_export_unrolls_the_inference_iterations(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    "on, off",
     [
-        {"slot_attention": {"key_pool": 3}},
-        {"slot_attention": {"key_pool": 3, "key_pool_mix": 0.5}},
-        {"decoder": {"film": True, "orientations": 6}},
+        ({"slot_attention": {"key_pool": 3}}, {"slot_attention": {"key_pool": 1}}),
+        ({"slot_attention": {"key_pool_mix": 0.5}}, {"slot_attention": {"key_pool_mix": 1.0}}),
+        ({"modulation": {"qvf": True}}, {"modulation": {"qvf": False}}),
     ],
-    ids=["key_pool", "key_pool_mix", "film_oriented"],
+    ids=["key_pool", "key_pool_mix", "qvf"],
 )
-def test_model_options_export_within_parity(tmp_path, overrides):
-    """Options that are off in the shipped model still export: the bundle passes the parity
-    gate (run inside export_bundle) and its masks give the checkpoint's codes."""
-    from export.verify import verify_bundle
-    from tests.conftest import small_checkpoint, small_config
+def test_gate_tells_a_model_option_apart(tmp_path, on, off):
+    """A model option that is on exports (the parity gate inside export_bundle passes), and
+    the same bundle checked against the same weights with the option off fails the gate: the
+    option is in the graph, and a gate that let a graph through whatever it computes fails
+    here."""
+    import torch
+
+    from export.verify import parity_gate, verify_bundle
+    from tests.conftest import small_config
+    from training.checkpoint import CheckpointInfo, save_checkpoint
+    from training.model import build_model
 
     base = {
         "encoder": {"stride": 2},
-        "slot_attention": {"locality": 1.0, "locality_window": 0.25},
+        "slot_attention": {"locality": 1.0, "locality_window": 0.25, "key_pool": 3},
         "decoder": {"attention_prior": True, "slot_centric": True},
+        "modulation": {},
     }
-    for section, fields in overrides.items():
-        base[section] = {**base[section], **fields}
-    ckpt = small_checkpoint(tmp_path / "m.safetensors", small_config(**base))
-    export_bundle(ckpt, tmp_path / "bundle")
-    report = verify_bundle(tmp_path / "bundle", ckpt)
-    assert all(f["code_agreement"] == 1.0 for f in report["batches"].values())
+
+    def config(option):
+        raw = {section: {**fields, **option.get(section, {})} for section, fields in base.items()}
+        return small_config(**raw)
+
+    torch.manual_seed(0)
+    model = build_model(config(on))
+    model(torch.rand(4, 3, 32, 32))  # k-means init + one EMA step
+    with torch.no_grad():  # qvf's layers start as the constant 1: give them something to do
+        for p in model.modulation.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model.eval()
+    with_option = save_checkpoint(model, tmp_path / "on.safetensors", CheckpointInfo(config(on)))
+    plain = build_model(config(off)).eval()
+    keep = plain.state_dict().keys()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in keep})
+    without = save_checkpoint(plain, tmp_path / "off.safetensors", CheckpointInfo(config(off)))
+
+    export_bundle(with_option, tmp_path / "bundle")  # raises unless the gate passes
+    with pytest.raises(RuntimeError, match="parity gate failed"):
+        parity_gate(verify_bundle(tmp_path / "bundle", without))
 
 
 def test_export_bakes_in_merging_slots_into_objects(tmp_path):

@@ -8,8 +8,20 @@ import torch
 from torch import nn
 
 from tests.conftest import small_config
+from training.config import ModelConfig
 from training.model import build_model
 from training.model.codebook import EMACodebook, kmeans
+
+_DEFAULT = ModelConfig()  # the shipped model: its options on the small model
+SHIPPED_GROUPING = {
+    **_DEFAULT.slot_attention.model_dump(
+        include={"init", "locality", "locality_window", "key_pool", "key_pool_mix"}
+    ),
+    "eval_iterations": 3,
+}
+SHIPPED_DECODER = _DEFAULT.decoder.model_dump(
+    include={"attention_prior", "slot_centric", "merge_share"}
+)
 
 
 def _images(b=3, size=32, seed=0):
@@ -31,12 +43,13 @@ def _images(b=3, size=32, seed=0):
         {"decoder": {"slot_centric": True, "attention_prior": True}},
         {"slot_attention": {"locality": 1.0}, "encoder": {"stride": 2}},
         {"slot_attention": {"locality": 1.0, "locality_window": 0.25}, "encoder": {"stride": 2}},
-        {"slot_attention": {"locality": 1.0, "locality_gate": True}},
-        {"slot_attention": {"locality": 1.0, "locality_window": 0.25, "free_slots": 1}},
-        {"decoder": {"slot_centric": True, "film": True, "orientations": 6}},
         {"slot_attention": {"key_pool": 3}, "encoder": {"stride": 2}},
         {"slot_attention": {"key_pool": 3, "key_pool_mix": 0.5}, "encoder": {"stride": 2}},
-        {"encoder": {"stride": 2, "layers": 6}},
+        {
+            "encoder": {"stride": 2, "channels": 16},
+            "slot_attention": SHIPPED_GROUPING,
+            "decoder": SHIPPED_DECODER,
+        },
     ],
     ids=[
         "default",
@@ -51,12 +64,9 @@ def _images(b=3, size=32, seed=0):
         "slot_centric",
         "locality",
         "locality_window",
-        "locality_gate",
-        "free_slots",
-        "film_oriented",
         "key_pool",
         "key_pool_mix",
-        "deeper_encoder",
+        "shipped_options",
     ],
 )
 def test_shapes_no_nan_and_gradients_everywhere(overrides):
@@ -85,21 +95,6 @@ def test_shapes_no_nan_and_gradients_everywhere(overrides):
     assert torch.allclose(out.masks.sum(1), torch.ones(3, s, s), atol=1e-5)
     for t in (out.masks, out.code_distances, out.slots, out.reconstruction):
         assert torch.isfinite(t).all()
-
-
-def test_deeper_encoder_appends_convs_and_keeps_four_layer_keys():
-    """Layers past four are extra 3x3 convs after the first four, so a four-layer checkpoint's
-    encoder weights load into the first part of a deeper one unchanged."""
-    four = build_model(small_config(encoder={"stride": 2})).encoder
-    six = build_model(small_config(encoder={"stride": 2, "layers": 6})).encoder
-    convs = [m for m in six.convs if isinstance(m, torch.nn.Conv2d)]
-    assert len(convs) == 6
-    assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) for c in convs[4:])
-    four_keys = set(four.state_dict())
-    assert four_keys < set(six.state_dict())
-    missing, _ = six.load_state_dict(four.state_dict(), strict=False)
-    assert {k.split(".")[1] for k in missing} == {"8", "10"}  # only the two new convs
-    assert six(_images()).shape == four(_images()).shape
 
 
 def test_eval_is_deterministic_and_batch_independent(small_cfg):
@@ -254,86 +249,6 @@ def test_slot_centric_decoding_moves_with_the_slot():
     assert not torch.allclose(a, b, atol=1e-3), "the decoded slots ignore their frames"
 
 
-def test_oriented_fourier_bands():
-    """Two orientations are the x and y axes exactly (checkpoints trained before the option
-    decode the same); n orientations are unit vectors pi / n apart, and a band along 45
-    degrees is constant along the other diagonal."""
-    from training.model.decoder import band_directions, fourier_features
-
-    coords = torch.rand(50, 2, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(band_directions(2), torch.eye(2))
-    assert torch.allclose(
-        fourier_features(coords, 4, band_directions(2)), fourier_features(coords, 4)
-    )
-    d = band_directions(4)
-    assert torch.allclose(d.norm(dim=0), torch.ones(4))
-    assert torch.allclose(d[:, 1], torch.tensor([0.5**0.5, 0.5**0.5]))
-    along_anti = torch.tensor([[0.2, 0.6], [0.4, 0.4], [0.7, 0.1]])  # x + y = 0.8
-    feats = fourier_features(along_anti, 3, d).view(3, -1)
-    n, bands = 4, 3  # layout: n raw, then sin (n x bands), then cos (n x bands)
-    bands_45 = [1] + [n + k * n * bands + bands + b for k in (0, 1) for b in range(bands)]
-    assert torch.allclose(feats[:, bands_45], feats[:1, bands_45].expand(3, -1), atol=1e-5)
-    assert fourier_features(coords, 4, d).shape == (50, 4 * (1 + 2 * 4))
-
-
-def test_film_decoder_conditions_every_layer_on_the_slot():
-    """With its FiLM layer zeroed, the FiLM decoder is exactly the additive decoder with the
-    same weights; a slot's FiLM scales then change its colours and masks, not another slot's
-    colours."""
-    torch.manual_seed(0)
-    cfg = small_config(decoder={"slot_centric": True, "film": True})
-    film = build_model(cfg).decoder.eval()
-    plain = build_model(small_config(decoder={"slot_centric": True})).decoder.eval()
-    plain.load_state_dict({k: v for k, v in film.state_dict().items() if not k.startswith("film.")})
-    slots = torch.randn(2, 3, cfg.slot_attention.slot_dim)
-    with torch.no_grad():
-        film.film.weight.zero_()
-        film.film.bias.zero_()
-        assert torch.allclose(film(slots).reconstruction, plain(slots).reconstruction, atol=1e-6)
-        before = film(slots)
-        film.film.bias[cfg.decoder.channels :].normal_()  # scales and shifts of later layers
-        after = film(slots)
-    assert not torch.allclose(before.rgb, after.rgb, atol=1e-3)
-    # each slot's colours depend on that slot only: moving slot 0 leaves slots 1-2 as they are
-    moved = slots.clone()
-    moved[:, 0] += 1.0
-    with torch.no_grad():
-        again = film(moved)
-    assert torch.allclose(again.rgb[:, 1:], after.rgb[:, 1:], atol=1e-6)
-    assert not torch.allclose(again.rgb[:, 0], after.rgb[:, 0], atol=1e-3)
-
-
-def test_boundary_length_counts_cut_neighbour_pairs():
-    """Hand-made partitions of a 4x4 token grid (24 neighbour pairs): one segment has no
-    boundary; halves cut 4 pairs (2 * 4 / 24); stripes one token wide cut 12; an even soft
-    mix has none. The penalty enters the loss with its weight, and its gradient reaches the
-    grouping."""
-    from training.model.selfmod import boundary_length
-
-    def partition(labels):
-        return torch.nn.functional.one_hot(torch.tensor(labels).flatten(), 2).T[None].float()
-
-    whole = partition([[0] * 4] * 4)
-    halves = partition([[0, 0, 1, 1]] * 4)
-    stripes = partition([[0, 1, 0, 1]] * 4)
-    assert boundary_length(whole).item() == 0.0
-    assert boundary_length(halves).item() == pytest.approx(2 * 4 / 24)
-    assert boundary_length(stripes).item() == pytest.approx(2 * 12 / 24)
-    assert boundary_length(torch.full((1, 2, 16), 0.5)).item() == 0.0
-
-    torch.manual_seed(0)
-    cfg = small_config(slot_attention={"boundary_weight": 0.5})
-    model = build_model(cfg).train()
-    out = model(_images())
-    losses = out.losses
-    assert losses["boundary"] > 0
-    expected = losses["mse"] + cfg.codebook.commitment_weight * losses["commitment"]
-    assert torch.allclose(losses["total"], expected + 0.5 * losses["boundary"])
-    losses["boundary"].backward()
-    assert model.grouping.to_k.weight.grad.abs().sum() > 0
-    assert "boundary" not in build_model(small_config()).train()(_images()).losses
-
-
 def test_locality_prior_keeps_slots_where_they_attended():
     """Tokens that look alike cannot be told apart by content; the locality prior then hands
     each slot the tokens near where it attended before, and without it attention is even."""
@@ -376,41 +291,6 @@ def test_locality_prior_training_and_inference_forms_agree():
             assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-3)
 
 
-def test_locality_gate_scales_each_slots_prior():
-    """A closed gate is plain Slot Attention for that slot, an open one the full prior; the
-    gate is read per slot, so slots can differ."""
-    from training.config import SlotAttentionConfig
-    from training.model.slot_attention import SlotAttention
-
-    torch.manual_seed(0)
-    inputs = torch.randn(2, 16 * 16, 32)
-    slots = torch.randn(2, 4, 32)
-
-    def grouping(locality, gate_logit=None):
-        cfg = SlotAttentionConfig(
-            num_slots=4, slot_dim=32, locality=locality, locality_gate=gate_logit is not None
-        )
-        torch.manual_seed(1)
-        module = SlotAttention(cfg, 32).eval()
-        if gate_logit is not None:
-            nn.init.constant_(module.to_gate.bias, gate_logit)
-        with torch.no_grad():
-            return module(inputs, slots)[1]  # last attention (B, K, N)
-
-    plain, full = grouping(0.0), grouping(1.0)
-    assert not torch.allclose(plain, full, atol=1e-3), "the prior changes nothing here"
-    assert torch.allclose(grouping(1.0, -50.0), plain, atol=1e-6)
-    assert torch.allclose(grouping(1.0, 50.0), full, atol=1e-6)
-
-    cfg = SlotAttentionConfig(num_slots=4, slot_dim=32, locality=1.0, locality_gate=True)
-    module = SlotAttention(cfg, 32)
-    assert torch.sigmoid(module.to_gate(slots)).min() > 0.9  # starts with the full prior
-    with torch.no_grad():
-        module.to_gate.weight.copy_(slots[0, :1])  # a gate that differs from slot to slot
-    gates = torch.sigmoid(module.to_gate(slots))
-    assert gates.shape == (2, 4, 1) and gates.std() > 0.01
-
-
 def test_locality_window_lets_a_slot_keep_one_of_two_apart_blobs():
     """A slot that attended to two blobs far apart: fitted to all of its attention, its
     Gaussian spans both (the prior barely tells them apart); fitted near the peak
@@ -444,35 +324,13 @@ def test_locality_window_lets_a_slot_keep_one_of_two_apart_blobs():
     assert share[0.25][0] > 0.9 and share[0.25][1] < 0.01, share
 
 
-def test_free_slots_ignore_the_locality_prior():
-    """A free slot gets no locality prior (the first `free_slots` slots); the others keep it,
-    so a free slot with the prior is the same as the prior with that slot's row zeroed."""
-    from training.config import SlotAttentionConfig
-    from training.model.slot_attention import SlotAttention
-
-    torch.manual_seed(0)
-    slots, k, v = torch.randn(2, 4, 32), torch.randn(2, 64, 32), torch.randn(2, 64, 32)
-    prior = torch.randn(2, 4, 64) * 3.0
-
-    def step(free, prior):
-        cfg = SlotAttentionConfig(num_slots=4, slot_dim=32, locality=1.0, free_slots=free)
-        torch.manual_seed(1)
-        with torch.no_grad():
-            return SlotAttention(cfg, 32).eval().step(slots, k, v, prior=prior)[1]
-
-    zeroed = prior.clone()
-    zeroed[:, 0] = 0.0
-    free = step(1, prior)
-    assert torch.allclose(free, step(0, zeroed), atol=1e-6)
-    assert not torch.allclose(free, step(0, prior), atol=1e-3), "the free slot kept its prior"
-
-
 def _project(inputs, **fields):
     """Keys and values of a 16-wide SlotAttention with the same weights whatever `fields`."""
     from training.config import SlotAttentionConfig
     from training.model.slot_attention import SlotAttention
 
     torch.manual_seed(1)
+    fields = {"key_pool": 1, "key_pool_mix": 1.0, **fields}  # plain pooling unless asked
     cfg = SlotAttentionConfig(num_slots=3, slot_dim=16, **fields)
     with torch.no_grad():
         return SlotAttention(cfg, 16).project(inputs)
@@ -520,3 +378,30 @@ def test_key_pool_mix_blends_own_and_pooled_keys():
     assert torch.equal(v1, v3)
     assert torch.allclose(mixed, 0.7 * own + 0.3 * pooled, atol=1e-6)
     assert not torch.allclose(mixed, pooled, atol=1e-3)
+
+
+def test_vit_encoder_loads_a_local_weights_file_and_stays_frozen(tmp_path):
+    """encoder.kind=vit builds timm's ViT from the user's weights file (random weights here,
+    saved as a DINO checkpoint would be), keeps it frozen in training, and trains the rest."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    name = "vit_tiny_patch16_224"
+    weights = timm.create_model(name, num_classes=0, img_size=32).state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "vit.safetensors")
+    cfg = small_config(
+        encoder={"kind": "vit", "vit_name": name, "vit_weights": str(tmp_path / "vit.safetensors")}
+    )
+    model = build_model(cfg).train()
+    vit = model.encoder.vit
+    assert not vit.training, "the frozen ViT left eval mode"
+    for key, value in vit.state_dict().items():
+        assert torch.equal(value, weights[key]), f"{key} not loaded from the file"
+    out = model(_images())
+    out.losses["total"].backward()
+    assert all(p.grad is None for p in vit.parameters())
+    assert model.encoder.mlp[0].weight.grad.abs().sum() > 0
+    assert torch.isfinite(out.losses["total"])
+    with pytest.raises(ValueError, match="vit_weights"):
+        build_model(small_config(encoder={"kind": "vit", "vit_name": name}))

@@ -31,13 +31,17 @@ TINY_RUN = [
 ]
 
 
+def _yaml(value) -> str:
+    return "null" if value is None else str(value)
+
+
 def _small_model_overrides() -> list[str]:
     out = []
     for section, values in SMALL.items():
         if isinstance(values, dict):
-            out += [f"model.{section}.{k}={v}" for k, v in values.items()]
+            out += [f"model.{section}.{k}={_yaml(v)}" for k, v in values.items()]
         else:
-            out.append(f"model.{section}={values}")
+            out.append(f"model.{section}={_yaml(values)}")
     return out
 
 
@@ -280,3 +284,69 @@ def test_demo_name_codes_and_bench_cli(small_cfg, tmp_path):
         assert res.stderr.strip().splitlines()[-1] == (
             "error: --device cuda: torch sees no CUDA GPU here"
         )
+
+
+def _image_folder(path, n: int):
+    path.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path / f"{i}.png")
+    return path
+
+
+@pytest.mark.slow
+def test_cli_train_prints_one_progress_bar_and_each_log_line_once(tmp_path):
+    """A small folder (two steps an epoch): one bar counts the run's steps instead of one bar
+    per epoch, and no INFO line comes out twice (Lightning's own handler and the root's)."""
+    import re
+
+    folder = _image_folder(tmp_path / "images", 8)
+    res = run_module(
+        "training", "train", "--config", "folder", *_small_model_overrides(), *TINY_RUN,
+        "data.batch_size=4", "run.max_steps=6", "run.image_every=100", "run.val_every=100",
+        f"data.folder={folder}", f"run.out_dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    err = (res.stdout + res.stderr).replace("\r", "\n")
+    bars = [line for line in err.splitlines() if "it/s" in line]
+    assert bars and all(line.startswith("Training") for line in bars), set(bars)
+    assert any("6/6" in line for line in bars)
+    messages = re.findall(r"INFO[^:\n]*: (.*)", err)
+    assert "`Trainer.fit` stopped: `max_steps=6` reached." in messages
+    assert len(messages) == len(set(messages)), messages
+
+
+@pytest.mark.slow
+def test_a_folder_smaller_than_a_batch_is_refused_and_writes_no_model(tmp_path):
+    """7 images and batch 16 trained 0 steps, exited 0 and wrote an untrained
+    model.safetensors; now the CLI refuses the folder in one line, exits non-zero and writes
+    no model."""
+    folder = _image_folder(tmp_path / "images", 7)
+    out = tmp_path / "run"
+    res = run_module(
+        "training", "train", "--config", "folder", "--no-progress", *_small_model_overrides(),
+        *TINY_RUN, "data.batch_size=16", f"data.folder={folder}", f"run.out_dir={out}",
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.folder") and "has 7 images" in last, last
+    assert "data.batch_size=16" in last and "data.batch_size=7 or lower" in last
+    assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_run_of_zero_steps_writes_no_model(tmp_path, monkeypatch):
+    """Whatever stops a run before its first step (here the size check is switched off, so
+    the 7-image folder gives an empty loader), no untrained model is written."""
+    import training.train as training_train
+
+    monkeypatch.setattr(training_train, "check_one_batch", lambda *a, **k: None)
+    folder = _image_folder(tmp_path / "images", 7)
+    cfg = load_train_config(
+        "folder",
+        [*_small_model_overrides(), *TINY_RUN, "data.batch_size=16", f"data.folder={folder}",
+         f"run.out_dir={tmp_path / 'run'}"],
+    )  # fmt: skip
+    with pytest.raises(training_train.NothingTrained, match="0 training steps"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from training.config import merge_share_arg, positive_int
+from training.config import InferenceOverrides
 
 
 def _add_train(sub) -> None:
@@ -36,6 +36,8 @@ def _cmd_train(args) -> int:
 
     cfg = load_train_config(args.config, args.overrides)
     path = train(cfg, resume=not args.no_resume, progress=not args.no_progress)
+    if path is None:  # another process of a data-parallel run: rank 0 reports
+        return 0
     print(json.dumps({"checkpoint": str(path), "metrics": str(path.parent / "metrics.json")}))
     return 0
 
@@ -73,19 +75,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--slots", type=int, default=7, help="k for the kmeans baseline without a checkpoint"
     )
-    p.add_argument(
-        "--iterations",
-        type=positive_int,
-        default=None,
-        help="slot-attention refinements at inference (default: the checkpoint's)",
-    )
-    p.add_argument(
-        "--merge-share",
-        type=merge_share_arg,
-        default=None,
-        help="merge slots that share their pixels above this (default: the checkpoint's; "
-        "0: one object per slot)",
-    )
+    InferenceOverrides.add_arguments(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_evaluate)
@@ -114,8 +104,9 @@ def _cmd_evaluate(args) -> int:
     elif args.method == "model":
         if not args.checkpoint:
             raise SystemExit("evaluate: --checkpoint or --bundle is required with --method model")
+        overrides = InferenceOverrides.from_args(args)
         model, info = load_checkpoint(
-            args.checkpoint, eval_iterations=args.iterations, merge_share=args.merge_share
+            args.checkpoint, eval_iterations=overrides.iterations, merge_share=overrides.merge_share
         )
     if args.iterations is not None and model is None:
         raise SystemExit("evaluate: --iterations needs --checkpoint (a bundle's are fixed)")
@@ -211,13 +202,16 @@ def _add_demo(sub) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--scenes", type=int, default=128)
+    InferenceOverrides.add_arguments(p)
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args) -> int:
     from training.demo import run_demo
 
-    print(run_demo(args.checkpoint, Path(args.out), args.scenes))
+    print(
+        run_demo(args.checkpoint, Path(args.out), args.scenes, InferenceOverrides.from_args(args))
+    )
     return 0
 
 
@@ -266,18 +260,22 @@ def _cmd_scene(args) -> int:
     return 0
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    verbs = (_add_train, _add_evaluate, _add_sweep, _add_name_codes, _add_demo, _add_bench)
+    for add in (*verbs, _add_scene):
+        add(sub)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         from training.runtime import ensure_fast_malloc
 
         ensure_fast_malloc(sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    sub = parser.add_subparsers(dest="verb", required=True)
-    verbs = (_add_train, _add_evaluate, _add_sweep, _add_name_codes, _add_demo, _add_bench)
-    for add in (*verbs, _add_scene):
-        add(sub)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as err:  # BundleError is a ValueError

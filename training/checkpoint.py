@@ -19,7 +19,7 @@ from typing import Any
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from training.config import ModelConfig
+from training.config import InferenceOverrides, ModelConfig
 from training.model import SelfModulatingSlotAttention, build_model
 
 FORMAT_VERSION = "1"
@@ -96,18 +96,10 @@ def load_checkpoint(
 ) -> tuple[SelfModulatingSlotAttention, CheckpointInfo]:
     """Rebuild the model from a checkpoint (config from its metadata), in eval mode.
 
-    Two inference settings can be overridden (the weights depend on neither):
-    `eval_iterations`, the refinements run at inference, e.g. to measure the quality /
-    latency trade-off before exporting with it; `merge_share`, the threshold of merging
-    slots into objects (`decoder.merge_share`; 0 turns merging off)."""
+    `eval_iterations` and `merge_share` override the checkpoint's inference settings
+    (`training.config.InferenceOverrides`; None keeps the checkpoint's)."""
     info = read_info(path)
-    if eval_iterations is not None or merge_share is not None:
-        raw = info.config.model_dump()
-        if eval_iterations is not None:
-            raw["slot_attention"]["eval_iterations"] = eval_iterations
-        if merge_share is not None:
-            raw["decoder"]["merge_share"] = merge_share
-        info.config = type(info.config).model_validate(raw)  # validated: ranges
+    info.config = InferenceOverrides(eval_iterations, merge_share).apply(info.config)
     model = build_model(info.config)
     with safe_open(str(path), framework="pt", device=device) as f:
         state = {k: f.get_tensor(k) for k in f.keys()}

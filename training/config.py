@@ -8,8 +8,9 @@ run settings. Layering is explicit: defaults < YAML file < `key.sub=value` overr
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -25,65 +26,43 @@ class EncoderConfig(_Strict):
     kind: Literal["cnn", "vit"] = "cnn"
     channels: int = Field(64, ge=8)
     """CNN width."""
-    stride: Literal[1, 2, 4] = 4
+    stride: Literal[1, 2, 4] = 2
     """CNN downsampling: 4 turns a 64x64 image into 16x16 tokens, 2 into 32x32, 1 into 64x64.
     Finer tokens straddle fewer object edges (a token that mixes object and background is
     neither, and attracts "halo" slots) and give the decoder's attention prior a finer grid."""
-    layers: int = Field(4, ge=4)
-    """CNN convolutions. The first four set the stride; each one past them is another 3x3 conv
-    at token resolution, widening a token's receptive field by 2 tokens (4 px at stride 2;
-    four layers see 17 px at stride 2), so a token can see more of a striped object at once."""
     vit_name: str = "vit_small_patch16_224"
     vit_weights: str | None = None
     """Local weights file for the optional frozen timm ViT (nothing is downloaded)."""
 
 
 class SlotAttentionConfig(_Strict):
-    num_slots: int = Field(7, ge=1)
+    num_slots: int = Field(11, ge=1)
     slot_dim: int = Field(64, ge=8)
     iterations: int = Field(3, ge=1)
-    eval_iterations: int | None = Field(None, ge=1)
+    eval_iterations: int | None = Field(7, ge=1)
     """Refinements at inference (eval mode, evaluation, export, serving); None: `iterations`.
     Slot attention is a fixed-point iteration, so a model trained with 3 usually groups
     better with a few more at test time, as Locatello et al. note; the price is latency."""
     mlp_hidden: int = Field(128, ge=8)
-    init: Literal["gaussian", "learned"] = "gaussian"
+    init: Literal["gaussian", "learned"] = "learned"
     """gaussian: mu + sigma * eps while training, a fixed baked eps at inference;
     learned: one learned query per slot (deterministic always)."""
-    temperature: float = Field(1.0, gt=0.0)
-    """Multiplies the attention logits q.k / sqrt(D); > 1 sharpens the competition early."""
-    locality: float = Field(0.0, ge=0.0)
+    locality: float = Field(1.0, ge=0.0)
     """Weight of a spatial Gaussian prior in the grouping: from the second refinement on, each
     slot's attention logits gain `locality` x the log-density of a Gaussian fitted to its
     previous attention (centre and spread on the token grid), as in a spatial mixture model.
-    0 (default) is plain Slot Attention. Against one slot grouping two distant look-alikes."""
-    locality_window: float = Field(0.0, ge=0.0)
+    0 is plain Slot Attention. Against one slot grouping two distant look-alikes."""
+    locality_window: float = Field(0.25, ge=0.0)
     """> 0: fit the prior's Gaussian to the slot's attention near its densest spot only (the
     attention weighted by a Gaussian of this spread, in image units, around a soft argmax of
     the attention averaged over 5x5 tokens), so a slot that took two look-alike blobs far
     apart keeps the larger one and lets the other go. 0: fit to all of the attention."""
-    locality_gate: bool = False
-    """Scale each slot's locality prior by a gate in (0, 1) read from the slot itself (a
-    linear layer and a sigmoid, starting near 1), so a slot that covers the background, which
-    is spread over the image, can learn to turn its prior off. Needs `locality` > 0 (the
-    config rejects it otherwise)."""
-    free_slots: int = Field(0, ge=0)
-    """The first `free_slots` slots ignore the locality prior (plain Slot Attention for them),
-    so one slot can hold the background, which is spread over the whole image, instead of the
-    prior cutting it into pieces that take slots from objects. Needs `locality` > 0 and
-    fewer free slots than slots."""
-    boundary_weight: float = Field(0.0, ge=0.0)
-    """Weight of a boundary-length penalty on the final attention (the Potts / Mumford-Shah
-    prior of classic segmentation): the mean over neighbouring tokens of the summed absolute
-    change of every slot's attention, 2 across a hard boundary and 0 inside a segment. An
-    object split into its stripes has many inner boundaries, the same object whole has only
-    its outline; reconstruction alone is indifferent between the two. 0: off."""
-    key_pool: int = Field(1, ge=1)
+    key_pool: int = Field(3, ge=1)
     """Average the attention keys over key_pool x key_pool neighbouring tokens (odd; 1: off);
     the values stay per token. Grouping then compares neighbourhoods instead of single
     tokens, so the stripes of one object (periods of 2-5 tokens) present one key while the
     reconstruction still sees every pixel's colour."""
-    key_pool_mix: float = Field(1.0, gt=0.0, le=1.0)
+    key_pool_mix: float = Field(0.5, gt=0.0, le=1.0)
     """How much of the pooled key each token takes: key = (1 - mix) * own + mix * pooled.
     1: the pooled key alone; below 1 a token keeps part of its own key, so an object's edge
     tokens take less of their neighbours' keys, and stripes keep more contrast (with 3x3
@@ -94,22 +73,13 @@ class SlotAttentionConfig(_Strict):
     eps: float = 1e-8
 
     @model_validator(mode="after")
-    def _check_gate(self) -> SlotAttentionConfig:
-        if self.locality_gate and self.locality == 0:
-            raise ValueError("slot_attention.locality_gate needs slot_attention.locality > 0")
-        if self.free_slots and self.locality == 0:
-            raise ValueError("slot_attention.free_slots needs slot_attention.locality > 0")
+    def _check_pooling(self) -> SlotAttentionConfig:
         if self.key_pool % 2 == 0:
             raise ValueError(f"slot_attention.key_pool must be odd, got {self.key_pool}")
         if self.key_pool_mix != 1.0 and self.key_pool == 1:
             raise ValueError(
                 "slot_attention.key_pool_mix needs slot_attention.key_pool > 1 "
                 "(pooling off: key_pool=1 key_pool_mix=1.0)"
-            )
-        if self.free_slots >= self.num_slots:
-            raise ValueError(
-                f"slot_attention.free_slots ({self.free_slots}) must be below num_slots "
-                f"({self.num_slots})"
             )
         return self
 
@@ -140,25 +110,17 @@ class DecoderConfig(_Strict):
     """mlp: per-pixel MLP on Fourier positions (trains on sampled pixels, full-resolution
     masks); conv: transposed-conv spatial broadcast (Slot Attention's original decoder)."""
     channels: int = Field(64, ge=8)
-    train_pixels: int | None = Field(1024, ge=16)
+    train_pixels: int | None = Field(512, ge=16)
     """mlp: pixels decoded per image per training step (None = all)."""
     fourier_bands: int = Field(6, ge=0)
-    orientations: int = Field(2, ge=2)
-    """mlp: directions the Fourier bands run along, evenly spaced over 180 degrees; 2 is the x
-    and y axes. More give the decoder stripes and ramps at other angles to build from."""
-    film: bool = False
-    """mlp: condition every hidden layer on the slot by a scale and a shift (FiLM, Perez et
-    al. 2018) instead of only adding the slot to the first layer. The scale lets a slot mix
-    position features with its own weights, e.g. a colour ramp or stripes along its object's
-    own direction, which an additively conditioned MLP cannot draw."""
-    attention_prior: bool = False
+    attention_prior: bool = True
     """Add log(slot attention), upsampled, to each slot's alpha logits: a direct path from the
     reconstruction to the grouping that breaks the all-slots-alike start of training."""
-    slot_centric: bool = False
+    slot_centric: bool = True
     """mlp: decode each slot in its own frame: pixel positions relative to the centre and
     spread of the slot's attention (as Invariant Slot Attention does), so a slot encodes its
     object's shape and look, not where it is."""
-    merge_share: float = Field(0.0, ge=0.0, lt=0.5)
+    merge_share: float = Field(0.04, ge=0.0, lt=0.5)
     """Inference only (eval mode, evaluation, export, serving): slots whose masks each hold
     more than this mean probability of the pixels the other wins are one object, and their
     masks are summed into one (`training/model/objects.py`): the stripes of one object or the
@@ -172,6 +134,44 @@ class DecoderConfig(_Strict):
     at 64x64) at a quarter of the full-resolution decoder's cost."""
 
 
+RETIRED = {
+    "encoder": {"layers": 4},
+    "slot_attention": {
+        "temperature": 1.0,
+        "locality_gate": False,
+        "free_slots": 0,
+        "boundary_weight": 0.0,
+    },
+    "decoder": {"film": False, "orientations": 2},
+}
+"""Options removed after their probes (docs/results.md), with the value that left them off.
+Checkpoints and bundles written before the removal still list them: `ModelConfig` drops a
+retired key that holds this value and refuses one that does not (that model needs the
+option's code, which is gone)."""
+
+
+def drop_retired(raw: Any) -> Any:
+    """A copy of a raw model config without retired keys at their neutral value."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for section, fields in RETIRED.items():
+        part = out.get(section)
+        if not isinstance(part, dict):
+            continue
+        part = dict(part)
+        for key, neutral in fields.items():
+            if key in part:
+                if part[key] != neutral:
+                    raise ValueError(
+                        f"{section}.{key}={part[key]!r}: this option was removed "
+                        f"(docs/results.md); only {neutral!r} (off) loads"
+                    )
+                del part[key]
+        out[section] = part
+    return out
+
+
 class ModelConfig(_Strict):
     image_size: int = Field(64, ge=16)
     encoder: EncoderConfig = EncoderConfig()
@@ -180,16 +180,18 @@ class ModelConfig(_Strict):
     modulation: ModulationConfig = ModulationConfig()
     decoder: DecoderConfig = DecoderConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, raw: Any) -> Any:
+        return drop_retired(raw)
+
     @model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
         s, dec = self.image_size, self.decoder
         if dec.kind == "conv":
             self._check_conv_decoder()
-            for name in ("slot_centric", "film"):
-                if getattr(dec, name):
-                    raise ValueError(f"decoder.{name} needs decoder.kind=mlp")
-            if dec.orientations != 2:
-                raise ValueError("decoder.orientations needs decoder.kind=mlp")
+            if dec.slot_centric:
+                raise ValueError("decoder.slot_centric needs decoder.kind=mlp")
         stride = self.encoder.stride
         if self.encoder.kind == "cnn" and s % stride:
             raise ValueError(f"image_size {s} must be a multiple of the CNN stride {stride}")
@@ -214,36 +216,43 @@ class DataConfig(_Strict):
     stamps (training/data/photos.py), validated on the held-out stamps."""
     folder: str | None = None
     train_scenes: int = Field(40_000, ge=1)
-    val_scenes: int = Field(256, ge=1)
+    val_scenes: int = Field(128, ge=1)
     seed: int = 0
     """Training scenes use seeds derived from this; evaluation uses other seeds (12345)."""
     min_objects: int = 2
     max_objects: int = 6
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(16, ge=1)
     num_workers: int = 0
 
 
 class OptimConfig(_Strict):
-    lr: float = 4e-4
-    warmup_steps: int = 1000
-    decay_steps: int = 100_000
+    lr: float = 1e-3
+    warmup_steps: int = 400
+    decay_steps: int = 20_000
     """Exponential decay: lr * 0.5 ** (step / decay_steps) after warm-up."""
     grad_clip: float = 1.0
     weight_decay: float = 0.0
 
 
 class RunConfig(_Strict):
-    max_steps: int = 20_000
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    """Processes per machine (one per GPU, or CPU processes); more than one trains data
+    parallel (Lightning's DDP; docs/distributed.md). auto: every GPU, else one process."""
+    num_nodes: int = Field(1, ge=1)
+    """Machines in a multi-node run (docs/distributed.md)."""
+    max_steps: int = Field(10_000, ge=1)
     max_minutes: float | None = None
-    precision: Literal["32-true", "bf16-mixed", "auto"] = "bf16-mixed"
-    """`auto`: bf16-mixed on a CPU with AMX, else 32-true (`training.train.resolve_precision`)."""
+    precision: Literal["32-true", "bf16-mixed", "auto"] = "32-true"
+    """The shipped model and its reproduction are fp32 runs. `auto`: bf16-mixed on a CPU with
+    AMX, else 32-true (`training.train.resolve_precision`)."""
     threads: int | None = None
     seed: int = 0
     out_dir: str = "runs/default"
     log_every: int = 50
-    val_every: int = 1000
+    val_every: int = 2000
     image_every: int = 2000
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 500
     eval_scenes: int = 256
     """Scenes of each variant for the final evaluation and code naming."""
     init_from: str | None = None
@@ -252,6 +261,9 @@ class RunConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """The defaults are the shipped model and its recipe (`models/slotserve-shapes/
+    training-config.yaml`; tests/test_config.py fails on drift): `make train` reproduces it."""
+
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
@@ -263,7 +275,7 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def merge_share_arg(text: str) -> float:
+def _merge_share_arg(text: str) -> float:
     """argparse type for `--merge-share`: a float in [0, 0.5), with a one-line error."""
     import argparse
 
@@ -287,6 +299,55 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
+
+
+@dataclass(frozen=True)
+class InferenceOverrides:
+    """The model settings a user may change after training, for inference only (the weights
+    depend on neither), declared once for every command that loads a checkpoint:
+    `python -m training evaluate` and `demo`, `python -m export onnx`. None keeps the
+    checkpoint's value."""
+
+    iterations: int | None = None
+    """`slot_attention.eval_iterations`: refinements at inference (more: better grouping,
+    slower), e.g. to measure the quality / latency trade-off before exporting with it."""
+    merge_share: float | None = None
+    """`decoder.merge_share`: the threshold of merging slots into objects; 0 turns it off."""
+
+    @staticmethod
+    def add_arguments(parser: Any) -> None:
+        """`--iterations N` and `--merge-share S` on an argparse parser."""
+        parser.add_argument(
+            "--iterations",
+            type=positive_int,
+            default=None,
+            help="slot-attention refinements at inference (default: the checkpoint's)",
+        )
+        parser.add_argument(
+            "--merge-share",
+            type=_merge_share_arg,
+            default=None,
+            help="merge slots that share their pixels above this into one object "
+            "(default: the checkpoint's; 0: one object per slot)",
+        )
+
+    @classmethod
+    def from_args(cls, args: Any) -> InferenceOverrides:
+        return cls(iterations=args.iterations, merge_share=args.merge_share)
+
+    def __bool__(self) -> bool:
+        return self.iterations is not None or self.merge_share is not None
+
+    def apply(self, config: ModelConfig) -> ModelConfig:
+        """`config` with the overrides set, validated (ranges, as at construction)."""
+        if not self:
+            return config
+        raw = config.model_dump()
+        if self.iterations is not None:
+            raw["slot_attention"]["eval_iterations"] = self.iterations
+        if self.merge_share is not None:
+            raw["decoder"]["merge_share"] = self.merge_share
+        return ModelConfig.model_validate(raw)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from training.checkpoint import load_checkpoint
+from training.config import InferenceOverrides
 from training.data import generate_batch
 from training.evaluate import baseline_predictor, evaluate_scenes, model_predictor
 from training.visualize import save_mask_grid
@@ -15,9 +16,17 @@ from training.visualize import save_mask_grid
 DEMO_SEED = 12345
 
 
-def run_demo(checkpoint: str | Path, out: Path, scenes: int = 128) -> str:
+def run_demo(
+    checkpoint: str | Path,
+    out: Path,
+    scenes: int = 128,
+    overrides: InferenceOverrides | None = None,
+) -> str:
     """Evaluate on `scenes` unseen scenes of each variant; write overlays; return a table."""
-    model, info = load_checkpoint(checkpoint)
+    o = overrides or InferenceOverrides()
+    model, info = load_checkpoint(
+        checkpoint, eval_iterations=o.iterations, merge_share=o.merge_share
+    )
     cfg = model.cfg
     k, e = cfg.slot_attention.num_slots, cfg.codebook.size
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import ConcatDataset, DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -27,7 +27,9 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.config import DataConfig, TrainConfig, save_config
 from training.data import ImageFolderDataset, ShapesDataset, generate_batch
+from training.distributed import replicas_differ
 from training.lit import SlotModule
+from training.progress import RunProgressBar, single_log_output
 from training.resume import AtomicCheckpointIO, keep_log_history, restore_log_history
 from training.visualize import save_code_usage, save_mask_grid, save_training_curves
 
@@ -39,6 +41,25 @@ NAMING_SEED = 777  # labelled scenes used to name the codes after training
 
 def _shapes(cfg: DataConfig, n: int, seed: int, variant: str, size: int) -> ShapesDataset:
     return ShapesDataset(n, seed, variant, size, cfg.min_objects, cfg.max_objects)
+
+
+class NothingTrained(ValueError):
+    """A run that ended without one optimisation step (data or budget too small): it writes
+    no model artefact, which would be an untrained network."""
+
+
+def check_one_batch(n: int, cfg: DataConfig, world_size: int = 1) -> None:
+    """Every step takes a full batch on each process (an incomplete last batch is dropped),
+    so a training set smaller than that trains zero steps: refuse it, saying what to do."""
+    need = cfg.batch_size * world_size
+    if n >= need:
+        return
+    source = f"data.folder {cfg.folder}" if cfg.variant == "folder" else "data.train_scenes"
+    per = f" x {world_size} processes" if world_size > 1 else ""
+    raise ValueError(
+        f"{source} has {n} images, fewer than one batch (data.batch_size={cfg.batch_size}"
+        f"{per}): add images, or set data.batch_size={max(1, n // world_size)} or lower"
+    )
 
 
 class ShapesDataModule(L.LightningDataModule):
@@ -67,13 +88,18 @@ class ShapesDataModule(L.LightningDataModule):
             self.train_set = PhotoDataset(
                 c.train_scenes, c.seed, s, "train", c.min_objects, c.max_objects
             )
+        else:
+            self.train_set = _shapes(c, c.train_scenes, c.seed, c.variant, s)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        check_one_batch(len(self.train_set), c, world)
+        if c.variant == "photos":
+            from training.data.photos import PhotoDataset
+
             self.val_names = ["photos-unseen"]
             self.val_sets = [
                 PhotoDataset(c.val_scenes, VAL_SEED, s, "unseen", c.min_objects, c.max_objects)
             ]
             return
-        else:
-            self.train_set = _shapes(c, c.train_scenes, c.seed, c.variant, s)
         variants = ["solid", "textured"] if c.variant in ("mixed", "folder") else [c.variant]
         self.val_names = variants
         self.val_sets = [_shapes(c, c.val_scenes, VAL_SEED, v, s) for v in variants]
@@ -103,9 +129,10 @@ class ArtefactCallback(Callback):
         scenes = generate_batch(6, VAL_SEED + 1, "textured", cfg.model.image_size)
         scenes += generate_batch(6, VAL_SEED + 1, "solid", cfg.model.image_size)[::2][:2]
         self.images = np.stack([s.image for s in scenes])
-        (out_dir / "images").mkdir(parents=True, exist_ok=True)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if not trainer.is_global_zero:  # replicas are identical: rank 0 writes for all
+            return
         step = trainer.global_step
         if step % self.cfg.run.image_every == 0:
             self.save_images(module, step)
@@ -116,6 +143,7 @@ class ArtefactCallback(Callback):
 
     @torch.no_grad()
     def save_images(self, module: SlotModule, step: int) -> None:
+        (self.out / "images").mkdir(parents=True, exist_ok=True)
         was_training = module.training
         module.eval()
         x = torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div(255).to(module.device)
@@ -141,6 +169,23 @@ class ArtefactCallback(Callback):
             title=f"codebook usage (EMA cluster sizes), step {step}",
         )
         module.train(was_training)
+
+
+class ReplicaCheck(Callback):
+    """At the end of a data-parallel run, check that every replica holds the same EMA
+    codebook (its statistics are all-reduced; `training/distributed.py`) and fail loudly
+    if not: the checkpoint rank 0 writes would then be one replica of several."""
+
+    def on_train_end(self, trainer, module) -> None:
+        if trainer.world_size == 1:
+            return
+        book = module.model.codebook
+        names = ("embed", "embed_avg", "cluster_size")
+        differ = replicas_differ({n: getattr(book, n) for n in names})
+        if differ:
+            raise RuntimeError(f"the codebook differs across replicas: {', '.join(differ)}")
+        if trainer.is_global_zero:
+            log.info("codebook identical on all %d replicas", trainer.world_size)
 
 
 def resolve_precision(precision: str) -> str:
@@ -171,8 +216,9 @@ def build_trainer(
     if r.max_minutes:
         max_time = {"minutes": r.max_minutes}
     return L.Trainer(
-        accelerator="auto",
-        devices="auto",  # several GPUs or nodes: Lightning's DDP (see README, "Multi-GPU")
+        accelerator=r.accelerator,
+        devices=r.devices,  # more than one process, or nodes: Lightning's DDP
+        num_nodes=r.num_nodes,
         max_steps=r.max_steps,
         max_time=max_time,
         precision=r.precision,
@@ -196,7 +242,7 @@ def build_trainer(
                 enable_version_counter=False,
             ),
             *callbacks,
-            *([TQDMProgressBar(refresh_rate=20)] if enable_progress else []),
+            *([RunProgressBar(refresh_rate=20)] if enable_progress else []),
         ],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=enable_progress,
@@ -217,8 +263,9 @@ def _init_from(module: SlotModule, cfg: TrainConfig, path: str) -> None:
     log.info("starting from the weights of %s", path)
 
 
-def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
-    """Train, then name the codes, evaluate and write the final artefact. Returns its path.
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path | None:
+    """Train, then name the codes, evaluate and write the final artefact. Returns its path
+    (None in the other processes of a data-parallel run).
 
     With `resume`, an existing `checkpoints/last.ckpt` in `run.out_dir` is continued."""
     from training.evaluate import (
@@ -227,13 +274,12 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
         name_codes_on_shapes,
     )  # avoid import cycle
 
+    single_log_output()
     out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.run.precision == "auto":  # the saved config says what this machine ran
         precision = resolve_precision(cfg.run.precision)
         log.info("run.precision=auto -> %s", precision)
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"precision": precision})})
-    save_config(cfg, out / "config.yaml")
     _threads(cfg)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     data = ShapesDataModule(cfg.data, cfg.model.image_size)
@@ -241,18 +287,28 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     if cfg.run.init_from:
         _init_from(module, cfg, cfg.run.init_from)
     artefacts = ArtefactCallback(cfg, out)
-    trainer = build_trainer(cfg, out, [artefacts], progress)
+    # Under DDP every process runs this function; the trainer knows each one's rank, and
+    # only rank 0 writes the run folder (Lightning's loggers and checkpoints do the same).
+    trainer = build_trainer(cfg, out, [artefacts, ReplicaCheck()], progress)
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.exists() else None
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-        step = AtomicCheckpointIO().load_checkpoint(last)["global_step"]
-        keep_log_history(out / "logs", int(step))
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+            step = AtomicCheckpointIO().load_checkpoint(last)["global_step"]
+            keep_log_history(out / "logs", int(step))
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     minutes = (time.perf_counter() - start) / 60
-    if trainer.global_rank != 0:
-        return out / "model.safetensors"
+    if trainer.global_step == 0:
+        raise NothingTrained(
+            f"the run ended after 0 training steps (run.max_steps={cfg.run.max_steps}, "
+            f"run.max_minutes={cfg.run.max_minutes}): no model written"
+        )
+    if not trainer.is_global_zero:
+        return None  # rank 0 names the codes, evaluates and writes the artefact
 
     model = module.model.cpu().eval()
     artefacts.save_images(module, trainer.global_step)

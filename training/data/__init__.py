@@ -1,13 +1,12 @@
 """Data: synthetic shapes scenes, the user's image folders and COCO evaluation sets."""
 
 from training.data.coco import CocoScenes, load_coco_folder, read_coco, write_coco
+from training.data.datasets import SceneDataset, ShapesDataset
 from training.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset
 from training.data.shapes import (
     SHAPE_CLASSES,
     VARIANTS,
     Scene,
-    SceneDataset,
-    ShapesDataset,
     generate_batch,
     generate_scene,
     scene_seed,

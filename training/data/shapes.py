@@ -31,10 +31,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
-
-from training.metrics import touching
 
 SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "ellipse", "diamond", "star")
 VARIANTS = ("solid", "textured")
@@ -207,6 +203,16 @@ def _visible_layout(rng: np.random.Generator, size: int, lo: int, hi: int):
 # ----------------------------------------------------------------------------- appearance
 
 
+def touching(ids: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) bool, symmetric: which ids of an (H, W) map with values in 0..n-1 share a
+    4-neighbour edge."""
+    a = np.concatenate([ids[:, :-1].ravel(), ids[:-1, :].ravel()])
+    b = np.concatenate([ids[:, 1:].ravel(), ids[1:, :].ravel()])
+    adjacent = np.zeros((n, n), bool)
+    adjacent[a, b] = True
+    return adjacent | adjacent.T
+
+
 def _far_colours(rng: np.random.Generator, n: int, avoid: np.ndarray, min_dist: float):
     """(n, 16, 3) random RGB candidates -> (n, 3) float32 colours, each at distance >= min_dist
     from every row of `avoid` (m, 3) where possible (else the farthest candidate).
@@ -331,7 +337,7 @@ def _render_textured(rng, layout: _Layout, masks: list, instances: np.ndarray) -
 # ----------------------------------------------------------------------------- public API
 
 
-def _check_args(variant: str, size: int, min_objects: int, max_objects: int) -> None:
+def check_scene_args(variant: str, size: int, min_objects: int, max_objects: int) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
     if int(size) != size or size < 16:
@@ -356,7 +362,7 @@ def generate_scene(
     a Generator stream in a bug fix). The same seed gives the same layout (instances, classes)
     in both variants.
     """
-    _check_args(variant, size, min_objects, max_objects)
+    check_scene_args(variant, size, min_objects, max_objects)
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     geometry_rng, appearance_rng = (np.random.default_rng(s) for s in _spawn(seed))
@@ -392,51 +398,3 @@ def stack_scenes(scenes: Sequence[Scene]) -> tuple[np.ndarray, np.ndarray]:
     images = np.stack([s.image for s in scenes])
     instances = np.stack([s.instances for s in scenes]).astype(np.int32, copy=False)
     return images, instances
-
-
-class SceneDataset(Dataset):
-    """Scenes held in memory as a torch dataset (any source: shapes, COCO, ...).
-
-    item -> dict(image=float32 tensor (3, H, W) in [0, 1], instances=int64 tensor (H, W)).
-    Instance maps are stored as uint8 when ids fit (a 40k-scene training set stays small).
-    """
-
-    def __init__(self, scenes: Sequence[Scene]):
-        images, instances = stack_scenes(scenes)
-        small = instances.max() < 256
-        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
-        self.instances = torch.from_numpy(instances.astype(np.uint8 if small else np.int32))
-        self.classes = [torch.from_numpy(s.classes) for s in scenes]
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {
-            "image": self.images[index].float().div_(255.0),
-            "instances": self.instances[index].long(),
-        }
-
-
-class ShapesDataset(SceneDataset):
-    """n shapes scenes generated up front in memory (deterministic from seed).
-
-    item -> dict(image=float32 tensor (3, H, W) in [0, 1], instances=int64 tensor (H, W)).
-    `classes[i]` is the (n_i,) int64 class tensor of scene i.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        seed: int,
-        variant: str = "solid",
-        size: int = 64,
-        min_objects: int = 2,
-        max_objects: int = 6,
-    ):
-        _check_args(variant, size, min_objects, max_objects)
-        if n < 1:
-            raise ValueError(f"ShapesDataset needs n >= 1 scenes, got {n}")
-        self.variant, self.seed = variant, seed
-        kw = {"min_objects": min_objects, "max_objects": max_objects}
-        super().__init__(generate_batch(n, seed, variant, size, **kw))

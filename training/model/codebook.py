@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from training.config import CodebookConfig
+from training.distributed import all_reduce_sum, broadcast_from_rank0
 from training.model.precision import full_precision
 
 
@@ -21,13 +21,6 @@ class Quantized:
     indices: torch.Tensor  # (B, K) int64 code index: the slot's semantic label
     distances: torch.Tensor  # (B, K) Euclidean distance from each slot to its code
     commitment: torch.Tensor  # () mean squared distance (weighted by the loss config)
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    """Sum over data-parallel workers so every replica keeps the same codebook."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None):
@@ -68,7 +61,8 @@ class EMACodebook(nn.Module):
 
     @torch.no_grad()
     def _init(self, flat: torch.Tensor) -> None:
-        self.embed.copy_(kmeans(flat, self.size, self.cfg.kmeans_iters))
+        # Each replica sees its own batch: all take rank 0's centroids, so they start alike.
+        self.embed.copy_(broadcast_from_rank0(kmeans(flat, self.size, self.cfg.kmeans_iters)))
         self.embed_avg.copy_(self.embed)
         self.cluster_size.fill_(1.0)
         self.initialised.fill_(True)
@@ -76,8 +70,9 @@ class EMACodebook(nn.Module):
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         onehot = F.one_hot(indices, self.size).to(flat.dtype)  # (M, E)
-        counts = _all_reduce(onehot.sum(0))
-        sums = _all_reduce(onehot.t() @ flat)  # (E, D)
+        # summed over replicas: every replica makes the same update from the global batch
+        counts = all_reduce_sum(onehot.sum(0))
+        sums = all_reduce_sum(onehot.t() @ flat)  # (E, D)
         decay, eps = self.cfg.decay, self.cfg.epsilon
         self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
         self.embed_avg.mul_(decay).add_(sums, alpha=1 - decay)
@@ -93,8 +88,7 @@ class EMACodebook(nn.Module):
         if n_dead == 0:
             return
         picks = flat[torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)]
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(picks, src=0)
+        broadcast_from_rank0(picks)  # cluster sizes agree, so every replica re-seeds alike
         self.embed[dead] = picks
         self.embed_avg[dead] = picks
         self.cluster_size[dead] = 1.0

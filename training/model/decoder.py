@@ -37,23 +37,11 @@ class Decoded:
     rgb: torch.Tensor  # (B, K, 3, H, W) per-slot colours; (B, K, P, 3)
 
 
-def band_directions(orientations: int) -> torch.Tensor:
-    """(2, n) unit vectors at angles pi * i / n: the directions Fourier bands run along (n = 2
-    gives the x and y axes exactly)."""
-    angles = torch.arange(orientations, dtype=torch.float64) * math.pi / orientations
-    directions = torch.stack([angles.cos(), angles.sin()])
-    return torch.where(directions.abs() < 1e-12, 0.0, directions).float()
-
-
-def fourier_features(
-    coords: torch.Tensor, bands: int, directions: torch.Tensor | None = None
-) -> torch.Tensor:
-    """coords (..., 2) (in [0, 1] in the image frame) -> (..., n + 2 n * bands): the coordinates
-    along n directions (default: x and y), and sin and cos of 2^i * pi * each of them."""
-    if directions is not None:
-        coords = coords @ directions  # (..., n)
+def fourier_features(coords: torch.Tensor, bands: int) -> torch.Tensor:
+    """coords (..., 2) (in [0, 1] in the image frame) -> (..., 2 + 4 * bands): the coordinates
+    x and y, and sin and cos of 2^i * pi * each of them."""
     freqs = (2.0 ** torch.arange(bands, dtype=coords.dtype, device=coords.device)) * math.pi
-    angles = coords.unsqueeze(-1) * freqs  # (..., n, bands)
+    angles = coords.unsqueeze(-1) * freqs  # (..., 2, bands)
     return torch.cat([coords, angles.sin().flatten(-2), angles.cos().flatten(-2)], dim=-1)
 
 
@@ -72,24 +60,14 @@ class MLPBroadcastDecoder(nn.Module):
         self.cfg, self.image_size = cfg, image_size
         h = cfg.channels
         self.bands = cfg.fourier_bands
-        n = cfg.orientations
         self.slot_proj = nn.Linear(slot_dim, h)
-        self.pos_proj = nn.Linear(n * (1 + 2 * self.bands), h, bias=False)
+        self.pos_proj = nn.Linear(2 * (1 + 2 * self.bands), h, bias=False)
         self.mlp = nn.Sequential(
             nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 4)
         )
-        # FiLM: a per-slot scale for the first hidden layer and a scale and shift for the two
-        # after it; the scales start near 1, so training starts close to additive decoding.
-        self.film = nn.Linear(slot_dim, 5 * h) if cfg.film else None
-        if self.film is not None:
-            with torch.no_grad():
-                self.film.weight.mul_(0.1)
-                self.film.bias.zero_()
-        directions = None if n == 2 else band_directions(n)
-        self.register_buffer("directions", directions, persistent=False)
         coords = coordinate_grid(image_size, image_size)[..., :2].reshape(-1, 2)  # (H*W, 2) x, y
         # Fourier features of every pixel, computed once: a constant in an exported graph.
-        features = fourier_features(coords, self.bands, directions)
+        features = fourier_features(coords, self.bands)
         self.register_buffer("features", features, persistent=False)
         self.register_buffer("coords", coords, persistent=False)
 
@@ -106,22 +84,13 @@ class MLPBroadcastDecoder(nn.Module):
             FRAME_SPAN * frames.scale.unsqueeze(2)
         )  # (B, K, P, 2): the slot's object spans about [-0.5, 0.5]
         rel = rel.clamp(-FRAME_CLAMP, FRAME_CLAMP)
-        return self.pos_proj(fourier_features(rel, self.bands, self.directions))
+        return self.pos_proj(fourier_features(rel, self.bands))
 
     def _hidden(self, slots: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """The MLP on position features pos (1 | B, 1 | K, P, h) conditioned on slots (B, K, D)
         -> (B, K, P, 4): RGB and alpha logits."""
         first = self.slot_proj(slots).unsqueeze(2)  # (B, K, 1, h)
-        if self.film is None:
-            return self.mlp(first + pos)
-        scale0, scale1, shift1, scale2, shift2 = (
-            t.unsqueeze(2) for t in self.film(slots).chunk(5, dim=-1)
-        )  # each (B, K, 1, h)
-        _, lin1, _, lin2, _, out = self.mlp
-        x = F.relu(first + pos * (1.0 + scale0))
-        x = F.relu(lin1(x) * (1.0 + scale1) + shift1)
-        x = F.relu(lin2(x) * (1.0 + scale2) + shift2)
-        return out(x)
+        return self.mlp(first + pos)
 
     def forward(
         self,

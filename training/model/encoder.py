@@ -31,8 +31,6 @@ class CNNEncoder(nn.Module):
             nn.Conv2d(c, c, 3, padding=1),
             nn.ReLU(inplace=True),
         )
-        for _ in range(cfg.layers - 4):  # appended, so four-layer checkpoints keep their keys
-            self.convs.extend([nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True)])
         self.grid_size = image_size // cfg.stride
         self.pos = SoftPositionEmbed(c, self.grid_size, self.grid_size)
         self.norm = nn.LayerNorm(c)

@@ -74,9 +74,6 @@ class SelfModulatingSlotAttention(nn.Module):
         mse = F.mse_loss(decoded.reconstruction, target)
         total = mse + self.cfg.codebook.commitment_weight * vq.commitment
         losses = {"mse": mse, "commitment": vq.commitment}
-        if self.cfg.slot_attention.boundary_weight > 0:
-            losses["boundary"] = boundary_length(attn)
-            total = total + self.cfg.slot_attention.boundary_weight * losses["boundary"]
         return ModelOutput(
             masks=masks,
             codes=vq.indices,
@@ -115,17 +112,6 @@ class SelfModulatingSlotAttention(nn.Module):
                 bias = bias.gather(2, pixels.unsqueeze(1).expand(-1, bias.shape[1], -1))
             return self.decoder(slots, pixels, bias, frames), full_precision(target)  # (B, P, 3)
         return self.decoder(slots, alpha_bias=bias, frames=frames), full_precision(image)
-
-
-def boundary_length(attn: torch.Tensor) -> torch.Tensor:
-    """attn (B, K, N) on a square token grid, summing to 1 over slots -> the mean over pairs of
-    neighbouring tokens of sum_k |attn_k(p) - attn_k(q)|: 2 across a hard boundary between
-    segments, 0 inside one, so twice the share of neighbour pairs that a boundary cuts."""
-    grid = token_map(full_precision(attn))  # (B, K, S, S)
-    b, _, side, _ = grid.shape
-    across = (grid[..., :, 1:] - grid[..., :, :-1]).abs().sum(1)  # (B, S, S - 1)
-    down = (grid[..., 1:, :] - grid[..., :-1, :]).abs().sum(1)  # (B, S - 1, S)
-    return (across.sum() + down.sum()) / (b * 2 * side * (side - 1))
 
 
 def build_model(cfg: ModelConfig) -> SelfModulatingSlotAttention:

@@ -17,16 +17,13 @@ PEAK_SHARPNESS = 20.0
 """Soft-argmax temperature of `locality_window`'s peak, on attention scaled to a maximum of 1:
 a spot at 0.9 of the maximum weighs e^-2 of it."""
 
-LOCALITY_GATE_INIT = 3.0
-"""Initial logit of `locality_gate`: sigmoid(3) = 0.95, training starts with the full prior."""
-
 
 class SlotAttention(nn.Module):
     def __init__(self, cfg: SlotAttentionConfig, input_dim: int):
         super().__init__()
         d = cfg.slot_dim
         self.cfg = cfg
-        self.scale = d**-0.5 * cfg.temperature
+        self.scale = d**-0.5
         self.norm_inputs = nn.LayerNorm(input_dim)
         self.norm_slots = nn.LayerNorm(d)
         self.norm_mlp = nn.LayerNorm(d)
@@ -42,15 +39,6 @@ class SlotAttention(nn.Module):
         # training sat on the symmetric "all slots alike" fixed point for thousands of steps.
         for layer in (self.to_q, self.to_k, self.to_v):
             nn.init.xavier_uniform_(layer.weight)
-        self.to_gate = None
-        if cfg.locality and cfg.locality_gate:
-            self.to_gate = nn.Linear(d, 1)
-            nn.init.zeros_(self.to_gate.weight)
-            nn.init.constant_(self.to_gate.bias, LOCALITY_GATE_INIT)
-        # (K, 1) weight of each slot's locality prior: 0 for the free slots, else 1.
-        prior_weight = torch.ones(cfg.num_slots, 1)
-        prior_weight[: cfg.free_slots] = 0.0
-        self.register_buffer("prior_weight", prior_weight * cfg.locality, persistent=False)
 
     def project(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs (B, N, Din) -> keys, values (B, N, D)."""
@@ -122,9 +110,7 @@ class SlotAttention(nn.Module):
             q = q * mod.query
         logits = torch.einsum("bkd,bnd->bkn", q, k) * self.scale
         if prior is not None:
-            if self.to_gate is not None:
-                prior = prior * torch.sigmoid(self.to_gate(slots))  # (B, K, 1) per-slot gate
-            logits = logits + self.prior_weight * prior
+            logits = logits + self.cfg.locality * prior
         attn = logits.softmax(dim=1)  # competition over slots
         weights = attn + self.cfg.eps
         weights = weights / weights.sum(dim=-1, keepdim=True)  # weighted mean over tokens
