@@ -117,6 +117,8 @@ class Batcher:
         return (ahead + extra_images) * self.per_image
 
     def _refuse_over_budget(self, images: int) -> None:
+        if not self.queued_images + self.running_images + self.reserved_images:
+            return  # nothing ahead: refusing would not serve anyone sooner
         wait = self.expected_wait(images)
         if wait > self.plan:
             raise self.overloaded(
@@ -158,15 +160,18 @@ class Batcher:
         return await job.future
 
     def _take(self) -> list[_Job]:
-        jobs, size = [], 0
+        jobs, size, now = [], 0, time.perf_counter()
         # the call ends about this long from now: its jobs' deadlines must allow for it
-        ends = time.perf_counter() + min(self.queued_images, self.max_batch_size) * self.per_image
+        ends = now + min(self.queued_images, self.max_batch_size) * self.per_image
         while self.queue and size + len(self.queue[0].images) <= self.max_batch_size:
             job = self.queue.popleft()
             self.queued_images -= len(job.images)
             if job.future.cancelled():
                 continue  # the client went away
-            if ends > job.deadline:
+            own = len(job.images) * self.per_image
+            # late by the estimate: refused only when the job alone would have fitted (a
+            # machine slower than the budget still answers what reaches an idle model)
+            if now > job.deadline or (ends > job.deadline and own <= self.plan):
                 job.future.set_exception(
                     Overloaded(  # not held: it has waited already
                         "the latency budget ran out in the queue; retry shortly",

@@ -64,9 +64,9 @@ class Settings(BaseSettings):
     max_latency_ms: int = Field(2000, ge=1)
     """Latency budget: a request the batcher cannot serve within it is refused at once with
     503 / UNAVAILABLE and Retry-After (service/batcher.py owns that decision)."""
-    shed_hold_ms: int = Field(250, ge=0)
+    shed_hold_ms: int = Field(1000, ge=0)
     """A refused request's 503 / UNAVAILABLE is sent after this hold (no CPU, one open
-    connection): clients that resend at once then cannot spin refusals (README "Overload")."""
+    connection): clients that resend at once then cannot spin refusals (docs/benchmarks.md)."""
     workers: int = Field(1, ge=1)
     """Front (HTTP + gRPC) worker processes."""
     timeout_s: int = Field(60, ge=1)

@@ -115,6 +115,23 @@ def test_admitted_requests_hold_their_place_until_their_images_are_queued():
     assert asyncio.run(main()) == [{"value": 9}]
 
 
+def test_an_idle_model_admits_a_request_even_when_one_image_takes_longer_than_the_budget():
+    """Nothing ahead: refusing would serve no one sooner (a loaded machine whose time per
+    image is over a tight budget must still answer, one request at a time)."""
+    model = SlowModel(0.06)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=4, max_latency_ms=50)
+        await batcher.submit(imgs(1))  # learns ~60 ms per image, over the 40 ms plan
+        with batcher.admit(1):
+            result = await batcher.submit(imgs(2))
+        with batcher.admit(1), pytest.raises(Overloaded):
+            batcher.admit(1)  # one ahead now: the second waits past the budget
+        return result
+
+    assert asyncio.run(main()) == [{"value": 2}]
+
+
 def test_a_queued_job_past_its_deadline_is_refused_not_run_late():
     model = SlowModel(0.15)
 

@@ -85,5 +85,7 @@ def test_the_overload_report_names_what_held_and_what_did_not(tmp_path):
     text = (tmp_path / "o.md").read_text()
     assert "in 1 of 2 overload points; accepted p99 within the budget in 1 of 2" in text
     assert "| http | 10 users (saturation) | at-once | 10.0 | 1.00 | 1.00 |" in text
+    # 10 users at 10 img/s keep 1 s of work in flight: within 0.8 x 2 s
+    assert "saturation points whose users fit the budget" in text and ": 0." in text
     overload.plot(tmp_path / "o.png", result)
     assert (tmp_path / "o.png").stat().st_size > 5_000
