@@ -123,7 +123,7 @@ def test_missing_packages_name_the_install_command(tmp_path):
 
 
 def test_photo_dataset_items_are_what_training_reads(lib):
-    from training.data.photos import PhotoDataset
+    from training.data.datasets import PhotoDataset
 
     ds = PhotoDataset(6, seed=0, size=48, split="unseen")
     item = ds[0]

@@ -83,7 +83,7 @@ class ShapesDataModule(L.LightningDataModule):
                 [_shapes(c, half, c.seed, "solid", s), _shapes(c, half, c.seed + 1, "textured", s)]
             )
         elif c.variant == "photos":
-            from training.data.photos import PhotoDataset
+            from training.data.datasets import PhotoDataset
 
             self.train_set = PhotoDataset(
                 c.train_scenes, c.seed, s, "train", c.min_objects, c.max_objects
@@ -93,7 +93,7 @@ class ShapesDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         check_one_batch(len(self.train_set), c, world)
         if c.variant == "photos":
-            from training.data.photos import PhotoDataset
+            from training.data.datasets import PhotoDataset
 
             self.val_names = ["photos-unseen"]
             self.val_sets = [

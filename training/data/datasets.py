@@ -57,3 +57,27 @@ class ShapesDataset(SceneDataset):
         self.variant, self.seed = variant, seed
         kw = {"min_objects": min_objects, "max_objects": max_objects}
         super().__init__(generate_batch(n, seed, variant, size, **kw))
+
+
+class PhotoDataset(SceneDataset):
+    """n photo-object scenes of `size` x `size` generated up front (deterministic from seed).
+
+    item -> dict(image=float32 (3, H, W) in [0, 1], instances=int64 (H, W)), as ShapesDataset.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        size: int = 64,
+        split: str = "train",
+        min_objects: int = 2,
+        max_objects: int = 5,
+    ):
+        if n < 1:
+            raise ValueError(f"PhotoDataset needs n >= 1 scenes, got {n}")
+        self.split, self.seed = split, seed
+        kw = {"min_objects": min_objects, "max_objects": min(max_objects, 5)}
+        from training.data.photos import generate_photo_batch  # reads the Debian packages
+
+        super().__init__(generate_photo_batch(n, seed, size, size, split, **kw))

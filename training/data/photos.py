@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.data.shapes import Scene, SceneDataset, scene_seed
+from training.data.shapes import Scene, scene_seed
 
 STAMPS_ROOT = Path("/usr/share/tuxpaint/stamps")
 DEBIAN_PACKAGES = (
@@ -350,25 +350,3 @@ def generate_photo_batch(
 ) -> list[Scene]:
     """`n` scenes; scene i uses `scene_seed(seed, i)` as the shapes batches do."""
     return [generate_photo_scene(scene_seed(seed, i), height, width, split, **kw) for i in range(n)]
-
-
-class PhotoDataset(SceneDataset):
-    """n photo-object scenes of `size` x `size` generated up front (deterministic from seed).
-
-    item -> dict(image=float32 (3, H, W) in [0, 1], instances=int64 (H, W)), as ShapesDataset.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        seed: int,
-        size: int = 64,
-        split: str = "train",
-        min_objects: int = 2,
-        max_objects: int = 5,
-    ):
-        if n < 1:
-            raise ValueError(f"PhotoDataset needs n >= 1 scenes, got {n}")
-        self.split, self.seed = split, seed
-        kw = {"min_objects": min_objects, "max_objects": min(max_objects, 5)}
-        super().__init__(generate_photo_batch(n, seed, size, size, split, **kw))
