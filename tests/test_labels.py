@@ -67,14 +67,24 @@ def test_background_needs_every_validation_slot_right():
 def test_category_threshold_is_the_lowest_share_that_is_right_often_enough():
     naming = pairs({0: {0: 90, 1: 10}, 1: {1: 70, 2: 30}, 2: {2: 55, 0: 45}})
     # On validation code 1 is right 80% of the time, code 2 only 40%.
-    validation = pairs({0: {0: 9, 1: 1}, 1: {1: 8, 2: 2}, 2: {2: 4, 0: 6}})
+    validation = pairs({0: {0: 27, 1: 3}, 1: {1: 24, 2: 6}, 2: {2: 12, 0: 18}})
     naming_stats = code_stats(*naming, 3, 3)
     th = pick_thresholds(naming_stats, code_stats(*validation, 3, 3))
     assert th.category == 0.7  # codes 0 and 1 right 90% and 80% on validation; code 2 40%
     assert [c.label for c in code_labels(naming_stats, th, NAMES)] == ["cat", "dog", None]
-    never = pick_thresholds(naming_stats, code_stats(*pairs({0: {1: 10}}), 3, 3))
+    never = pick_thresholds(naming_stats, code_stats(*pairs({0: {1: 30}}), 3, 3))
     assert never.category is None
     assert [c.label for c in code_labels(naming_stats, never, NAMES)] == [None, None, None]
+
+
+def test_a_code_seen_a_few_times_gets_no_label():
+    """Three slots, all cats, on both sets: right every time, but not evidence."""
+    few = pairs({0: {0: 3}, 1: {1: 40}})
+    labels, _ = fit_code_labels(few, few, 2, NAMES)
+    assert [c.label for c in labels] == [None, "dog"]
+    assert labels[0].score == 1.0 and labels[0].slots == 3
+    alone = pairs({0: {0: 3}})
+    assert fit_code_labels(alone, alone, 1, NAMES)[1].category is None
 
 
 def test_label_report_judges_objects_by_the_slot_that_covers_them():

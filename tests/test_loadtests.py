@@ -68,6 +68,7 @@ def good_result(labels: np.ndarray | None = None) -> dict:
                 "slot": int(slot),
                 "code": 3,
                 "label": None,
+                "label_score": 0.25,
                 "code_distance": 0.5,
                 "area": int((labels == slot).sum()),
                 "bbox": [round(float(v)) for v in mask_utils.toBbox(rle)],

@@ -65,7 +65,9 @@ def test_shipped_bundle_verifies_and_matches_checkpoint(shipped):
     scenes = shapes_scenes("textured", 64, 12345, model.cfg.image_size)
     fp32 = ort_session(BUNDLE / VARIANT_FILES["fp32"])
     for variant in ("fp16", "int8"):
-        m = measure(fp32, ort_session(BUNDLE / VARIANT_FILES[variant]), scenes, 4, 1)
+        m = measure(
+            fp32, ort_session(BUNDLE / VARIANT_FILES[variant]), scenes, manifest.input, 4, 1
+        )
         assert passes(m) and abs(m["fg_ari_change"]) <= 0.01, (variant, m)
     k, e = manifest.num_slots, manifest.codebook_size
     a = evaluate_scenes(model_predictor(model), scenes, k, e)

@@ -120,6 +120,10 @@ def evaluate_scenes(
         num_slots=num_slots, num_codes=num_codes, class_names=list(class_names)
     )
     all_codes, judged = [], []
+    # Labels are judged only against the classes they name (a shapes model's code names say
+    # nothing about photo categories).
+    named = {n for n in (code_names or []) if n is not None and n != "background"}
+    judge_labels = code_names is not None and named <= set(class_names)
     for i in range(0, len(scenes), chunk):
         part = scenes[i : i + chunk]
         images = np.stack([s.image for s in part])
@@ -128,7 +132,7 @@ def evaluate_scenes(
         ev.update(true, [s.classes for s in part], pred, codes if num_codes else None)
         if codes is not None:
             all_codes.append(codes)
-            if code_names is not None:
+            if judge_labels:
                 judged.append(
                     label_report(
                         true, [s.classes for s in part], pred, codes, code_names, class_names
@@ -140,7 +144,8 @@ def evaluate_scenes(
         result["code_names_measured"] = {str(i): n for i, n in enumerate(names) if n is not None}
         if code_names is not None:
             result["code_name_accuracy"] = _code_name_accuracy(ev, code_names)
-            result["labels"] = _pool_reports(judged)
+            if judged:
+                result["labels"] = _pool_reports(judged)
     return result
 
 

@@ -10,7 +10,8 @@ of the object covering most of them (`slot_classes`). On a naming set, each code
 The served label of a code is "background" when its background share reaches the background
 threshold, else its category when its category share reaches the category threshold, else
 null (`label_score` is always the share behind the label, or the best candidate's share when
-the label is null). The thresholds are picked on a separate validation set, as the lowest
+the label is null). A code needs MIN_SLOTS slots on each set to carry a label at all.
+The thresholds are picked on a separate validation set, as the lowest
 share such that every code at or above it was right on the validation slots it was given to
 at least `precision` of the time: 0.8 for categories, 1.0 for background (a real object is
 never called background). A kind of label that reaches its precision at no threshold is never
@@ -31,6 +32,9 @@ BACKGROUND = "background"
 CATEGORY_PRECISION = 0.8
 BACKGROUND_PRECISION = 1.0
 MATCH_IOU = 0.5
+MIN_SLOTS = 20
+"""A code needs this many slots on the naming set, and again on the validation set, before it
+may carry a label: a code seen three times, right three times, is not evidence."""
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,9 @@ def _lowest_reliable(
     scores: np.ndarray, right: np.ndarray, weights: np.ndarray, precision: float
 ) -> float | None:
     """Lowest threshold t (among `scores`) such that every code with score >= t that the
-    validation set saw (weight > 0) was right there at least `precision` of the time; None when
-    no threshold gives any label."""
-    seen = weights > 0
+    validation set saw at least MIN_SLOTS times was right there at least `precision` of the
+    time; None when no threshold gives any label."""
+    seen = weights >= MIN_SLOTS
     for t in np.unique(scores):
         given = (scores >= t) & seen
         if given.any() and (right[given] >= precision - 1e-12).all():
@@ -132,12 +136,12 @@ def pick_thresholds(
     For background: a code labelled background with share >= t serves "background" to all its
     validation slots; right for its background slots. For categories likewise, with the
     naming-set category (a validation slot is right when its truth is that category)."""
+    # Codes short of evidence on either set are judged by nothing and given nothing.
+    evidence = np.where(naming.slots >= MIN_SLOTS, validation.slots, 0)
     background = _lowest_reliable(
-        naming.background_share,
-        validation.background_share,
-        validation.slots,
-        background_precision,
+        naming.background_share, validation.background_share, evidence, background_precision
     )
+
     # Category labels go only to codes that are not background codes at that threshold.
     is_bg = (
         np.zeros(len(naming.table), dtype=bool)
@@ -149,7 +153,7 @@ def pick_thresholds(
     category = _lowest_reliable(
         naming.category_share[has_cat],
         cat_right[has_cat],
-        validation.slots[has_cat],
+        evidence[has_cat],
         category_precision,
     )
     return Thresholds(background=background, category=category)
@@ -164,8 +168,8 @@ def code_labels(
         bg = float(naming.background_share[e])
         cat_share = float(naming.category_share[e])
         cat = class_names[naming.category[e]] if naming.category[e] >= 0 else None
-        if naming.slots[e] == 0:
-            label, score = None, 0.0
+        if naming.slots[e] < MIN_SLOTS:
+            label, score = None, max(bg, cat_share)
         elif thresholds.background is not None and bg >= thresholds.background:
             label, score = BACKGROUND, bg
         elif (
