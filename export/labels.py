@@ -7,9 +7,10 @@ is measured). Only the manifest changes; the graph files and their hashes do not
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from runtime.contract import CodeLabelSpec, Manifest, load_bundle, write_manifest
+from runtime.contract import MANIFEST_FILE, CodeLabelSpec, Manifest, load_bundle
 
 
 def label_bundle(bundle: str | Path, label_set: str = "shapes", scenes: int = 256) -> Manifest:
@@ -30,16 +31,21 @@ def label_bundle(bundle: str | Path, label_set: str = "shapes", scenes: int = 25
         scenes,
     )
     if fitted is None:
-        labels, thresholds = [None] * manifest.codebook_size, None
-        manifest.code_labels = [CodeLabelSpec(label=None, score=0.0)] * manifest.codebook_size
-        manifest.label_thresholds = {"background": None, "category": None}
+        specs = [CodeLabelSpec(label=None, score=0.0)] * manifest.codebook_size
+        thresholds = {"background": None, "category": None}
     else:
-        labels, thresholds = fitted
-        manifest.code_labels = [CodeLabelSpec(**c.to_json()) for c in labels]
-        manifest.label_thresholds = {
-            "background": thresholds.background,
-            "category": thresholds.category,
+        labels, fitted_thresholds = fitted
+        specs = [CodeLabelSpec(**c.to_json()) for c in labels]
+        thresholds = {
+            "background": fitted_thresholds.background,
+            "category": fitted_thresholds.category,
         }
-    manifest.label_set = label_set
-    write_manifest(bundle, manifest)
-    return manifest
+    # Only the label fields change: the rest of the manifest stays as it was written (an older
+    # bundle's layout included), so the graph's recorded contract is untouched.
+    path = Path(bundle) / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    raw["code_labels"] = [c.model_dump(mode="json") for c in specs]
+    raw["label_thresholds"] = thresholds
+    raw["label_set"] = label_set
+    path.write_text(json.dumps(raw, indent=2) + "\n")
+    return load_bundle(bundle)
