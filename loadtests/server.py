@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,20 +118,33 @@ def serve(
         proc,
     )
     try:
-        deadline = time.monotonic() + timeout
-        while not _ready(server.url, server.grpc_target or None):
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"bentoml serve exited with {proc.returncode}:\n{server.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"bentoml serve not ready after {timeout} s:\n{server.log_tail()}"
-                )
-            time.sleep(0.5)
+        wait_until_ready(
+            proc, lambda: _ready(server.url, server.grpc_target or None), timeout,
+            "bentoml serve", server.log_tail,
+        )  # fmt: skip
         yield server
     finally:
         stop(proc)
+
+
+def wait_until_ready(
+    proc: subprocess.Popen,
+    ready: Callable[[], bool],
+    timeout: float,
+    name: str,
+    log_tail: Callable[[], str],
+    exited: type[Exception] = RuntimeError,
+    late: type[Exception] = TimeoutError,
+) -> None:
+    """Poll `ready()` every 0.5 s until it holds; raise `exited` if the process ends first and
+    `late` after `timeout` seconds, each with the tail of the server's log."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise exited(f"{name} exited with {proc.returncode}:\n{log_tail()}")
+        if time.monotonic() > deadline:
+            raise late(f"{name} not ready after {timeout:.0f} s:\n{log_tail()}")
+        time.sleep(0.5)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from loadtests.server import REPO, Server, free_port, serve, stop
+from loadtests.server import REPO, Server, free_port, serve, stop, wait_until_ready
 
 BUNDLE = REPO / "models" / "slotserve-shapes"
 TRITON_ENV = REPO / ".venv-triton"
@@ -206,17 +206,10 @@ def start(repo: Path, model: str, install: TritonInstall, workdir: Path, timeout
         proc,
     )
     try:
-        deadline = time.monotonic() + timeout
-        while not _ready(server):
-            if proc.poll() is not None:
-                raise TritonUnavailable(
-                    f"tritonserver exited with {proc.returncode}:\n{server.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise TritonUnavailable(
-                    f"tritonserver not ready after {timeout:.0f} s:\n{server.log_tail()}"
-                )
-            time.sleep(0.5)
+        wait_until_ready(
+            proc, lambda: _ready(server), timeout, "tritonserver", server.log_tail,
+            TritonUnavailable, TritonUnavailable,
+        )  # fmt: skip
         yield server
     finally:
         stop(proc)

@@ -19,7 +19,7 @@ from training.baselines import (
 )
 from training.config import DataConfig
 from training.data import SHAPE_CLASSES, Scene, generate_batch, load_coco_folder
-from training.labels import label_report
+from training.labels import object_records, summarise_records
 from training.metrics import SegmentationEvaluator, code_histogram
 
 # images (B, H, W, 3) uint8 -> (pred ids (B, H, W), codes (B, K) or None)
@@ -133,10 +133,8 @@ def evaluate_scenes(
         if codes is not None:
             all_codes.append(codes)
             if judge_labels:
-                judged.append(
-                    label_report(
-                        true, [s.classes for s in part], pred, codes, code_names, class_names
-                    )
+                judged += object_records(
+                    true, [s.classes for s in part], pred, codes, code_names, class_names
                 )
     result = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ev.compute().items()}
     if num_codes and all_codes:
@@ -145,33 +143,8 @@ def evaluate_scenes(
         if code_names is not None:
             result["code_name_accuracy"] = _code_name_accuracy(ev, code_names)
             if judged:
-                result["labels"] = _pool_reports(judged)
+                result["labels"] = summarise_records(judged)
     return result
-
-
-def _pool_reports(reports: list[dict]) -> dict:
-    """label_report figures of several chunks, weighted by objects (matched where it applies)."""
-    objects = sum(r["objects"] for r in reports)
-    if not objects:
-        return {"objects": 0}
-    out = {"objects": objects}
-    for key, weight in (("objects_labelled_background", "objects"), ("matched", "objects")):
-        out[key] = round(sum(r[key] * r[weight] for r in reports) / objects, 4)
-    matched = [r["matched"] * r["objects"] for r in reports]
-    for key in ("label_accuracy", "label_coverage", "majority_class_share"):
-        vals = [(r[key], m) for r, m in zip(reports, matched, strict=True) if m > 0]
-        total = sum(m for _, m in vals)
-        out[key] = round(sum(v * m for v, m in vals) / total, 4) if total else float("nan")
-    given = [
-        (r["label_precision"], r["label_coverage"] * m)
-        for r, m in zip(reports, matched, strict=True)
-        if m > 0
-    ]
-    total = sum(g for _, g in given)
-    out["label_precision"] = (
-        round(sum(v * g for v, g in given if g) / total, 4) if total else float("nan")
-    )
-    return out
 
 
 def _code_name_accuracy(ev: SegmentationEvaluator, code_names: Sequence[str | None]) -> float:

@@ -202,25 +202,22 @@ def fit_code_labels(
     return code_labels(naming, thresholds, class_names), thresholds
 
 
-def label_report(
+ObjectRecord = tuple[bool, bool, bool, bool, str]
+"""Per ground-truth object: (labelled background, matched, given a label, right, category)."""
+
+
+def object_records(
     true_ids: np.ndarray,
     classes: Sequence[np.ndarray],
     pred_ids: np.ndarray,
     codes: np.ndarray,
     labels: Sequence[str | None],
     class_names: Sequence[str],
-) -> dict[str, float | int]:
-    """How served labels fare on ground-truth objects.
-
-    Each object's slot is the one covering most of its pixels. Returns:
-    `objects`; `objects_labelled_background` (share of all objects whose slot says
-    "background": 0 is the bar); `matched` (share with IoU >= 0.5); over matched objects,
-    `label_accuracy` (label == category; null counts as wrong), `label_coverage` (share given a
-    label) and `label_precision` (right among those given one); `majority_class_share` (the
-    share of matched objects in the commonest category: what always naming it would score).
-    """
+) -> list[ObjectRecord]:
+    """What the served label says about each ground-truth object of a batch: its slot is the
+    one covering most of its pixels, matched when their IoU is >= MATCH_IOU."""
     true_ids, pred_ids = np.asarray(true_ids), np.asarray(pred_ids)
-    records = []  # (labelled background, matched, given, right, category)
+    records = []
     for b in range(true_ids.shape[0]):
         t, p = true_ids[b].ravel(), pred_ids[b].ravel()
         for i, cat in enumerate(np.asarray(classes[b]).ravel(), start=1):
@@ -236,6 +233,15 @@ def label_report(
             records.append(
                 (label == BACKGROUND, iou >= MATCH_IOU, label is not None, label == name, name)
             )
+    return records
+
+
+def summarise_records(records: Sequence[ObjectRecord]) -> dict[str, float | int]:
+    """`objects`; `objects_labelled_background` (share of all objects whose slot says
+    "background": 0 is the bar); `matched` (share with IoU >= 0.5); over matched objects,
+    `label_accuracy` (label == category; null counts as wrong), `label_coverage` (share given a
+    label) and `label_precision` (right among those given one); `majority_class_share` (the
+    share of matched objects in the commonest category: what always naming it would score)."""
     if not records:
         return {"objects": 0}
     arr = np.array([r[:4] for r in records], dtype=bool)
@@ -243,19 +249,33 @@ def label_report(
     given = matched & arr[:, 2]
     cats = [r[4] for r, m in zip(records, matched, strict=True) if m]
     majority = max(cats.count(c) for c in set(cats)) / len(cats) if cats else float("nan")
+
+    def share(flags: np.ndarray) -> float:
+        return round(float(flags.mean()), 4) if flags.size else float("nan")
+
     return {
         "objects": len(records),
-        "objects_labelled_background": round(float(arr[:, 0].mean()), 4),
-        "matched": round(float(matched.mean()), 4),
-        "label_accuracy": round(float(arr[matched, 3].mean()), 4)
-        if matched.any()
-        else float("nan"),
-        "label_coverage": round(float(arr[matched, 2].mean()), 4)
-        if matched.any()
-        else float("nan"),
-        "label_precision": round(float(arr[given, 3].mean()), 4) if given.any() else float("nan"),
+        "objects_labelled_background": share(arr[:, 0]),
+        "matched": share(matched),
+        "label_accuracy": share(arr[matched, 3]),
+        "label_coverage": share(arr[matched, 2]),
+        "label_precision": share(arr[given, 3]),
         "majority_class_share": round(majority, 4),
     }
+
+
+def label_report(
+    true_ids: np.ndarray,
+    classes: Sequence[np.ndarray],
+    pred_ids: np.ndarray,
+    codes: np.ndarray,
+    labels: Sequence[str | None],
+    class_names: Sequence[str],
+) -> dict[str, float | int]:
+    """How served labels fare on the ground-truth objects of a batch (`summarise_records`)."""
+    return summarise_records(
+        object_records(true_ids, classes, pred_ids, codes, labels, class_names)
+    )
 
 
 LABEL_SETS = ("shapes", "photos", "none")
@@ -266,17 +286,13 @@ NAMING_SEED, VALIDATION_SEED = 777, 778
 
 def labelled_scenes(label_set: str, n: int, seed: int, height: int, width: int | None = None):
     """(scenes, class names) of a labelled set; shapes: n of each variant (square only)."""
+    from training.evaluate import evaluation_scenes  # evaluate imports this module
+
     if label_set == "shapes":
-        from training.data import SHAPE_CLASSES, generate_batch
-
-        if width not in (None, height):
-            raise ValueError("shapes scenes are square")
-        scenes = [s for v in ("solid", "textured") for s in generate_batch(n, seed, v, height)]
-        return scenes, list(SHAPE_CLASSES)
+        solid, names = evaluation_scenes("solid", n, seed, height, width)
+        return solid + evaluation_scenes("textured", n, seed, height, width)[0], names
     if label_set == "photos":
-        from training.data.photos import generate_photo_batch, photo_library
-
-        return generate_photo_batch(n, seed, height, width), list(photo_library().categories)
+        return evaluation_scenes("photos", n, seed, height, width)
     raise ValueError(f"label set must be one of {LABEL_SETS[:2]}, got {label_set!r}")
 
 
