@@ -27,6 +27,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.config import DataConfig, TrainConfig, save_config
 from training.data import ImageFolderDataset, ShapesDataset, generate_batch
+from training.data.datasets import PhotoDataset
 from training.distributed import replicas_differ
 from training.lit import SlotModule
 from training.progress import RunProgressBar, single_log_output
@@ -83,8 +84,6 @@ class ShapesDataModule(L.LightningDataModule):
                 [_shapes(c, half, c.seed, "solid", s), _shapes(c, half, c.seed + 1, "textured", s)]
             )
         elif c.variant == "photos":
-            from training.data.datasets import PhotoDataset
-
             self.train_set = PhotoDataset(
                 c.train_scenes, c.seed, s, "train", c.min_objects, c.max_objects
             )
@@ -93,8 +92,6 @@ class ShapesDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         check_one_batch(len(self.train_set), c, world)
         if c.variant == "photos":
-            from training.data.datasets import PhotoDataset
-
             self.val_names = ["photos-unseen"]
             self.val_sets = [
                 PhotoDataset(c.val_scenes, VAL_SEED, s, "unseen", c.min_objects, c.max_objects)
