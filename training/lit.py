@@ -24,12 +24,42 @@ class SlotModule(L.LightningModule):
         self.save_hyperparameters({"config": cfg.model_dump(mode="json")})
         self.model = build_model(cfg.model)
         self._resume_rng: dict | None = None  # set by on_load_checkpoint, used once
+        self._cache: torch.Tensor | None = None  # frozen features by item index
+        self._cached: torch.Tensor | None = None
 
     def forward(self, image: torch.Tensor):
         return self.model(image)
 
+    def _cached_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The frozen encoder's standardised features of the batch, each image's computed once.
+
+        A model that reconstructs frozen features (`decoder.kind=features`) spends most of a
+        step in the frozen backbone, whose output never changes: the first epoch computes it
+        and keeps it (float16, keyed by the item's `index`); later epochs read it back. The
+        per-channel statistics are fitted on the first batch of a run that starts without
+        them (a resumed or initialised run keeps its own)."""
+        if not self.model.reconstructs_features:
+            return None
+        encoder = self.model.encoder
+        if "index" not in batch:
+            return encoder.features(batch["image"])
+        index = batch["index"].cpu()
+        if self._cache is None:
+            n = len(self.trainer.train_dataloader.dataset)
+            self._cache = torch.zeros(n, encoder.grid_size**2, encoder.feature_dim, dtype=torch.float16)
+            self._cached = torch.zeros(n, dtype=torch.bool)
+        todo = index[~self._cached[index]]
+        if len(todo):
+            raw = encoder.raw_features(batch["image"][~self._cached[index].to(batch["image"].device)])
+            if not bool(encoder.statistics_fitted):
+                encoder.fit_statistics(raw)
+            self._cache[todo] = raw.cpu().half()
+            self._cached[todo] = True
+        raw = self._cache[index].to(batch["image"].device).float()
+        return encoder.standardise(raw)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self.model(batch["image"])
+        out = self.model(batch["image"], self._cached_features(batch))
         bs = batch["image"].shape[0]
         for name, value in out.losses.items():
             self.log(f"train/{name}", value, batch_size=bs, prog_bar=name == "mse")

@@ -123,8 +123,14 @@ class ArtefactCallback(Callback):
 
     def __init__(self, cfg: TrainConfig, out_dir: Path):
         self.cfg, self.out = cfg, out_dir
-        scenes = generate_batch(6, VAL_SEED + 1, "textured", cfg.model.image_size)
-        scenes += generate_batch(6, VAL_SEED + 1, "solid", cfg.model.image_size)[::2][:2]
+        size = cfg.model.image_size
+        if cfg.data.variant == "photos":
+            from training.data.photos import generate_photo_batch  # reads the Debian packages
+
+            scenes = generate_photo_batch(8, VAL_SEED + 1, size, split="unseen")
+        else:
+            scenes = generate_batch(6, VAL_SEED + 1, "textured", size)
+            scenes += generate_batch(6, VAL_SEED + 1, "solid", size)[::2][:2]
         self.images = np.stack([s.image for s in scenes])
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:

@@ -14,7 +14,8 @@ from training.data.shapes import Scene, check_scene_args, generate_batch, stack_
 class SceneDataset(Dataset):
     """Scenes held in memory as a torch dataset (any source: shapes, COCO, ...).
 
-    item -> dict(image=float32 tensor (3, H, W) in [0, 1], instances=int64 tensor (H, W)).
+    item -> dict(image=float32 tensor (3, H, W) in [0, 1], instances=int64 tensor (H, W),
+    index=int64 scalar: the item's position, the key of the frozen-feature cache).
     Instance maps are stored as uint8 when ids fit (a 40k-scene training set stays small).
     """
 
@@ -32,6 +33,7 @@ class SceneDataset(Dataset):
         return {
             "image": self.images[index].float().div_(255.0),
             "instances": self.instances[index].long(),
+            "index": torch.tensor(index),
         }
 
 

@@ -119,4 +119,5 @@ class ImageFolderDataset(Dataset):
             pixels = load_image(path, self.size)  # (size, size, 3) uint8
         except OSError as error:
             raise OSError(f"failed to decode {path} (it passed verification): {error}") from error
-        return {"image": torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)}
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+        return {"image": image, "index": torch.tensor(index)}

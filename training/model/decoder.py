@@ -34,7 +34,7 @@ class SlotFrames:
 class Decoded:
     reconstruction: torch.Tensor  # (B, 3, H, W); (B, P, 3) when decoding sampled pixels
     masks: torch.Tensor  # (B, K, H, W) softmax over slots of the alpha logits; (B, K, P)
-    rgb: torch.Tensor  # (B, K, 3, H, W) per-slot colours; (B, K, P, 3)
+    rgb: torch.Tensor | None  # (B, K, 3, H, W) per-slot colours; (B, K, P, 3); None: features
 
 
 def fourier_features(coords: torch.Tensor, bands: int) -> torch.Tensor:
@@ -167,7 +167,39 @@ class BroadcastDecoder(nn.Module):
         return Decoded(recon, masks, rgb)
 
 
+class FeatureDecoder(nn.Module):
+    """DINOSAUR's MLP decoder (Seitzer et al. 2023), the paper's feature-reconstruction regime:
+    each slot plus a learned position per token goes through an MLP to the frozen encoder's
+    C feature channels and an alpha logit; alphas are softmaxed over slots and mix the per-slot
+    features into the reconstruction of the (standardised) features.
+
+    Tokens are decoded independently, so training decodes a random subset (`train_pixels`
+    tokens per image). The masks are the alphas on the token grid; the model upsamples and
+    refines them on the image (`training/model/refine.py`)."""
+
+    def __init__(self, cfg: DecoderConfig, slot_dim: int, grid_size: int, feature_dim: int):
+        super().__init__()
+        h = cfg.channels
+        self.grid_size = grid_size
+        self.pos = nn.Parameter(torch.randn(1, 1, grid_size**2, slot_dim) * 0.02)
+        self.mlp = nn.Sequential(
+            nn.Linear(slot_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
+            nn.Linear(h, h), nn.ReLU(), nn.Linear(h, feature_dim + 1),
+        )  # fmt: skip
+
+    def forward(self, slots: torch.Tensor, tokens: torch.Tensor | None = None) -> Decoded:
+        """slots (B, K, D); tokens (P,) token indices to decode (None: all).
+
+        -> Decoded(reconstruction (B, P, C), masks (B, K, P) on the token grid, rgb=None)."""
+        pos = self.pos if tokens is None else self.pos[:, :, tokens]
+        out = full_precision(self.mlp(slots.unsqueeze(2) + pos))  # (B, K, P, C + 1)
+        masks = out[..., -1].softmax(dim=1)
+        recon = (out[..., :-1] * masks.unsqueeze(-1)).sum(dim=1)
+        return Decoded(recon, masks, None)
+
+
 def build_decoder(cfg: DecoderConfig, slot_dim: int, image_size: int) -> nn.Module:
+    """The pixel decoders; `FeatureDecoder` needs the encoder's grid and is built by the model."""
     return {"mlp": MLPBroadcastDecoder, "conv": BroadcastDecoder}[cfg.kind](
         cfg, slot_dim, image_size
     )

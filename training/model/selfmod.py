@@ -11,12 +11,13 @@ from torch import nn
 
 from training.config import ModelConfig
 from training.model.codebook import EMACodebook
-from training.model.decoder import SlotFrames, build_decoder
+from training.model.decoder import FeatureDecoder, SlotFrames, build_decoder
 from training.model.encoder import build_encoder
 from training.model.modulation import TopDownModulation
 from training.model.objects import merge_shared_slots
 from training.model.position import attention_moments, token_map
 from training.model.precision import full_precision
+from training.model.refine import refine_masks
 from training.model.slot_attention import SlotAttention
 from training.model.slot_init import SlotInit
 
@@ -31,7 +32,7 @@ class ModelOutput:
     code_distances: torch.Tensor  # (B, K) distance from the bottom-up slot to its code
     slots: torch.Tensor  # (B, K, D) final (modulated) slots
     attention: torch.Tensor  # (B, K, N) last attention map of the final pass
-    reconstruction: torch.Tensor  # (B, 3, H, W)
+    reconstruction: torch.Tensor  # (B, 3, H, W); feature decoder: each object in its mean colour
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # named breakdown + "total"
     bottom_up_attention: torch.Tensor | None = None  # (B, K, N)
     slot_masks: torch.Tensor | None = None  # (B, K, H, W) masks before merging, one per slot
@@ -53,12 +54,28 @@ class SelfModulatingSlotAttention(nn.Module):
             if cfg.modulation.enabled
             else None
         )
-        self.decoder = build_decoder(cfg.decoder, sa.slot_dim, cfg.image_size)
+        if cfg.decoder.kind == "features":
+            grid, dim = self.encoder.grid_size, self.encoder.feature_dim
+            self.decoder = FeatureDecoder(cfg.decoder, sa.slot_dim, grid, dim)
+        else:
+            self.decoder = build_decoder(cfg.decoder, sa.slot_dim, cfg.image_size)
 
-    def forward(self, image: torch.Tensor) -> ModelOutput:
-        """image (B, 3, H, W) float in [0, 1] -> ModelOutput."""
-        features = self.encoder(image)  # (B, N, D)
-        k, v = self.grouping.project(features)  # (B, N, D) each
+    @property
+    def reconstructs_features(self) -> bool:
+        return self.cfg.decoder.kind == "features"
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor | None = None) -> ModelOutput:
+        """image (B, 3, H, W) float in [0, 1] -> ModelOutput.
+
+        `features` (B, N, C): the frozen encoder's standardised features of `image`
+        (`encoder.features`), when the caller has them cached; computed here otherwise."""
+        if self.reconstructs_features:
+            if features is None:
+                features = self.encoder.features(image)
+            tokens = self.encoder.project(features)  # (B, N, D)
+        else:
+            tokens = self.encoder(image)  # (B, N, D)
+        k, v = self.grouping.project(tokens)  # (B, N, D) each
         z0 = self.slot_init(image.shape[0])  # (B, K, D)
         slots, attn = self.grouping.iterate(z0, k, v)  # bottom-up pass
         vq = self.codebook(slots)
@@ -66,8 +83,12 @@ class SelfModulatingSlotAttention(nn.Module):
         if self.modulation is not None:
             mod = self.modulation(vq.quantized.to(slots.dtype), attn)
             slots, attn = self.grouping.iterate(z0, k, v, mod, attn)  # same z0, same weights
-        decoded, target = self._decode(slots, image, attn)
-        masks = decoded.masks
+        if self.reconstructs_features:
+            decoded, target, slot_masks, picture = self._decode_features(slots, image, features)
+        else:
+            decoded, target = self._decode(slots, image, attn)
+            slot_masks, picture = decoded.masks, decoded.reconstruction
+        masks = slot_masks
         share = self.cfg.decoder.merge_share
         if share > 0 and not self.training and masks.dim() == 4:
             masks, _ = merge_shared_slots(masks, share)
@@ -80,11 +101,35 @@ class SelfModulatingSlotAttention(nn.Module):
             code_distances=vq.distances,
             slots=slots,
             attention=attn,
-            reconstruction=decoded.reconstruction,
+            reconstruction=picture,
             losses={**losses, "total": total},
             bottom_up_attention=bottom_up_attn,
-            slot_masks=decoded.masks,
+            slot_masks=slot_masks,
         )
+
+    def _decode_features(self, slots: torch.Tensor, image: torch.Tensor, features: torch.Tensor):
+        """Feature decoder -> (decoded, target features, slot masks, picture).
+
+        Training decodes `train_pixels` random tokens (masks (B, K, P) on those tokens, the
+        picture is the feature reconstruction). Otherwise every token is decoded and the masks
+        come at the image's size: upsampled from the token grid and refined on the image
+        (`decoder.refine_radius`); the picture paints each slot in its mean colour under its
+        mask (the features themselves cannot be shown)."""
+        n_tok = self.cfg.decoder.train_pixels
+        n = features.shape[1]
+        if self.training and n_tok and n_tok < n:
+            tokens = torch.randperm(n, device=features.device)[:n_tok]
+            decoded = self.decoder(slots, tokens)
+            return decoded, features[:, tokens], decoded.masks, decoded.reconstruction
+        decoded = self.decoder(slots)
+        d = self.cfg.decoder
+        masks = refine_masks(token_map(decoded.masks), image, d.refine_radius, d.refine_eps)
+        weight = masks.flatten(2)  # (B, K, H*W)
+        colour = torch.einsum("bkp,bcp->bkc", weight, image.flatten(2)) / (
+            weight.sum(-1, keepdim=True) + 1e-6
+        )  # (B, K, 3) mean colour of each slot
+        picture = torch.einsum("bkc,bkhw->bchw", colour, masks)
+        return decoded, features, masks, picture
 
     def _attention_prior(self, attn: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """attn (B, K, N) on the token grid -> log attention upsampled to (B, K, H*W)."""
