@@ -73,10 +73,7 @@ class SlotAttention(nn.Module):
         side = round(w.shape[-1] ** 0.5)
         floor = (1.0 / max(side - 1, 1)) ** 2
         if not self.training:
-            _, offset, var = attention_moments(w)
-            var = var.clamp_min(floor)
-            distance = (offset.square() / var.unsqueeze(2)).sum(-1)  # (B, K, N)
-            return -0.5 * (distance + var.log().sum(-1, keepdim=True))
+            return self._separable_bias(w, floor)
         grid = token_grid(w)  # (N, 2) x, y
         w = w / (w.sum(-1, keepdim=True) + 1e-8)
         mean = w @ grid  # (B, K, 2)
@@ -85,6 +82,40 @@ class SlotAttention(nn.Module):
         features = torch.cat([grid.square(), grid], dim=-1)  # (N, 4)
         per_slot = (mean.square() / var + var.log()).sum(-1, keepdim=True)  # (B, K, 1)
         return -0.5 * (coef @ features.T + per_slot)
+
+    @staticmethod
+    def _separable_bias(w: torch.Tensor, floor: float) -> torch.Tensor:
+        """The inference form of `locality_bias` on the square token map, per axis: a token's
+        x offset depends on its column only and its y offset on its row only, so the offsets,
+        the variance and the squared distance are computed on S columns and S rows and the
+        distance is broadcast to the S x S tokens (no (B, K, N, 2) tensors). The same function
+        as `attention_moments` and the offsets themselves (`_offset_bias`): the distance's
+        terms are the same numbers; the variance sums the same products in another order."""
+        b, k, n = w.shape
+        side = round(n**0.5)
+        grid = token_grid(w)  # (N, 2)
+        cols, rows = grid[:side, 0], grid[::side, 1]  # (S,) x of each column, y of each row
+        w = w / (w.sum(-1, keepdim=True) + 1e-8)
+        mean = w @ grid  # (B, K, 2)
+        dx = cols - mean[..., 0:1]  # (B, K, S)
+        dy = rows - mean[..., 1:2]
+        w = w.view(b, k, side, side)  # row-major: (row, column)
+        var = torch.stack(
+            [(w.sum(-2) * dx.square()).sum(-1), (w.sum(-1) * dy.square()).sum(-1)], dim=-1
+        ).clamp_min(floor)  # (B, K, 2)
+        tx = dx.square() / var[..., 0:1]  # (B, K, S)
+        ty = dy.square() / var[..., 1:2]
+        distance = (tx.unsqueeze(-2) + ty.unsqueeze(-1)).flatten(2)  # (B, K, N)
+        return -0.5 * (distance + var.log().sum(-1, keepdim=True))
+
+    @staticmethod
+    def _offset_bias(w: torch.Tensor, floor: float) -> torch.Tensor:
+        """`_separable_bias` on the (B, K, N, 2) offsets themselves: the reference the tests
+        hold it to."""
+        _, offset, var = attention_moments(w)
+        var = var.clamp_min(floor)
+        distance = (offset.square() / var.unsqueeze(2)).sum(-1)  # (B, K, N)
+        return -0.5 * (distance + var.log().sum(-1, keepdim=True))
 
     def _near_peak(self, attn: torch.Tensor) -> torch.Tensor:
         """(B, K, N) attention weighted by a Gaussian (spread `locality_window`) around the
@@ -97,7 +128,11 @@ class SlotAttention(nn.Module):
         pooled = pooled / (pooled.amax(-1, keepdim=True) + 1e-8)
         grid = token_grid(attn)  # (N, 2)
         peak = (PEAK_SHARPNESS * pooled).softmax(-1) @ grid  # (B, K, 2)
-        distance = (grid - peak.unsqueeze(2)).square().sum(-1)  # (B, K, N)
+        side = round(pooled.shape[-1] ** 0.5)
+        # per axis: a token's x distance depends on its column, its y on its row
+        px = (grid[:side, 0] - peak[..., 0:1]).square()  # (B, K, S)
+        py = (grid[::side, 1] - peak[..., 1:2]).square()
+        distance = (px.unsqueeze(-2) + py.unsqueeze(-1)).flatten(2)  # (B, K, N) x + y
         return attn * torch.exp(-0.5 * distance / self.cfg.locality_window**2)
 
     def step(self, slots, k, v, mod: Modulation | None = None, prior: torch.Tensor | None = None):
