@@ -143,20 +143,20 @@ class SlotAttention(nn.Module):
         q = self.to_q(self.norm_slots(slots))  # (B, K, D)
         if mod is not None and mod.query is not None:
             q = q * mod.query
-        logits = torch.einsum("bkd,bnd->bkn", q, k) * self.scale
+        logits = (q @ k.transpose(1, 2)) * self.scale  # (B, K, N); MatMul in a graph
         if prior is not None:
             logits = logits + self.cfg.locality * prior
         attn = logits.softmax(dim=1)  # competition over slots
         weights = attn + self.cfg.eps
         weights = weights / weights.sum(dim=-1, keepdim=True)  # weighted mean over tokens
         if mod is None:
-            updates = torch.einsum("bkn,bnd->bkd", weights, v)
+            updates = weights @ v  # (B, K, D)
         else:
             # v'[k, n] = v[n] * m_c[k] * m_s[k, n]; summing over n factorises, so the
             # (B, K, N, D) modulated values are never materialised.
             if mod.spatial is not None:
                 weights = weights * mod.spatial
-            updates = torch.einsum("bkn,bnd->bkd", weights, v)
+            updates = weights @ v  # (B, K, D)
             if mod.channel is not None:
                 updates = updates * mod.channel
         slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).view(b, n_slots, d)
