@@ -55,6 +55,11 @@ class MLPBroadcastDecoder(nn.Module):
     resolution, so masks are not limited by a coarse decoding grid. Given `frames`, each slot
     sees positions relative to its own centre and spread (slot-centric decoding)."""
 
+    cpu_shaped = True
+    """Decode whole images in slot frames with `_image_in_frames` (the same function as the
+    reference `_hidden(slots, _positions(None, frames))`, in fewer FLOPs and CPU-friendly
+    shapes). False: the reference path, for tests and for counting its FLOPs."""
+
     def __init__(self, cfg: DecoderConfig, slot_dim: int, image_size: int):
         super().__init__()
         self.cfg, self.image_size = cfg, image_size
@@ -148,7 +153,7 @@ class MLPBroadcastDecoder(nn.Module):
         alpha_bias (B, K, P or H*W) added to the alpha logits; frames: decode each slot at
         positions relative to its own centre and scale (slot-centric decoding)."""
         b, k, _ = slots.shape
-        if pixels is None and frames is not None:  # inference: the CPU-shaped path, same math
+        if pixels is None and frames is not None and self.cpu_shaped:  # same math
             rgb_logits, alpha = self._image_in_frames(slots, frames)
         else:
             out = self._hidden(slots, self._positions(pixels, frames))  # (B, K, P, 4)
