@@ -86,23 +86,19 @@ class SlotAttention(nn.Module):
     @staticmethod
     def _separable_bias(w: torch.Tensor, floor: float) -> torch.Tensor:
         """The inference form of `locality_bias` on the square token map, per axis: a token's
-        x offset depends on its column only and its y offset on its row only, so the offsets,
-        the variance and the squared distance are computed on S columns and S rows and the
-        distance is broadcast to the S x S tokens (no (B, K, N, 2) tensors). The same function
-        as `attention_moments` and the offsets themselves (`_offset_bias`): the distance's
-        terms are the same numbers; the variance sums the same products in another order."""
+        x offset depends on its column only and its y offset on its row only, so the squared
+        distance's terms are computed on S columns and S rows and their sum broadcast to the
+        S x S tokens. Bitwise `_offset_bias`: the same numbers, added in the same order. The
+        variance keeps the offsets form (`attention_moments`): summed per axis in another order
+        it moved the exported graph's masks 1.1e-4 from PyTorch's, past the 1e-4 gate."""
         b, k, n = w.shape
         side = round(n**0.5)
         grid = token_grid(w)  # (N, 2)
         cols, rows = grid[:side, 0], grid[::side, 1]  # (S,) x of each column, y of each row
-        w = w / (w.sum(-1, keepdim=True) + 1e-8)
-        mean = w @ grid  # (B, K, 2)
-        dx = cols - mean[..., 0:1]  # (B, K, S)
+        mean, _, var = attention_moments(w)  # the variance as the offsets form sums it
+        var = var.clamp_min(floor)  # (B, K, 2)
+        dx = cols - mean[..., 0:1]  # (B, K, S): the offsets' x, per column
         dy = rows - mean[..., 1:2]
-        w = w.view(b, k, side, side)  # row-major: (row, column)
-        var = torch.stack(
-            [(w.sum(-2) * dx.square()).sum(-1), (w.sum(-1) * dy.square()).sum(-1)], dim=-1
-        ).clamp_min(floor)  # (B, K, 2)
         tx = dx.square() / var[..., 0:1]  # (B, K, S)
         ty = dy.square() / var[..., 1:2]
         distance = (tx.unsqueeze(-2) + ty.unsqueeze(-1)).flatten(2)  # (B, K, N)
