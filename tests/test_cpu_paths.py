@@ -107,7 +107,7 @@ def _shapes(graph) -> dict[str, list]:
 @pytest.mark.slow
 def test_exported_graph_keeps_the_cpu_shapes(exported):
     """Structure of the exported graph (not its speed): undoing any of the rewrites fails."""
-    ckpt, bundle, manifest = exported
+    _, bundle, manifest = exported
     graph = onnx.load(str(bundle / "model.onnx")).graph
     cfg = manifest.model.model_dump() if hasattr(manifest.model, "model_dump") else manifest.model
     pixels = cfg["image_size"] ** 2

@@ -87,7 +87,9 @@ class MLPBroadcastDecoder(nn.Module):
         # pos_proj's input columns that see x and y: [x, y, sin x.., sin y.., cos x.., cos y..]
         band = torch.arange(self.bands)
         self.axis_columns = [
-            torch.cat([torch.tensor([a]), 2 + a * self.bands + band, 2 + (2 + a) * self.bands + band])
+            torch.cat(
+                [torch.tensor([a]), 2 + a * self.bands + band, 2 + (2 + a) * self.bands + band]
+            )
             for a in (0, 1)
         ]
 
@@ -136,9 +138,9 @@ class MLPBroadcastDecoder(nn.Module):
         """The whole image decoded in slot frames, the same function as `_hidden` on
         `_positions(None, frames)`, shaped for the CPU: the first layer is separable (slot +
         column + row, each projected once), the MLP's layers run as 1x1 convolutions on
-        (B*K, h, H, W) (onnxruntime's NCHWc kernels, bias and ReLU fused), and the alpha logit is its own output column, so a graph that
-        needs only the masks never computes RGB. -> RGB logits (B, K, P, 3), alpha logits
-        (B, K, P)."""
+        (B*K, h, H, W) (onnxruntime's NCHWc kernels, bias and ReLU fused), and the alpha logit
+        is its own output channel, so a graph that needs only the masks never computes RGB.
+        -> RGB logits (B, K, P, 3), alpha logits (B, K, P)."""
         b, k, _ = slots.shape
         h, s = self.cfg.channels, self.image_size
         cols = self._frame_axis(0, frames) + self.slot_proj(slots).unsqueeze(2)  # (B, K, S, h)

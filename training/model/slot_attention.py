@@ -91,8 +91,7 @@ class SlotAttention(nn.Module):
         S x S tokens. Bitwise `_offset_bias`: the same numbers, added in the same order. The
         variance keeps the offsets form (`attention_moments`): summed per axis in another order
         it moved the exported graph's masks 1.1e-4 from PyTorch's, past the 1e-4 gate."""
-        b, k, n = w.shape
-        side = round(n**0.5)
+        side = round(w.shape[-1] ** 0.5)
         grid = token_grid(w)  # (N, 2)
         cols, rows = grid[:side, 0], grid[::side, 1]  # (S,) x of each column, y of each row
         mean, _, var = attention_moments(w)  # the variance as the offsets form sums it
