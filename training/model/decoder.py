@@ -45,6 +45,15 @@ def fourier_features(coords: torch.Tensor, bands: int) -> torch.Tensor:
     return torch.cat([coords, angles.sin().flatten(-2), angles.cos().flatten(-2)], dim=-1)
 
 
+def _pointwise(linear: nn.Linear, x: torch.Tensor, out: slice = slice(None)) -> torch.Tensor:
+    """`linear` (its output features `out`) on every pixel of x (N, C, H, W) -> (N, C', H, W):
+    a 1x1 convolution, which onnxruntime runs in its blocked-channel (NCHWc) kernels with the
+    bias and a following ReLU fused, faster on a CPU than a Gemm on (N*H*W, C) rows."""
+    weight = linear.weight[out]
+    bias = None if linear.bias is None else linear.bias[out]
+    return F.conv2d(x, weight[:, :, None, None], bias)
+
+
 class MLPBroadcastDecoder(nn.Module):
     """Spatial broadcast with a per-pixel MLP (1x1 convolutions) on Fourier position features.
 
@@ -54,6 +63,11 @@ class MLPBroadcastDecoder(nn.Module):
     full-image loss at a fraction of the cost; inference decodes every pixel at full
     resolution, so masks are not limited by a coarse decoding grid. Given `frames`, each slot
     sees positions relative to its own centre and spread (slot-centric decoding)."""
+
+    cpu_shaped = True
+    """Decode whole images in slot frames with `_image_in_frames` (the same function as the
+    reference `_hidden(slots, _positions(None, frames))`, in fewer FLOPs and CPU-friendly
+    shapes). False: the reference path, for tests and for counting its FLOPs."""
 
     def __init__(self, cfg: DecoderConfig, slot_dim: int, image_size: int):
         super().__init__()
@@ -70,6 +84,14 @@ class MLPBroadcastDecoder(nn.Module):
         features = fourier_features(coords, self.bands)
         self.register_buffer("features", features, persistent=False)
         self.register_buffer("coords", coords, persistent=False)
+        # pos_proj's input columns that see x and y: [x, y, sin x.., sin y.., cos x.., cos y..]
+        band = torch.arange(self.bands)
+        self.axis_columns = [
+            torch.cat(
+                [torch.tensor([a]), 2 + a * self.bands + band, 2 + (2 + a) * self.bands + band]
+            )
+            for a in (0, 1)
+        ]
 
     def _positions(self, pixels: torch.Tensor | None, frames: SlotFrames | None) -> torch.Tensor:
         """Projected position features: (1, 1, P, h) absolute, or (B, K, P, h) in slot frames."""
@@ -92,6 +114,47 @@ class MLPBroadcastDecoder(nn.Module):
         first = self.slot_proj(slots).unsqueeze(2)  # (B, K, 1, h)
         return self.mlp(first + pos)
 
+    def _frame_axis(self, axis: int, frames: SlotFrames) -> torch.Tensor:
+        """Projected Fourier features of one image axis (0: x, 1: y) in every slot's frame ->
+        (B, K, S, h). A pixel's x depends on its column only and its y on its row only, and
+        the features of x and of y meet only in `pos_proj`, so the projection of a pixel's
+        features is the sum of its column's and its row's: S = 64 rows of work per slot, not
+        64 x 64 pixels."""
+        s = self.image_size
+        grid = self.coords.view(s, s, 2)
+        line = grid[0, :, 0] if axis == 0 else grid[:, 0, 1]  # (S,) the same values as coords
+        rel = (line - frames.centre[..., axis : axis + 1]) / (
+            FRAME_SPAN * frames.scale[..., axis : axis + 1]
+        )  # (B, K, S)
+        rel = rel.clamp(-FRAME_CLAMP, FRAME_CLAMP).unsqueeze(-1)  # (B, K, S, 1)
+        freqs = (2.0 ** torch.arange(self.bands, dtype=rel.dtype, device=rel.device)) * math.pi
+        angles = rel * freqs  # (B, K, S, bands)
+        feats = torch.cat([rel, angles.sin(), angles.cos()], dim=-1)  # (B, K, S, 1 + 2 bands)
+        return F.linear(feats, self.pos_proj.weight[:, self.axis_columns[axis]])
+
+    def _image_in_frames(
+        self, slots: torch.Tensor, frames: SlotFrames
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole image decoded in slot frames, the same function as `_hidden` on
+        `_positions(None, frames)`, shaped for the CPU: the first layer is separable (slot +
+        column + row, each projected once), the MLP's layers run as 1x1 convolutions on
+        (B*K, h, H, W) (onnxruntime's NCHWc kernels, bias and ReLU fused), and the alpha logit
+        is its own output channel, so a graph that needs only the masks never computes RGB.
+        -> RGB logits (B, K, P, 3), alpha logits (B, K, P)."""
+        b, k, _ = slots.shape
+        h, s = self.cfg.channels, self.image_size
+        cols = self._frame_axis(0, frames) + self.slot_proj(slots).unsqueeze(2)  # (B, K, S, h)
+        rows = self._frame_axis(1, frames)  # (B, K, S, h)
+        # channels first, pixel = (row, column): (B*K, h, S, S)
+        x = rows.transpose(2, 3).unsqueeze(4) + cols.transpose(2, 3).unsqueeze(3)
+        x = x.reshape(b * k, h, s, s)
+        *hidden, last = self.mlp
+        for layer in hidden:  # ReLU, Linear, ReLU, Linear, ReLU: Linear as a 1x1 convolution
+            x = layer(x) if isinstance(layer, nn.ReLU) else _pointwise(layer, x)
+        rgb = _pointwise(last, x, slice(0, 3)).view(b, k, 3, s * s).transpose(2, 3)
+        alpha = _pointwise(last, x, slice(3, 4)).view(b, k, s * s)
+        return rgb, alpha
+
     def forward(
         self,
         slots: torch.Tensor,
@@ -103,10 +166,14 @@ class MLPBroadcastDecoder(nn.Module):
         alpha_bias (B, K, P or H*W) added to the alpha logits; frames: decode each slot at
         positions relative to its own centre and scale (slot-centric decoding)."""
         b, k, _ = slots.shape
-        pos = self._positions(pixels, frames)  # (1 | B, 1 | K, P, h)
-        out = full_precision(self._hidden(slots, pos))  # (B, K, P, 4)
-        rgb = torch.sigmoid(out[..., :3])  # (B, K, P, 3)
-        logits = out[..., 3] if alpha_bias is None else out[..., 3] + alpha_bias
+        if pixels is None and frames is not None and self.cpu_shaped:  # same math
+            rgb_logits, alpha = self._image_in_frames(slots, frames)
+        else:
+            out = self._hidden(slots, self._positions(pixels, frames))  # (B, K, P, 4)
+            rgb_logits, alpha = out[..., :3], out[..., 3]
+        rgb = torch.sigmoid(full_precision(rgb_logits))  # (B, K, P, 3)
+        logits = full_precision(alpha)
+        logits = logits if alpha_bias is None else logits + alpha_bias
         masks = logits.softmax(dim=1)  # (B, K, P)
         recon = (rgb * masks.unsqueeze(-1)).sum(dim=1)  # (B, P, 3)
         if pixels is not None:
