@@ -24,8 +24,7 @@ class SlotModule(L.LightningModule):
         self.save_hyperparameters({"config": cfg.model_dump(mode="json")})
         self.model = build_model(cfg.model)
         self._resume_rng: dict | None = None  # set by on_load_checkpoint, used once
-        self._cache: torch.Tensor | None = None  # frozen features by item index
-        self._cached: torch.Tensor | None = None
+        self._cache: dict[int, torch.Tensor] = {}  # frozen features (N, C) by item index
 
     def forward(self, image: torch.Tensor):
         return self.model(image)
@@ -43,19 +42,15 @@ class SlotModule(L.LightningModule):
         encoder = self.model.encoder
         if "index" not in batch:
             return encoder.features(batch["image"])
-        index = batch["index"].cpu()
-        if self._cache is None:
-            n = len(self.trainer.train_dataloader.dataset)
-            self._cache = torch.zeros(n, encoder.grid_size**2, encoder.feature_dim, dtype=torch.float16)
-            self._cached = torch.zeros(n, dtype=torch.bool)
-        todo = index[~self._cached[index]]
-        if len(todo):
-            raw = encoder.raw_features(batch["image"][~self._cached[index].to(batch["image"].device)])
+        keys = batch["index"].cpu().tolist()
+        todo = [i for i, key in enumerate(keys) if key not in self._cache]
+        if todo:
+            raw = encoder.raw_features(batch["image"][todo])
             if not bool(encoder.statistics_fitted):
                 encoder.fit_statistics(raw)
-            self._cache[todo] = raw.cpu().half()
-            self._cached[todo] = True
-        raw = self._cache[index].to(batch["image"].device).float()
+            for i, features in zip(todo, raw.half().cpu(), strict=True):
+                self._cache[keys[i]] = features
+        raw = torch.stack([self._cache[key].float() for key in keys]).to(batch["image"].device)
         return encoder.standardise(raw)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

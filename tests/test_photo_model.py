@@ -1,0 +1,157 @@
+"""The photo model's pieces: frozen Lite0 features, the feature decoder, masks refined on the
+image, the frozen features computed once per training image, and the whole graph exported."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from tests.conftest import small_checkpoint, small_config
+from training.model import build_model
+from training.model.refine import guided_filter, refine_masks
+
+# A small photo model: frozen Lite0 at 160 px (a 5x5 token grid at stride 32), the feature
+# decoder and the guided-filter refinement, so every operator of the photo graph is exercised.
+PHOTO = {
+    "encoder": {"kind": "lite0", "lite0_input": 160, "lite0_reductions": (32,)},
+    "decoder": {"kind": "features", "train_pixels": 16, "refine_radius": 2},
+}
+
+
+def _disc_scene(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image of a disc on a background of another colour, and its 0/1 partition."""
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    truth = ((x - 30.3) ** 2 + (y - 34.6) ** 2 < 17.5**2).long()
+    colours = torch.tensor([[0.8, 0.3, 0.2], [0.2, 0.5, 0.7]])
+    image = colours[truth].permute(2, 0, 1)[None]
+    image = image + 0.02 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    return image.clamp(0, 1), truth
+
+
+def test_guided_filter_keeps_a_mask_that_is_affine_in_the_image():
+    """He et al.'s defining property: where the mask is an affine function of the guide's
+    colours, the filter gives it back (up to the small regulariser)."""
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    mask = (0.3 * image[:, 0:1] - 0.5 * image[:, 1:2] + 0.2 * image[:, 2:3] + 0.4).expand(
+        1, 2, 40, 40
+    )
+    out = guided_filter(image, mask, radius=3, eps=1e-6)
+    assert (out - mask).abs().max() < 1e-3
+    flat = torch.full_like(mask, 0.25)
+    assert (guided_filter(image, flat, 3, 1e-3) - 0.25).abs().max() < 1e-5
+
+
+def test_refinement_moves_coarse_mask_edges_onto_the_image_edge():
+    """An 8x8 grid of area fractions, upsampled to 64x64: bilinear rounds the disc's edge
+    off within a cell; the refinement puts it where the colours change."""
+    image, truth = _disc_scene()
+    onehot = torch.nn.functional.one_hot(truth, 2).permute(2, 0, 1)[None].float()
+    coarse = torch.nn.functional.adaptive_avg_pool2d(onehot, 8)  # (1, 2, 8, 8)
+    plain = refine_masks(coarse, image, radius=0, eps=1e-3)
+    refined = refine_masks(coarse, image, radius=4, eps=1e-3)
+    wrong_plain = (plain.argmax(1)[0] != truth).float().mean().item()
+    wrong_refined = (refined.argmax(1)[0] != truth).float().mean().item()
+    assert wrong_plain > 0.01
+    assert wrong_refined < 0.002
+    assert torch.allclose(refined.sum(1), torch.ones(1, 64, 64), atol=1e-5)
+    assert refined.min() >= 0
+
+
+def test_lite0_encoder_is_frozen_and_standardises_its_features():
+    model = build_model(small_config(**PHOTO)).train()
+    enc = model.encoder
+    assert not enc.backbone.training and not any(p.requires_grad for p in enc.backbone.parameters())
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    raw = enc.raw_features(images)
+    assert raw.shape == (6, 25, 320)  # 160 px / 32 = a 5x5 grid of stride-32 features
+    assert not bool(enc.statistics_fitted)
+    enc.fit_statistics(raw)
+    assert bool(enc.statistics_fitted)
+    std = enc.features(images).reshape(-1, 320)
+    assert std.mean(0).abs().max() < 1e-4
+    assert (std.std(0) - 1).abs()[raw.reshape(-1, 320).std(0) > 1e-3].max() < 1e-3
+    assert enc.project(std.view(6, 25, 320)).shape == (6, 25, 32)
+
+
+def test_two_levels_are_pooled_onto_the_coarsest_grid():
+    enc = build_model(
+        small_config(**{**PHOTO, "encoder": {"kind": "lite0", "lite0_reductions": (16, 32)}})
+    ).encoder
+    assert enc.raw_features(torch.rand(1, 3, 32, 32)).shape == (1, 196, 112 + 320)
+
+
+def test_the_feature_decoder_needs_frozen_features_and_the_token_grid():
+    with pytest.raises(ValidationError, match="needs encoder.kind=lite0 or vit"):
+        small_config(decoder={"kind": "features"})
+    with pytest.raises(ValidationError, match="slot_centric=false"):
+        small_config(**{**PHOTO, "decoder": {"kind": "features", "slot_centric": True}})
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        small_config(encoder={"kind": "lite0", "lite0_input": 100})
+
+
+def test_photo_model_trains_on_sampled_tokens_and_infers_pixel_masks():
+    model = build_model(small_config(**PHOTO)).train()
+    images = torch.rand(3, 3, 32, 32)
+    out = model(images)
+    assert out.masks.shape == (3, 4, 16)  # 16 sampled tokens of 25
+    out.losses["total"].backward()
+    assert model.decoder.mlp[0].weight.grad is not None
+    assert all(p.grad is None for p in model.encoder.backbone.parameters())  # frozen
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert out.masks.shape == (3, 4, 32, 32)
+    assert torch.allclose(out.masks.sum(1), torch.ones(3, 32, 32), atol=1e-4)
+    assert out.reconstruction.shape == (3, 3, 32, 32)  # each object in its mean colour
+    # Features passed in (the training cache) give the same result as features computed.
+    with torch.no_grad():
+        again = model(images, model.encoder.features(images))
+    assert torch.equal(again.masks, out.masks)
+
+
+def test_training_computes_each_images_frozen_features_once(monkeypatch):
+    from training.config import TrainConfig
+    from training.lit import SlotModule
+
+    cfg = TrainConfig.model_validate({"model": small_config(**PHOTO).model_dump()})
+    module = SlotModule(cfg)
+    enc = module.model.encoder
+    calls = []
+    original = enc.raw_features
+    monkeypatch.setattr(enc, "raw_features", lambda x: calls.append(len(x)) or original(x))
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    first = module._cached_features({"image": images[:2], "index": torch.tensor([0, 1])})
+    assert calls == [2] and bool(enc.statistics_fitted)
+    mixed = module._cached_features({"image": images[1:3], "index": torch.tensor([1, 2])})
+    assert calls == [2, 1]  # only the new image ran through the backbone
+    again = module._cached_features({"image": images[:2], "index": torch.tensor([0, 1])})
+    assert calls == [2, 1]
+    assert torch.equal(again, first) and torch.equal(mixed[0], first[1])
+    # float16 storage: within its rounding of the features computed directly
+    assert torch.allclose(first, enc.features(images[:2]), atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.slow
+def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path):
+    """Encoder, slots, codebook, feature decoder and refinement: one ONNX graph that matches
+    PyTorch (the export's parity gate raises otherwise) and takes an image in [0, 1]."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from export.onnx_export import export_bundle
+    from runtime.contract import INPUT_NAME, OUTPUT_MASKS, load_bundle, to_model_input
+    from training.checkpoint import load_checkpoint
+
+    ckpt = small_checkpoint(tmp_path / "m.safetensors", small_config(**PHOTO))
+    export_bundle(ckpt, tmp_path / "bundle", verify_batches=(1, 3))
+    spec = load_bundle(tmp_path / "bundle").input
+    assert (spec.height, spec.width) == (32, 32)
+    images = (np.random.default_rng(0).random((2, 32, 32, 3)) * 255).astype(np.uint8)
+    session = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx"))
+    (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images, spec)})
+    model, _ = load_checkpoint(ckpt)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).masks.numpy()
+    assert masks.shape == ref.shape == (2, 4, 32, 32)
+    assert np.abs(masks - ref).max() < 1e-3
