@@ -82,7 +82,7 @@ def test_two_levels_are_pooled_onto_the_coarsest_grid():
 
 
 def test_the_feature_decoder_needs_frozen_features_and_the_token_grid():
-    with pytest.raises(ValidationError, match="needs encoder.kind=lite0 or vit"):
+    with pytest.raises(ValidationError, match=r"needs encoder\.kind=lite0 or vit"):
         small_config(decoder={"kind": "features"})
     with pytest.raises(ValidationError, match="slot_centric=false"):
         small_config(**{**PHOTO, "decoder": {"kind": "features", "slot_centric": True}})

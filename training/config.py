@@ -46,7 +46,9 @@ class EncoderConfig(_Strict):
     @model_validator(mode="after")
     def _check_lite0(self) -> EncoderConfig:
         if self.lite0_input % 32:
-            raise ValueError(f"encoder.lite0_input must be a multiple of 32, got {self.lite0_input}")
+            raise ValueError(
+                f"encoder.lite0_input must be a multiple of 32, got {self.lite0_input}"
+            )
         if not self.lite0_reductions or any(r not in (8, 16, 32) for r in self.lite0_reductions):
             raise ValueError(
                 f"encoder.lite0_reductions must be among 8, 16, 32, got {self.lite0_reductions}"
