@@ -137,7 +137,10 @@ def make_int8(
     calibration: np.ndarray | None = None,
     codebook: np.ndarray | None = None,
     scope: str = "decoder",
+    spec: InputSpec | None = None,
 ) -> None:
+    """Write an int8 copy of `src` to `dst`. Static quantisation calibrates on `calibration`
+    (uint8 images) fed as the bundle's input contract `spec` says."""
     from onnxruntime.quantization import (
         QuantFormat,
         QuantType,
@@ -166,15 +169,15 @@ def make_int8(
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
     elif method == "static":
-        if calibration is None:
-            raise ValueError("static int8 quantization needs calibration images")
+        if calibration is None or spec is None:
+            raise ValueError("static int8 quantization needs calibration images and their spec")
         with tempfile.TemporaryDirectory() as tmp:
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             quantize_static(
                 str(pre),
                 str(dst),
-                _Calibration(calibration),
+                _Calibration(calibration, spec),
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
@@ -295,7 +298,7 @@ def build_variants(
         key = method if scope == int8_scope else f"{method}-{scope}"
         path = bundle / f"model.int8.{key}.onnx"
         try:
-            make_int8(bundle / MODEL_FILE, path, method, calib, codebook, scope)
+            make_int8(bundle / MODEL_FILE, path, method, calib, codebook, scope, manifest.input)
             candidates[key] = {
                 "scope": scope,
                 **measure(fp32, ort_session(path, threads), eval_scenes, manifest.input),
