@@ -116,13 +116,16 @@ def raw_benchmarks(runners: dict, batches, min_seconds: float) -> list[dict]:
     return rows
 
 
-def flops_per_image() -> float:
+def flops_per_image(cpu_shaped: bool = True) -> float:
+    """Matmul and convolution FLOPs of one image through the shipped checkpoint; with
+    `cpu_shaped=False`, through the decoder's reference path (the graph before its rework)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from training.checkpoint import load_checkpoint
 
     model, info = load_checkpoint(CHECKPOINT)
+    model.decoder.cpu_shaped = cpu_shaped
     size = info.config.image_size
     counter = FlopCounterMode(display=False)
     with counter:  # (autograd on: the counter's module tracker hooks need grad_fns)

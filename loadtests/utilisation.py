@@ -20,24 +20,8 @@ import statistics
 import time
 from pathlib import Path
 
-from loadtests.bench import batch_list, cpu_peak
-from loadtests.measure import BUNDLE, CHECKPOINT, log, machine, scenes, time_calls
-
-
-def flops_per_image(cpu_shaped: bool) -> float:
-    """bench.flops_per_image, on the reference or the CPU-shaped decoder path."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from training.checkpoint import load_checkpoint
-
-    model, info = load_checkpoint(CHECKPOINT)
-    model.decoder.cpu_shaped = cpu_shaped
-    size = info.config.image_size
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(torch.rand(4, 3, size, size))
-    return counter.get_total_flops() / 4
+from loadtests.bench import batch_list, cpu_peak, flops_per_image
+from loadtests.measure import BUNDLE, log, machine, scenes, time_calls
 
 
 def main(argv: list[str] | None = None) -> int:

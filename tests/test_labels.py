@@ -15,8 +15,9 @@ from training.labels import (
     code_labels,
     code_stats,
     fit_code_labels,
-    label_report,
+    object_records,
     pick_thresholds,
+    summarise_records,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def test_a_code_seen_a_few_times_gets_no_label():
     assert fit_code_labels(alone, alone, 1, NAMES)[1].category is None
 
 
-def test_label_report_judges_objects_by_the_slot_that_covers_them():
+def test_object_records_judge_objects_by_the_slot_that_covers_them():
     true = np.zeros((1, 4, 4), int)
     true[0, :2, :2] = 1  # a cat, covered by slot 1
     true[0, 2:, 2:] = 2  # a cup, swallowed by slot 0 (the background slot)
@@ -95,11 +96,11 @@ def test_label_report_judges_objects_by_the_slot_that_covers_them():
     pred[0, :2, :2] = 1
     codes = np.array([[5, 3]])
     labels = [None, None, None, "cat", None, BACKGROUND]
-    r = label_report(true, [np.array([0, 2])], pred, codes, labels, NAMES)
+    r = summarise_records(object_records(true, [np.array([0, 2])], pred, codes, labels, NAMES))
     assert r["objects"] == 2
     assert r["objects_labelled_background"] == 0.5  # the cup: its slot's code says background
     assert r["matched"] == 0.5 and r["label_accuracy"] == 1.0 and r["label_precision"] == 1.0
-    r = label_report(true, [np.array([1, 2])], pred, codes, labels, NAMES)
+    r = summarise_records(object_records(true, [np.array([1, 2])], pred, codes, labels, NAMES))
     assert r["label_accuracy"] == 0.0 and r["label_coverage"] == 1.0
 
 
@@ -118,7 +119,10 @@ def test_shipped_model_calls_no_object_background_and_its_labels_are_right():
         scenes = shapes_scenes(variant, 128, 12345, manifest.input.height)
         pred, codes = predict(np.stack([s.image for s in scenes]))
         true = np.stack([s.instances for s in scenes])
-        r = label_report(true, [s.classes for s in scenes], pred, codes, labels, SHAPE_CLASSES)
+        records = object_records(
+            true, [s.classes for s in scenes], pred, codes, labels, SHAPE_CLASSES
+        )
+        r = summarise_records(records)
         assert r["objects"] > 300 and r["matched"] > 0.7
         assert r["objects_labelled_background"] == 0.0
         assert r["label_coverage"] == 0.0 or r["label_precision"] >= 0.8

@@ -155,3 +155,14 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path):
         ref = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).masks.numpy()
     assert masks.shape == ref.shape == (2, 4, 32, 32)
     assert np.abs(masks - ref).max() < 1e-3
+
+
+def test_items_without_an_index_still_fit_the_statistics_and_are_not_kept():
+    from training.config import TrainConfig
+    from training.lit import SlotModule
+
+    module = SlotModule(TrainConfig.model_validate({"model": small_config(**PHOTO).model_dump()}))
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    out = module._cached_features({"image": images})
+    assert bool(module.model.encoder.statistics_fitted) and not module._cache
+    assert torch.allclose(out, module.model.encoder.features(images), atol=1e-5)

@@ -17,8 +17,8 @@ at least `precision` of the time: 0.8 for categories, 1.0 for background (a real
 never called background). A kind of label that reaches its precision at no threshold is never
 given.
 
-`label_report` measures labels where users meet them: per ground-truth object, the slot that
-covers most of it, matched when their IoU is >= 0.5.
+`object_records` measures labels where users meet them: per ground-truth object, the slot that
+covers most of it, matched when their IoU is >= 0.5; `summarise_records` pools the records.
 """
 
 from __future__ import annotations
@@ -262,20 +262,6 @@ def summarise_records(records: Sequence[ObjectRecord]) -> dict[str, float | int]
         "label_precision": share(arr[given, 3]),
         "majority_class_share": round(majority, 4),
     }
-
-
-def label_report(
-    true_ids: np.ndarray,
-    classes: Sequence[np.ndarray],
-    pred_ids: np.ndarray,
-    codes: np.ndarray,
-    labels: Sequence[str | None],
-    class_names: Sequence[str],
-) -> dict[str, float | int]:
-    """How served labels fare on the ground-truth objects of a batch (`summarise_records`)."""
-    return summarise_records(
-        object_records(true_ids, classes, pred_ids, codes, labels, class_names)
-    )
 
 
 LABEL_SETS = ("shapes", "photos", "none")

@@ -39,18 +39,22 @@ class SlotModule(L.LightningModule):
         them (a resumed or initialised run keeps its own)."""
         if not self.model.reconstructs_features:
             return None
-        encoder = self.model.encoder
-        if "index" not in batch:
-            return encoder.features(batch["image"])
-        keys = batch["index"].cpu().tolist()
-        todo = [i for i, key in enumerate(keys) if key not in self._cache]
-        if todo:
-            raw = encoder.raw_features(batch["image"][todo])
-            if not bool(encoder.statistics_fitted):
-                encoder.fit_statistics(raw)
+        encoder, image = self.model.encoder, batch["image"]
+        keys = batch["index"].cpu().tolist() if "index" in batch else None
+        todo = (
+            list(range(len(image)))
+            if keys is None
+            else [i for i, key in enumerate(keys) if key not in self._cache]
+        )
+        raw = encoder.raw_features(image[todo]) if todo else None
+        if raw is not None and not bool(encoder.statistics_fitted):
+            encoder.fit_statistics(raw)
+        if keys is None:  # items without an index (a dataset of another kind): not kept
+            return encoder.standardise(raw)
+        if raw is not None:
             for i, features in zip(todo, raw.half().cpu(), strict=True):
                 self._cache[keys[i]] = features
-        raw = torch.stack([self._cache[key].float() for key in keys]).to(batch["image"].device)
+        raw = torch.stack([self._cache[key].float() for key in keys]).to(image.device)
         return encoder.standardise(raw)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
