@@ -17,8 +17,10 @@ In one run, against `bentoml serve` started here, over HTTP and over gRPC:
 Goodput: answered images per second inside each window, against the saturating throughput
 of the same protocol measured just before it (and against the first saturation figure).
 Also the answered requests' p50 / p99 against the budget, refusals (client-side, and the
-service's own count), errors. The clients run in this process, on the same cores as the
-service: on a shared machine the figures are noisy.
+service's own count), errors, and where the cores went: CPU used by the service's processes
+and by the clients in this process, in cores. The clients run on the same cores as the
+service, so every refusal costs the model twice (answering it, and sending it again); on a
+shared machine the figures are noisy.
 
 Writes overload.json, overload.md and overload.png.
 """
@@ -31,7 +33,11 @@ import json
 import math
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from loadtests import clients
 from loadtests.measure import encoded, log, machine, percentile
@@ -43,7 +49,37 @@ GOAL = 0.9
 """Goodput under overload as a share of saturating throughput (issue 28)."""
 
 
-def row(kind: str, protocol: str, retry: str, load: float, r: clients.LoadResult, server_shed):
+@dataclass
+class Cores:
+    """CPU used during one point, in cores: the service's processes and this process (the
+    clients)."""
+
+    server: float
+    client: float
+
+
+@contextmanager
+def cpu_used(server: Server):
+    """Measure the CPU the service and this process use inside the block (yields `Cores`,
+    filled in when the block ends)."""
+    me = psutil.Process()
+    used = Cores(0.0, 0.0)
+    start, serv0, own0 = time.perf_counter(), server.cpu_seconds(), me.cpu_times()
+    yield used
+    wall, own = time.perf_counter() - start, me.cpu_times()
+    used.server = (server.cpu_seconds() - serv0) / wall
+    used.client = (own.user + own.system - own0.user - own0.system) / wall
+
+
+def row(
+    kind: str,
+    protocol: str,
+    retry: str,
+    load: float,
+    r: clients.LoadResult,
+    server_shed: float,
+    cores: Cores,
+):
     return {
         "kind": kind,
         "protocol": protocol,
@@ -58,6 +94,8 @@ def row(kind: str, protocol: str, retry: str, load: float, r: clients.LoadResult
         "service_shed": server_shed,
         "errors": r.errors,
         "given_up": r.given_up,
+        "server_cores": cores.server,
+        "client_cores": cores.client,
     }
 
 
@@ -74,8 +112,10 @@ def measure(server: Server, args, images: list[bytes]) -> dict:
 
     def saturating(protocol: str, users: int) -> dict:
         before = shed_count(server)
-        r = asyncio.run(clients.closed_loop(server, protocol, users, args.seconds, images))
-        point = row("saturation", protocol, "at-once", users, r, shed_count(server) - before)
+        with cpu_used(server) as cores:
+            r = asyncio.run(clients.closed_loop(server, protocol, users, args.seconds, images))
+        shed = shed_count(server) - before
+        point = row("saturation", protocol, "at-once", users, r, shed, cores)
         log(f"{protocol} x{users}: {r.goodput:.1f} img/s, shed {r.shed}")
         time.sleep(args.pause)
         return point
@@ -100,9 +140,11 @@ def measure(server: Server, args, images: list[bytes]) -> dict:
                     run = clients.open_loop(
                         server, protocol, rate, args.seconds, images, retry, args.patience
                     )
-                r = asyncio.run(run)
+                with cpu_used(server) as cores:
+                    r = asyncio.run(run)
                 load = users if kind == "closed" else rate
-                point = row(kind, protocol, retry, load, r, shed_count(server) - before)
+                shed = shed_count(server) - before
+                point = row(kind, protocol, retry, load, r, shed, cores)
                 point["reference"] = reference["goodput"]
                 rows.append(point)
                 log(
@@ -128,13 +170,13 @@ def write_markdown(path: Path, result: dict) -> None:
         f"{s['seconds']:g} s per point, latency budget {s['budget_ms']} ms, refusals held "
         f"{s['shed_hold_ms']} ms. Closed loop: {s['closed_factor']:g} x saturating throughput"
         f" x budget users; open loop: {s['open_factor']:g} x the saturating rate, patience "
-        f"{s['patience']:g} s. Clients share the service's cores (same process for all users),"
-        " and the machine is shared: figures are noisy.",
+        f"{s['patience']:g} s. The clients (one process for all users) share the service's "
+        "cores: `service` and `clients` are the CPU each used, in cores.",
         "",
         "| protocol | load | clients | goodput img/s | of saturation just before | of first "
         "saturation | p50 ms | p99 ms | end-to-end p99 ms | refused | service shed | errors | "
-        "gave up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "gave up | service cores | clients cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         if r["kind"] == "reference":
@@ -149,7 +191,8 @@ def write_markdown(path: Path, result: dict) -> None:
             f"{r['of_saturation']:.2f} | {r['of_first_saturation']:.2f} | "
             f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
             f"{r['end_to_end_p99_ms']:.0f} | {r['shed']} | {r['service_shed']:.0f} | "
-            f"{r['errors']} | {r['given_up']} |"
+            f"{r['errors']} | {r['given_up']} | {r.get('server_cores', float('nan')):.2f} | "
+            f"{r.get('client_cores', float('nan')):.2f} |"
         )
     over = [r for r in result["rows"] if r["kind"] in ("closed", "open")]
     held = [r for r in over if r["of_saturation"] >= GOAL]

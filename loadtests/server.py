@@ -41,6 +41,20 @@ class Server:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by `bentoml serve` and its workers."""
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:  # a process that ended between listing and reading
+                continue
+            total += times.user + times.system
+        return total
+
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=30).text
 

@@ -60,7 +60,7 @@ def test_the_overload_report_names_what_held_and_what_did_not(tmp_path):
             "answered": 1, "p50_ms": 1.0, "p99_ms": p99, "end_to_end_p99_ms": p99,
             "shed": shed, "service_shed": shed, "errors": 0, "given_up": 0,
             "of_saturation": goodput / 10, "of_first_saturation": goodput / 10,
-            "p99_within_budget": p99 <= 2000,
+            "p99_within_budget": p99 <= 2000, "server_cores": 1.9, "client_cores": 0.1,
         }  # fmt: skip
 
     result = {
@@ -85,7 +85,28 @@ def test_the_overload_report_names_what_held_and_what_did_not(tmp_path):
     text = (tmp_path / "o.md").read_text()
     assert "in 1 of 2 overload points; accepted p99 within the budget in 1 of 2" in text
     assert "| http | 10 users (saturation) | at-once | 10.0 | 1.00 | 1.00 |" in text
+    assert text.count("| 1.90 | 0.10 |") == 3  # where the cores went, every point
     # 10 users at 10 img/s keep 1 s of work in flight: within 0.8 x 2 s
     assert "saturation points whose users fit the budget" in text and ": 0." in text
     overload.plot(tmp_path / "o.png", result)
     assert (tmp_path / "o.png").stat().st_size > 5_000
+
+
+def test_cpu_used_counts_the_server_tree_and_the_clients(tmp_path):
+    """The overload report's core columns: a server whose child burns a CPU for ~1 s, while
+    this process sleeps, reads as server cores (about one on an idle machine) and almost no client cores."""
+    import subprocess
+    import sys
+
+    from loadtests.overload import cpu_used
+    from loadtests.server import Server
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    server = Server("http://x", "", tmp_path, tmp_path / "log", proc)
+    time.sleep(0.3)  # the child is running
+    with cpu_used(server) as cores:
+        time.sleep(0.5)
+    proc.wait()
+    assert cores.server > 0.3 and cores.client < 0.2
