@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short points (8 s)")
     parser.add_argument("--seconds", type=float, default=None, help="per point (default 20)")
     parser.add_argument("--budget-ms", type=int, default=2000, help="SLOTSERVE_MAX_LATENCY_MS")
-    parser.add_argument("--shed-hold-ms", type=int, default=1000, help="SLOTSERVE_SHED_HOLD_MS")
+    parser.add_argument(
+        "--shed-hold-ms", type=int, default=None, help="SLOTSERVE_SHED_HOLD_MS (the budget)"
+    )
     parser.add_argument(
         "--sat-users",
         type=lambda text: [int(v) for v in text.split(",")],
@@ -258,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open-factor", type=float, default=4.0)
     parser.add_argument("--patience", type=float, default=4.0, help="open-loop client, seconds")
     args = parser.parse_args(argv)
+    if args.shed_hold_ms is None:
+        args.shed_hold_ms = args.budget_ms  # the service's default
     if args.budget_ms < 1 or args.shed_hold_ms < 0 or min(args.sat_users) < 1:
         parser.error("--budget-ms and --sat-users must be >= 1, --shed-hold-ms >= 0")
     args.seconds = args.seconds or (8.0 if args.quick else 20.0)

@@ -80,7 +80,7 @@ class SlotServe:
             self.settings.max_batch_size,
             self.settings.max_latency_ms,
             self.settings.batch_wait_ms,
-            self.settings.shed_hold_ms,
+            self.settings.shed_hold,
         )
         self.pipeline = Pipeline(
             self.bundle.manifest,

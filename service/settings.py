@@ -64,9 +64,17 @@ class Settings(BaseSettings):
     max_latency_ms: int = Field(2000, ge=1)
     """Latency budget: a request the batcher cannot serve within it is refused at once with
     503 / UNAVAILABLE and Retry-After (service/batcher.py owns that decision)."""
-    shed_hold_ms: int = Field(1000, ge=0)
+    shed_hold_ms: int | None = Field(None, ge=0)
     """A refused request's 503 / UNAVAILABLE is sent after this hold (no CPU, one open
-    connection): clients that resend at once then cannot spin refusals (docs/benchmarks.md)."""
+    connection); unset, one latency budget: a refusal comes no sooner than an answer at the
+    edge of the budget would, so clients that resend at once cannot spin refusals
+    (docs/benchmarks.md)."""
+
+    @property
+    def shed_hold(self) -> int:
+        """`shed_hold_ms`, or the latency budget when it is unset."""
+        return self.max_latency_ms if self.shed_hold_ms is None else self.shed_hold_ms
+
     workers: int = Field(1, ge=1)
     """Front (HTTP + gRPC) worker processes."""
     timeout_s: int = Field(60, ge=1)

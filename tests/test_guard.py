@@ -113,3 +113,14 @@ def test_a_refusal_is_held_before_it_is_sent():
     r = post(guard, files={"image": ("a.png", b"x" * 10)})
     assert r.status_code == 503 and r.headers["retry-after"] == "2"
     assert time.perf_counter() - started >= 0.2
+
+
+def test_a_refusal_is_held_one_latency_budget_unless_set(monkeypatch):
+    """The hold follows the budget by default (a refusal comes no sooner than an answer at
+    the budget's edge would); SLOTSERVE_SHED_HOLD_MS sets it apart."""
+    from service.settings import Settings
+
+    monkeypatch.setenv("SLOTSERVE_MAX_LATENCY_MS", "750")
+    assert Settings().shed_hold == 750
+    monkeypatch.setenv("SLOTSERVE_SHED_HOLD_MS", "0")
+    assert Settings().shed_hold == 0
