@@ -48,37 +48,7 @@ import numpy as np
 from service.errors import Overloaded, retry_after_s
 
 PLANNED_SHARE = 0.8
-LATE_SHARE = 0.9
-"""Admission plans for PLANNED_SHARE of the budget; a job is refused from the queue only when
-its call would end past LATE_SHARE of it (the share between absorbs the estimate's error:
-the images ahead leave in whole batches, not one by one), leaving the rest for answering."""
-PIPELINED_CALLS = 2
-"""Model calls handed to the model's thread at once: the one running and, when a full batch
-waits, the next, which then starts the moment the first ends instead of after the event loop
-has answered the first (under load the event loop is busy, and the model would idle)."""
 _admitted: ContextVar[Reservation | None] = ContextVar("slotserve_admitted", default=None)
-
-
-class _Timed:
-    """`run(batch)` in the model's thread, remembering when it started and ended there."""
-
-    def __init__(self, run: Callable[[np.ndarray], list[dict]], images: int) -> None:
-        self.run, self.images = run, images
-        self.started: float | None = None
-        self.ended = 0.0
-
-    def __call__(self, batch: np.ndarray) -> list[dict]:
-        self.started = time.perf_counter()
-        try:
-            return self.run(batch)
-        finally:
-            self.ended = time.perf_counter()
-
-    def remaining(self, per_image: float, now: float) -> float:
-        """Seconds of this call still to run, by the time per image (all of it if it waits
-        behind another call)."""
-        own = self.images * per_image
-        return own if self.started is None else max(0.0, own - (now - self.started))
 
 
 @dataclass
@@ -125,9 +95,6 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency_ms / 1000
         self.plan = PLANNED_SHARE * self.max_latency
-        self.late = LATE_SHARE * self.max_latency
-        """A job queued for longer than this past its admission, by the time its call would
-        end, is refused instead of run: it would not be answered within the budget."""
         """The share of the budget the queue and the model may take; the rest is for reading,
         decoding and answering, which happen outside the queue."""
         self.batch_wait = batch_wait_ms / 1000
@@ -141,20 +108,13 @@ class Batcher:
         self._seconds = self._images = 0.0  # their exponentially decayed sums
         self._last_end: float | None = None  # when the last call ended with work waiting
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._calls: set[asyncio.Task] = set()  # handed to the model's thread, not yet answered
-        self._in_model: list[_Timed] = []  # their model calls, running or waiting, in order
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
 
-    def in_model(self, now: float) -> float:
-        """Seconds until the calls handed to the model's thread have all ended."""
-        return sum(call.remaining(self.per_image, now) for call in self._in_model)
-
     def expected_wait(self, extra_images: int = 0) -> float:
-        """Seconds until `extra_images` more would be served: the work ahead (what is left of
-        the model's calls, then the images queued and reserved), and their own."""
-        ahead = self.queued_images + self.reserved_images + extra_images
-        return self.in_model(time.perf_counter()) + ahead * self.per_image
+        """Seconds until `extra_images` more would be served: the work ahead, and their own."""
+        ahead = self.queued_images + self.running_images + self.reserved_images
+        return (ahead + extra_images) * self.per_image
 
     def _refuse_over_budget(self, images: int) -> None:
         if not self.queued_images + self.running_images + self.reserved_images:
@@ -172,7 +132,7 @@ class Batcher:
         would take it past the latency budget. Enter the reservation around the request."""
         self._refuse_over_budget(images)
         self.reserved_images += images
-        return Reservation(self, images, time.perf_counter() + self.late)
+        return Reservation(self, images, time.perf_counter() + self.plan)
 
     def overloaded(self, message: str) -> Overloaded:
         return Overloaded(message, self.retry_after_s, self.shed_hold)
@@ -192,7 +152,7 @@ class Batcher:
             deadline = reservation.deadline
         else:
             self._refuse_over_budget(len(images))
-            deadline = time.perf_counter() + self.late
+            deadline = time.perf_counter() + self.plan
         job = _Job(images, asyncio.get_running_loop().create_future(), deadline)
         self.queue.append(job)
         self.queued_images += len(images)
@@ -201,10 +161,8 @@ class Batcher:
 
     def _take(self) -> list[_Job]:
         jobs, size, now = [], 0, time.perf_counter()
-        # the call ends about this long from now (after any call already handed to the
-        # model): its jobs' deadlines must allow for it
-        batch = min(self.queued_images, self.max_batch_size)
-        ends = now + self.in_model(now) + batch * self.per_image
+        # the call ends about this long from now: its jobs' deadlines must allow for it
+        ends = now + min(self.queued_images, self.max_batch_size) * self.per_image
         while self.queue and size + len(self.queue[0].images) <= self.max_batch_size:
             job = self.queue.popleft()
             self.queued_images -= len(job.images)
@@ -225,67 +183,44 @@ class Batcher:
             size += len(job.images)
         return jobs
 
-    def _backlogged(self) -> bool:
-        """A call may be handed to the model's thread while another runs: only with a full
-        batch waiting and a known time per image (below that, arrivals had better join the
-        next batch while the model runs, and deadlines cannot be checked)."""
-        return self.queued_images >= self.max_batch_size and self.per_image > 0
-
     async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self.queue:
-                if self._calls and (len(self._calls) >= PIPELINED_CALLS or not self._backlogged()):
-                    break  # a call ending wakes this loop again
-                if self.batch_wait and not self._calls and self.queued_images < self.max_batch_size:
+                if self.batch_wait and self.queued_images < self.max_batch_size:
                     await asyncio.sleep(self.batch_wait)
                 jobs = self._take()
                 if not jobs:
                     continue
-                call = asyncio.get_running_loop().create_task(self._call(jobs))
-                self._calls.add(call)
-                call.add_done_callback(self._call_ended)
-
-    def _call_ended(self, call: asyncio.Task) -> None:
-        self._calls.discard(call)
-        self._wake.set()
-
-    async def _call(self, jobs: list[_Job]) -> None:
-        """Run one batch in the model's thread and answer its jobs."""
-        batch = np.concatenate([j.images for j in jobs])
-        self.running_images += len(batch)
-        submitted = time.perf_counter()
-        timed = _Timed(self.run, len(batch))
-        self._in_model.append(timed)
-        try:
-            results = await asyncio.get_running_loop().run_in_executor(self.executor, timed, batch)
-        except Exception as err:  # the model failed: every waiting caller hears it
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(err)
-            self._last_end = None
-            return
-        finally:
-            self.running_images -= len(batch)
-            self._in_model.remove(timed)
-        # backlogged (work waiting when the last call ended, or this call already handed
-        # over): the drain rate, end to end of calls; else from this call's submission
-        since = self._last_end if self._last_end is not None else submitted
-        self._last_end = (
-            timed.ended if (self.queue or self._calls - {asyncio.current_task()}) else None
-        )
-        # a ratio of sums, so large calls (what a long queue is drained by) weigh by their
-        # images, not one small call's per-image cost
-        self._seconds = 0.8 * self._seconds + (timed.ended - since)
-        self._images = 0.8 * self._images + len(batch)
-        self.per_image = self._seconds / self._images
-        offset = 0
-        for job in jobs:
-            n = len(job.images)
-            if not job.future.done():
-                job.future.set_result(results[offset : offset + n])
-            offset += n
+                batch = np.concatenate([j.images for j in jobs])
+                self.running_images = len(batch)
+                started = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(self.executor, self.run, batch)
+                except Exception as err:  # the model failed: every waiting caller hears it
+                    for job in jobs:
+                        if not job.future.done():
+                            job.future.set_exception(err)
+                    continue
+                finally:
+                    self.running_images = 0
+                ended = time.perf_counter()
+                # backlogged: the drain rate (end to end of calls); else the call's own time
+                since = self._last_end if self._last_end is not None else started
+                self._last_end = ended if self.queue else None
+                # a ratio of sums, so large calls (what a long queue is drained by) weigh
+                # by their images, not one small call's per-image cost
+                self._seconds = 0.8 * self._seconds + (ended - since)
+                self._images = 0.8 * self._images + len(batch)
+                self.per_image = self._seconds / self._images
+                offset = 0
+                for job in jobs:
+                    n = len(job.images)
+                    if not job.future.done():
+                        job.future.set_result(results[offset : offset + n])
+                    offset += n
 
     def close(self) -> None:
         if self._task is not None:

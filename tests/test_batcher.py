@@ -170,30 +170,3 @@ def test_more_images_than_a_batch_is_a_programming_error():
 
     with pytest.raises(ValueError, match="max_batch_size"):
         asyncio.run(main())
-
-
-def test_with_a_full_batch_waiting_the_next_call_does_not_wait_for_the_event_loop():
-    """Backlogged, the next batch is handed to the model's thread while the current one runs,
-    so the model goes on when the event loop is busy (under overload it answers refusals and
-    reads uploads): here the loop is blocked for 300 ms right after the second call starts,
-    and the third starts the moment the second ends all the same."""
-    spans: list[tuple[float, float]] = []
-
-    def model(images: np.ndarray) -> list[dict]:
-        start = time.perf_counter()
-        time.sleep(0.1)
-        spans.append((start, time.perf_counter()))
-        return [{"value": int(img[0, 0, 0])} for img in images]
-
-    async def main():
-        batcher = Batcher(model, max_batch_size=4)
-        await batcher.submit(imgs(0))  # learns the time per image
-        tasks = [asyncio.ensure_future(batcher.submit(imgs(i))) for i in range(12)]
-        await asyncio.sleep(0.02)  # the first batch of 4 is running, the next handed over
-        time.sleep(0.3)  # the event loop is busy
-        return await asyncio.gather(*tasks)
-
-    results = asyncio.run(main())
-    assert [r[0]["value"] for r in results] == list(range(12))
-    gaps = [b[0] - a[1] for a, b in zip(spans[1:], spans[2:])]
-    assert len(spans) == 4 and gaps[0] < 0.02, spans  # no wait on the blocked loop
