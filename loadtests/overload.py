@@ -32,6 +32,7 @@ import asyncio
 import json
 import math
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,16 +60,29 @@ class Cores:
 
 
 @contextmanager
-def cpu_used(server: Server):
-    """Measure the CPU the service and this process use inside the block (yields `Cores`,
-    filled in when the block ends)."""
+def cpu_used(server: Server, seconds: float):
+    """Measure the CPU the service and this process use over the first `seconds` of the
+    block, the window whose answers count as goodput (an open loop goes on after it until
+    its last requests are answered or give up). Yields `Cores`, filled in by the end."""
     me = psutil.Process()
     used = Cores(0.0, 0.0)
-    start, serv0, own0 = time.perf_counter(), server.cpu_seconds(), me.cpu_times()
-    yield used
-    wall, own = time.perf_counter() - start, me.cpu_times()
-    used.server = (server.cpu_seconds() - serv0) / wall
-    used.client = (own.user + own.system - own0.user - own0.system) / wall
+
+    def snapshot() -> tuple[float, float, float]:
+        own = me.cpu_times()  # this process, all threads: the clients' event loop
+        return time.perf_counter(), server.cpu_seconds(), own.user + own.system
+
+    start = snapshot()
+    end: list[tuple[float, float, float]] = []
+    timer = threading.Timer(seconds, lambda: end.append(snapshot()))
+    timer.start()
+    try:
+        yield used
+    finally:
+        timer.cancel()
+        stop = end[0] if end else snapshot()  # a block shorter than the window
+        wall = stop[0] - start[0]
+        used.server = (stop[1] - start[1]) / wall
+        used.client = (stop[2] - start[2]) / wall
 
 
 def row(
@@ -112,7 +126,7 @@ def measure(server: Server, args, images: list[bytes]) -> dict:
 
     def saturating(protocol: str, users: int) -> dict:
         before = shed_count(server)
-        with cpu_used(server) as cores:
+        with cpu_used(server, args.seconds) as cores:
             r = asyncio.run(clients.closed_loop(server, protocol, users, args.seconds, images))
         shed = shed_count(server) - before
         point = row("saturation", protocol, "at-once", users, r, shed, cores)
@@ -140,7 +154,7 @@ def measure(server: Server, args, images: list[bytes]) -> dict:
                     run = clients.open_loop(
                         server, protocol, rate, args.seconds, images, retry, args.patience
                     )
-                with cpu_used(server) as cores:
+                with cpu_used(server, args.seconds) as cores:
                     r = asyncio.run(run)
                 load = users if kind == "closed" else rate
                 shed = shed_count(server) - before

@@ -93,8 +93,10 @@ def test_the_overload_report_names_what_held_and_what_did_not(tmp_path):
 
 
 def test_cpu_used_counts_the_server_tree_and_the_clients(tmp_path):
-    """The overload report's core columns: a server whose child burns a CPU for ~1 s, while
-    this process sleeps, reads as server cores (about one on an idle machine) and almost no client cores."""
+    """The overload report's core columns, over the goodput window only: a server whose
+    child burns a CPU for ~1 s while this process sleeps reads as server cores (about one on
+    an idle machine) and almost no client cores; what this process burns after the window
+    is not counted."""
     import subprocess
     import sys
 
@@ -106,7 +108,10 @@ def test_cpu_used_counts_the_server_tree_and_the_clients(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", parent])
     server = Server("http://x", "", tmp_path, tmp_path / "log", proc)
     time.sleep(0.3)  # the child is running
-    with cpu_used(server) as cores:
-        time.sleep(0.5)
+    with cpu_used(server, 0.5) as cores:
+        time.sleep(0.6)  # past the window: then this process burns a CPU for 1 s
+        t = time.process_time()
+        while time.process_time() - t < 1.0:
+            pass
     proc.wait()
     assert cores.server > 0.3 and cores.client < 0.2
