@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None)
     p.add_argument("--version", default="1")
     p.add_argument("--mask-source", choices=["decoder_alpha", "attention"], default="decoder_alpha")
-    InferenceOverrides.add_arguments(p)  # --iterations (unrolled in the graph), --merge-share
+    InferenceOverrides.add_arguments(p)  # --iterations, --merge-share, --refine-radius
     p.add_argument(
         "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
     )
@@ -149,6 +149,7 @@ def export_onnx(args) -> dict:
             args.mask_source,
             eval_iterations=args.iterations,
             merge_share=args.merge_share,
+            refine_radius=args.refine_radius,
         )
         log.info(
             "labels: naming the codes on %d + %d %s scenes",

@@ -132,16 +132,21 @@ def export_bundle(
     verify_batches: tuple[int, ...] = (1, 3, 32),
     eval_iterations: int | None = None,
     merge_share: float | None = None,
+    refine_radius: int | None = None,
 ) -> Manifest:
     """Write `out/model.onnx` + `out/manifest.json`; run the parity gate (raises on failure).
 
     `eval_iterations`: refinements to unroll; default the checkpoint's inference count.
     `merge_share`: threshold of merging slots into objects baked into the graph; default the
-    checkpoint's (`decoder.merge_share`), 0 for one object per slot."""
+    checkpoint's (`decoder.merge_share`), 0 for one object per slot. `refine_radius`: the
+    guided filter's radius on a feature decoder's masks; default the checkpoint's."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, info = load_checkpoint(
-        checkpoint, eval_iterations=eval_iterations, merge_share=merge_share
+        checkpoint,
+        eval_iterations=eval_iterations,
+        merge_share=merge_share,
+        refine_radius=refine_radius,
     )
     cfg = model.cfg
     t = model.grouping.num_iterations  # eval mode: what inference runs, unrolled

@@ -97,12 +97,14 @@ def verify_bundle(
     contract needs."""
     bundle = Path(bundle)
     manifest = load_bundle(bundle)
-    # the graph unrolls a fixed count and merges slots at a fixed share, which export may have
-    # set apart from the checkpoint's; the manifest records both
+    # the graph unrolls a fixed count, merges slots at a fixed share and refines masks at a
+    # fixed radius, which export may have set apart from the checkpoint's; the manifest
+    # records all three
     model, _ = load_checkpoint(
         checkpoint,
         eval_iterations=manifest.iterations["bottom_up"],
         merge_share=manifest.model.decoder.merge_share,
+        refine_radius=manifest.model.decoder.refine_radius,
     )
     wrapper = ExportWrapper(model, manifest.mask_source)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)

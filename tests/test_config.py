@@ -130,8 +130,8 @@ def test_default_recipe_half_pools_keys_and_the_v1_recipe_is_two_overrides_away(
     ],
 )
 def test_inference_overrides_are_declared_once_for_every_cli(cli, argv, capsys):
-    """evaluate, demo and export onnx take the same --iterations / --merge-share, with the
-    same defaults (the checkpoint's) and the same range checks."""
+    """evaluate, demo and export onnx take the same --iterations / --merge-share /
+    --refine-radius, with the same defaults (the checkpoint's) and the same range checks."""
     from export.__main__ import _parser as export_parser
     from training.__main__ import _parser as training_parser
     from training.config import InferenceOverrides
@@ -141,7 +141,9 @@ def test_inference_overrides_are_declared_once_for_every_cli(cli, argv, capsys):
     assert default == InferenceOverrides() and not default
     given = parser.parse_args([*argv, "--iterations", "5", "--merge-share", "0.1"])
     assert InferenceOverrides.from_args(given) == InferenceOverrides(5, 0.1)
-    for bad in (["--iterations", "0"], ["--merge-share", "0.5"]):
+    radius = parser.parse_args([*argv, "--refine-radius", "24"])
+    assert InferenceOverrides.from_args(radius) == InferenceOverrides(refine_radius=24)
+    for bad in (["--iterations", "0"], ["--merge-share", "0.5"], ["--refine-radius", "-1"]):
         with pytest.raises(SystemExit):
             parser.parse_args([*argv, *bad])
         assert "must be" in capsys.readouterr().err
@@ -159,3 +161,4 @@ def test_inference_overrides_set_the_model_config_and_are_validated():
     )
     with pytest.raises(ValidationError):
         InferenceOverrides(merge_share=0.7).apply(cfg)
+    assert InferenceOverrides(refine_radius=24).apply(cfg).decoder.refine_radius == 24

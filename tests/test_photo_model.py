@@ -144,13 +144,18 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path):
     from training.checkpoint import load_checkpoint
 
     ckpt = small_checkpoint(tmp_path / "m.safetensors", small_config(**PHOTO))
-    export_bundle(ckpt, tmp_path / "bundle", verify_batches=(1, 3))
-    spec = load_bundle(tmp_path / "bundle").input
+    # a radius set at export (the recipe trained with 2): the parity gate compares the graph
+    # with the checkpoint at the manifest's radius
+    export_bundle(ckpt, tmp_path / "bundle", verify_batches=(1, 3), refine_radius=3)
+    manifest = load_bundle(tmp_path / "bundle")
+    assert manifest.model.decoder.refine_radius == 3
+    spec = manifest.input
     assert (spec.height, spec.width) == (32, 32)
     images = (np.random.default_rng(0).random((2, 32, 32, 3)) * 255).astype(np.uint8)
     session = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx"))
     (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images, spec)})
-    model, _ = load_checkpoint(ckpt)
+    model, _ = load_checkpoint(ckpt, refine_radius=3)
+    assert model.cfg.decoder.refine_radius == 3
     with torch.no_grad():
         ref = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).masks.numpy()
     assert masks.shape == ref.shape == (2, 4, 32, 32)

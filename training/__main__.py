@@ -106,12 +106,17 @@ def _cmd_evaluate(args) -> int:
             raise SystemExit("evaluate: --checkpoint or --bundle is required with --method model")
         overrides = InferenceOverrides.from_args(args)
         model, info = load_checkpoint(
-            args.checkpoint, eval_iterations=overrides.iterations, merge_share=overrides.merge_share
+            args.checkpoint,
+            eval_iterations=overrides.iterations,
+            merge_share=overrides.merge_share,
+            refine_radius=overrides.refine_radius,
         )
     if args.iterations is not None and model is None:
         raise SystemExit("evaluate: --iterations needs --checkpoint (a bundle's are fixed)")
     if args.merge_share is not None and model is None:
         raise SystemExit("evaluate: --merge-share needs --checkpoint (a bundle's is fixed)")
+    if args.refine_radius is not None and model is None:
+        raise SystemExit("evaluate: --refine-radius needs --checkpoint (a bundle's is fixed)")
     if manifest is not None:
         size, k, e = manifest.input.height, manifest.num_slots, manifest.codebook_size
         from runtime.contract import served_labels

@@ -93,13 +93,15 @@ def load_checkpoint(
     device: str = "cpu",
     eval_iterations: int | None = None,
     merge_share: float | None = None,
+    refine_radius: int | None = None,
 ) -> tuple[SelfModulatingSlotAttention, CheckpointInfo]:
     """Rebuild the model from a checkpoint (config from its metadata), in eval mode.
 
-    `eval_iterations` and `merge_share` override the checkpoint's inference settings
-    (`training.config.InferenceOverrides`; None keeps the checkpoint's)."""
+    `eval_iterations`, `merge_share` and `refine_radius` override the checkpoint's inference
+    settings (`training.config.InferenceOverrides`; None keeps the checkpoint's)."""
     info = read_info(path)
-    info.config = InferenceOverrides(eval_iterations, merge_share).apply(info.config)
+    overrides = InferenceOverrides(eval_iterations, merge_share, refine_radius)
+    info.config = overrides.apply(info.config)
     model = build_model(info.config)
     with safe_open(str(path), framework="pt", device=device) as f:
         state = {k: f.get_tensor(k) for k in f.keys()}

@@ -329,6 +329,19 @@ def _merge_share_arg(text: str) -> float:
     return value
 
 
+def _radius_arg(text: str) -> int:
+    """argparse type for `--refine-radius`: a whole number >= 0, with a one-line error."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts such as `--iterations`: a one-line error below 1."""
     import argparse
@@ -354,10 +367,13 @@ class InferenceOverrides:
     slower), e.g. to measure the quality / latency trade-off before exporting with it."""
     merge_share: float | None = None
     """`decoder.merge_share`: the threshold of merging slots into objects; 0 turns it off."""
+    refine_radius: int | None = None
+    """`decoder.refine_radius`: the guided filter's radius on the masks of a feature decoder
+    (0 turns it off)."""
 
     @staticmethod
     def add_arguments(parser: Any) -> None:
-        """`--iterations N` and `--merge-share S` on an argparse parser."""
+        """`--iterations N`, `--merge-share S` and `--refine-radius R` on an argparse parser."""
         parser.add_argument(
             "--iterations",
             type=positive_int,
@@ -371,13 +387,20 @@ class InferenceOverrides:
             help="merge slots that share their pixels above this into one object "
             "(default: the checkpoint's; 0: one object per slot)",
         )
+        parser.add_argument(
+            "--refine-radius",
+            type=_radius_arg,
+            default=None,
+            help="feature decoders: the guided filter's radius on the masks, in pixels "
+            "(default: the checkpoint's; 0: bilinear masks, unrefined)",
+        )
 
     @classmethod
     def from_args(cls, args: Any) -> InferenceOverrides:
-        return cls(iterations=args.iterations, merge_share=args.merge_share)
+        return cls(args.iterations, args.merge_share, args.refine_radius)
 
     def __bool__(self) -> bool:
-        return self.iterations is not None or self.merge_share is not None
+        return any(v is not None for v in (self.iterations, self.merge_share, self.refine_radius))
 
     def apply(self, config: ModelConfig) -> ModelConfig:
         """`config` with the overrides set, validated (ranges, as at construction)."""
@@ -388,6 +411,8 @@ class InferenceOverrides:
             raw["slot_attention"]["eval_iterations"] = self.iterations
         if self.merge_share is not None:
             raw["decoder"]["merge_share"] = self.merge_share
+        if self.refine_radius is not None:
+            raw["decoder"]["refine_radius"] = self.refine_radius
         return ModelConfig.model_validate(raw)
 
 
