@@ -49,8 +49,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--refine-radius",
+        type=int,
+        default=None,
+        help="feature decoders: the masks' guided-filter radius (default: each checkpoint's)",
+    )
     args = p.parse_args()
-    models = [load_checkpoint(c)[0] for c in args.checkpoint]
+    models = [load_checkpoint(c, refine_radius=args.refine_radius)[0] for c in args.checkpoint]
     rows = []
     for name in PHOTOS:
         image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
