@@ -96,6 +96,9 @@ class CodebookSection(_Section):
 class DecoderSection(_Section):
     merge_share: float = 0.0
     """Slots sharing their pixels above this were merged into one mask by the graph."""
+    refine_radius: int = 0
+    """Feature decoders: the graph refines the masks with a guided filter of this radius
+    (0: none; pixel decoders never do)."""
 
 
 class ModelSection(_Section):
