@@ -44,6 +44,7 @@ from loadtests import clients
 from loadtests.measure import encoded, log, machine, percentile
 from loadtests.server import Server, serve
 from service.batcher import PLANNED_SHARE
+from service.settings import Settings
 
 PROTOCOLS = ("http", "grpc")
 GOAL = 0.9
@@ -274,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open-factor", type=float, default=4.0)
     parser.add_argument("--patience", type=float, default=4.0, help="open-loop client, seconds")
     args = parser.parse_args(argv)
-    if args.shed_hold_ms is None:
-        args.shed_hold_ms = args.budget_ms  # the service's default
+    if args.shed_hold_ms is None:  # the service's default: one budget (Settings.shed_hold)
+        args.shed_hold_ms = Settings(max_latency_ms=args.budget_ms).shed_hold
     if args.budget_ms < 1 or args.shed_hold_ms < 0 or min(args.sat_users) < 1:
         parser.error("--budget-ms and --sat-users must be >= 1, --shed-hold-ms >= 0")
     args.seconds = args.seconds or (8.0 if args.quick else 20.0)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.processing import describe_objects, masks_to_labels, render_overlay  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
+from training.config import InferenceOverrides  # noqa: E402
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 ROW = 256
@@ -49,14 +50,18 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--refine-radius",
-        type=int,
-        default=None,
-        help="feature decoders: the masks' guided-filter radius (default: each checkpoint's)",
-    )
+    InferenceOverrides.add_arguments(p)  # applied to every checkpoint
     args = p.parse_args()
-    models = [load_checkpoint(c, refine_radius=args.refine_radius)[0] for c in args.checkpoint]
+    o = InferenceOverrides.from_args(args)
+    models = [
+        load_checkpoint(
+            c,
+            eval_iterations=o.iterations,
+            merge_share=o.merge_share,
+            refine_radius=o.refine_radius,
+        )[0]
+        for c in args.checkpoint
+    ]
     rows = []
     for name in PHOTOS:
         image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")

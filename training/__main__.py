@@ -111,12 +111,12 @@ def _cmd_evaluate(args) -> int:
             merge_share=overrides.merge_share,
             refine_radius=overrides.refine_radius,
         )
-    if args.iterations is not None and model is None:
-        raise SystemExit("evaluate: --iterations needs --checkpoint (a bundle's are fixed)")
-    if args.merge_share is not None and model is None:
-        raise SystemExit("evaluate: --merge-share needs --checkpoint (a bundle's is fixed)")
-    if args.refine_radius is not None and model is None:
-        raise SystemExit("evaluate: --refine-radius needs --checkpoint (a bundle's is fixed)")
+    flags = {"--iterations": args.iterations, "--merge-share": args.merge_share}
+    flags["--refine-radius"] = args.refine_radius
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given and model is None:
+        need = "needs" if len(given) == 1 else "need"
+        raise SystemExit(f"evaluate: {', '.join(given)} {need} --checkpoint (a bundle's are fixed)")
     if manifest is not None:
         size, k, e = manifest.input.height, manifest.num_slots, manifest.codebook_size
         from runtime.contract import served_labels

@@ -329,30 +329,27 @@ def _merge_share_arg(text: str) -> float:
     return value
 
 
-def _radius_arg(text: str) -> int:
-    """argparse type for `--refine-radius`: a whole number >= 0, with a one-line error."""
+def _whole_number(text: str, minimum: int) -> int:
+    """argparse type body: `text` as a whole number >= `minimum`, or a one-line error."""
     import argparse
 
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
     return value
+
+
+def _radius_arg(text: str) -> int:
+    """argparse type for `--refine-radius`: a whole number >= 0."""
+    return _whole_number(text, 0)
 
 
 def positive_int(text: str) -> int:
-    """argparse type for counts such as `--iterations`: a one-line error below 1."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
+    """argparse type for counts such as `--iterations`: a whole number >= 1."""
+    return _whole_number(text, 1)
 
 
 @dataclass(frozen=True)
