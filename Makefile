@@ -18,12 +18,20 @@ export MALLOC_TRIM_THRESHOLD_ = 100000000000
 
 venv: $(VENV)/.installed
 
+# An environment's stamp holds the pins it was built with; when they differ from this file's
+# (a pin was bumped, or set on the command line) the stamp is out of date and the environment is
+# built again, so an updated checkout never runs against an old torch or onnxruntime.
+VENV_PINS := $(TORCH) [$(EXTRAS)]
+ifneq ($(shell cat $(VENV)/.installed 2>/dev/null),$(VENV_PINS))
+.PHONY: $(VENV)/.installed
+endif
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
-	touch $@
+	echo '$(VENV_PINS)' > $@
 
 # A real Triton server (tests/test_triton_server.py, `make bench-triton`), in its own environment:
 # PyPI's nvidia-pytriton ships tritonserver with the Python backend (no onnxruntime backend), and
@@ -36,6 +44,11 @@ TRITON_VENV ?= .venv-triton
 TRITON_PACKAGES ?= numpy==1.26.4 onnxruntime==1.32.0
 TRITON_SERVER ?= nvidia-pytriton==0.7.0
 TPY := $(TRITON_VENV)/bin/python
+
+TRITON_PINS := $(TRITON_PACKAGES) $(TRITON_SERVER)
+ifneq ($(shell cat $(TRITON_VENV)/.installed 2>/dev/null),$(TRITON_PINS))
+.PHONY: $(TRITON_VENV)/.installed
+endif
 
 triton-venv: $(TRITON_VENV)/.installed
 
@@ -55,7 +68,7 @@ $(TRITON_VENV)/.installed:
 	[ -f "$$lib" ] || { echo "$(PYTHON) has no shared libpython ($$lib): the stub cannot embed it" >&2; \
 	  exit 1; }; \
 	ln -sf "$$lib" $(TRITON_VENV)/lib/
-	touch $@
+	echo '$(TRITON_PINS)' > $@
 
 # Debian packages the tests use: prometheus + promtool (the monitoring tests run them), and the
 # photo cut-outs and wallpaper photographs that photo scenes are made of (training/data/photos.py).
