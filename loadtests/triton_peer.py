@@ -555,8 +555,14 @@ def _fmt_range(value: float, bounds: list[float]) -> str:
 
 
 def _load(result: dict) -> str:
+    """The 5-minute load average around the run: at the start it says whether other work was
+    using the cores (it lags: a job that ended in the last minutes still counts); at the end it
+    is mostly the benchmark's own servers and clients."""
     before, after = result.get("load_average_5min", [float("nan")] * 2)
-    return f"{before:.1f} at the start, {after:.1f} at the end"
+    return (
+        f"5-minute load average {before:.1f} at the start and {after:.1f} at the end, the "
+        "latter mostly this run's own servers and clients"
+    )
 
 
 def write_markdown(path: Path, result: dict) -> None:
@@ -564,8 +570,7 @@ def write_markdown(path: Path, result: dict) -> None:
     lines = [
         "# SlotServe beside NVIDIA Triton",
         "",
-        f"{result['started']}; {m['cpu']} ({m['cores']} cores), shared with other jobs (5-minute "
-        f"load average {_load(result)}). Same "
+        f"{result['started']}; {m['cpu']} ({m['cores']} cores; {_load(result)}). Same "
         f"bundle ({s['bundle']}), same machine, same closed-loop load generator (one asyncio "
         f"process, one image per request), measured interleaved: {s['rounds']} round(s) of "
         f"{s['seconds']:.0f} s per point, the two servers back to back at each point, their "
