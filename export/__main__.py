@@ -147,9 +147,7 @@ def export_onnx(args) -> dict:
             args.name or out.name,
             args.version,
             args.mask_source,
-            eval_iterations=args.iterations,
-            merge_share=args.merge_share,
-            refine_radius=args.refine_radius,
+            overrides=InferenceOverrides.from_args(args),
         )
         log.info(
             "labels: naming the codes on %d + %d %s scenes",

@@ -27,6 +27,7 @@ from runtime.contract import (
     write_manifest,
 )
 from training.checkpoint import load_checkpoint
+from training.config import InferenceOverrides
 
 log = logging.getLogger(__name__)
 
@@ -130,24 +131,16 @@ def export_bundle(
     version: str = "1",
     mask_source: str = "decoder_alpha",
     verify_batches: tuple[int, ...] = (1, 3, 32),
-    eval_iterations: int | None = None,
-    merge_share: float | None = None,
-    refine_radius: int | None = None,
+    overrides: InferenceOverrides | None = None,
 ) -> Manifest:
     """Write `out/model.onnx` + `out/manifest.json`; run the parity gate (raises on failure).
 
-    `eval_iterations`: refinements to unroll; default the checkpoint's inference count.
-    `merge_share`: threshold of merging slots into objects baked into the graph; default the
-    checkpoint's (`decoder.merge_share`), 0 for one object per slot. `refine_radius`: the
-    guided filter's radius on a feature decoder's masks; default the checkpoint's."""
+    `overrides`: the inference settings baked into the graph (refinements unrolled, the
+    share above which slots merge into one object, the radius of a feature decoder's mask
+    refinement); those left None keep the checkpoint's. The manifest records them."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model, info = load_checkpoint(
-        checkpoint,
-        eval_iterations=eval_iterations,
-        merge_share=merge_share,
-        refine_radius=refine_radius,
-    )
+    model, info = load_checkpoint(checkpoint, overrides=overrides)
     cfg = model.cfg
     t = model.grouping.num_iterations  # eval mode: what inference runs, unrolled
     log.info("graph: torch.onnx (dynamo) from %s, %d refinements unrolled", checkpoint, t)

@@ -11,6 +11,7 @@ import torch
 from export.graph import ExportWrapper, graph_report
 from runtime.contract import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, load_bundle, to_model_input
 from training.checkpoint import load_checkpoint
+from training.config import InferenceOverrides
 from training.data import generate_batch
 
 MAX_MASK_DIFF = 1e-4
@@ -100,12 +101,11 @@ def verify_bundle(
     # the graph unrolls a fixed count, merges slots at a fixed share and refines masks at a
     # fixed radius, which export may have set apart from the checkpoint's; the manifest
     # records all three
-    model, _ = load_checkpoint(
-        checkpoint,
-        eval_iterations=manifest.iterations["bottom_up"],
-        merge_share=manifest.model.decoder.merge_share,
-        refine_radius=manifest.model.decoder.refine_radius,
+    decoder = manifest.model.decoder
+    recorded = InferenceOverrides(
+        manifest.iterations["bottom_up"], decoder.merge_share, decoder.refine_radius
     )
+    model, _ = load_checkpoint(checkpoint, overrides=recorded)
     wrapper = ExportWrapper(model, manifest.mask_source)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)
     session = provider_session(bundle, manifest, provider)

@@ -203,12 +203,15 @@ def evaluate(model: Probe, feats, images, instances, radii) -> dict:
     return scores
 
 
-def train(decoder: str, data: dict, val: dict, args) -> dict:
+def standardised(data: dict, val: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sets' features standardised per channel with the training set's statistics."""
+    train = data["feats"].float()
+    mu, sd = train.mean((0, 1)), train.std((0, 1)) + 1e-3
+    return (train - mu) / sd, (val["feats"].float() - mu) / sd
+
+
+def train(decoder: str, feats: torch.Tensor, val_feats: torch.Tensor, val: dict, args) -> dict:
     torch.manual_seed(0)
-    mu = data["feats"].float().mean((0, 1))
-    sd = data["feats"].float().std((0, 1)) + 1e-3
-    feats = (data["feats"].float() - mu) / sd
-    val_feats = (val["feats"].float() - mu) / sd
     n, tokens, channels = feats.shape
     model = Probe(decoder, tokens, channels, args)
     opt = torch.optim.Adam(model.parameters(), lr=4e-4)
@@ -264,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     val = cached_features(args.out, "unseen", args.val_scenes, 4321, "unseen")
     results = {"config": {k: str(v) for k, v in vars(args).items()}, "baselines": baselines(val)}
     print(f"baselines: {results['baselines']}", flush=True)
+    feats, val_feats = standardised(data, val)
     for decoder in args.decoders.split(","):
-        results[decoder] = train(decoder, data, val, args)
+        results[decoder] = train(decoder, feats, val_feats, val, args)
         (args.out / "decoder_probe.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

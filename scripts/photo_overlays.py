@@ -52,16 +52,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     InferenceOverrides.add_arguments(p)  # applied to every checkpoint
     args = p.parse_args()
-    o = InferenceOverrides.from_args(args)
-    models = [
-        load_checkpoint(
-            c,
-            eval_iterations=o.iterations,
-            merge_share=o.merge_share,
-            refine_radius=o.refine_radius,
-        )[0]
-        for c in args.checkpoint
-    ]
+    overrides = InferenceOverrides.from_args(args)
+    models = [load_checkpoint(c, overrides=overrides)[0] for c in args.checkpoint]
     rows = []
     for name in PHOTOS:
         image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")

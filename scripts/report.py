@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from runtime.contract import load_bundle, sha256_file  # noqa: E402
 from training.checkpoint import load_checkpoint, read_info  # noqa: E402
+from training.config import InferenceOverrides  # noqa: E402
 from training.evaluate import (  # noqa: E402
     baseline_predictor,
     bundle_predictor,
@@ -38,9 +39,9 @@ VARIANTS = ("solid", "textured")
 SCENES, SEED = 512, 12345
 
 
-def _model_rows(method: str, path: Path, **overrides) -> list[dict]:
-    """`overrides`: load_checkpoint's inference settings (eval_iterations, merge_share)."""
-    model, info = load_checkpoint(path, **overrides)
+def _model_rows(method: str, path: Path, overrides: InferenceOverrides | None = None) -> list[dict]:
+    """`overrides`: inference settings other than the checkpoint's."""
+    model, info = load_checkpoint(path, overrides=overrides)
     k, e = model.cfg.slot_attention.num_slots, model.cfg.codebook.size
     sha = sha256_file(path)
     rows = []
@@ -65,14 +66,15 @@ def _model_rows(method: str, path: Path, **overrides) -> list[dict]:
 
 def evaluation(args) -> list[dict]:
     rows = _model_rows("model", SHIPPED)
-    rows += _model_rows("model_per_slot", SHIPPED, merge_share=0.0)
-    rows += _model_rows("model_3_refinements", SHIPPED, eval_iterations=3)
+    rows += _model_rows("model_per_slot", SHIPPED, InferenceOverrides(merge_share=0.0))
+    rows += _model_rows("model_3_refinements", SHIPPED, InferenceOverrides(iterations=3))
     rows += _model_rows("no_topdown", args.ablation)
-    rows += _model_rows("no_topdown_per_slot", args.ablation, merge_share=0.0)
+    rows += _model_rows("no_topdown_per_slot", args.ablation, InferenceOverrides(merge_share=0.0))
     if args.previous:
         name = f"previous_shipped_v{args.previous_version}"
         rows += _model_rows(name, args.previous)
-        rows += _model_rows(f"{name}_merged", args.previous, merge_share=args.merge_share)
+        merged = InferenceOverrides(merge_share=args.merge_share)
+        rows += _model_rows(f"{name}_merged", args.previous, merged)
     manifest = load_bundle(BUNDLE)
     for variant in VARIANTS:
         scenes = shapes_scenes(variant, SCENES, SEED, manifest.input.height)

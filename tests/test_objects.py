@@ -7,6 +7,7 @@ import torch
 
 from tests.conftest import small_checkpoint, small_config
 from training.checkpoint import load_checkpoint
+from training.config import InferenceOverrides
 from training.model.objects import merge_shared_slots, slot_groups, slot_shares
 
 
@@ -78,7 +79,7 @@ def test_model_merges_in_eval_mode_only(tmp_path):
     expected, rep = merge_shared_slots(out.slot_masks, 0.05)
     assert torch.equal(out.masks, expected)
     assert (rep != torch.arange(4)).any(), "this model and threshold merge some slots"
-    off, _ = load_checkpoint(path, merge_share=0.0)
+    off, _ = load_checkpoint(path, overrides=InferenceOverrides(merge_share=0.0))
     with torch.no_grad():
         plain = off(x)
     assert torch.equal(plain.masks, plain.slot_masks)

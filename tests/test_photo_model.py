@@ -142,11 +142,13 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path):
     from export.onnx_export import export_bundle
     from runtime.contract import INPUT_NAME, OUTPUT_MASKS, load_bundle, to_model_input
     from training.checkpoint import load_checkpoint
+    from training.config import InferenceOverrides
 
     ckpt = small_checkpoint(tmp_path / "m.safetensors", small_config(**PHOTO))
     # a radius set at export (the recipe trained with 2): the parity gate compares the graph
     # with the checkpoint at the manifest's radius
-    export_bundle(ckpt, tmp_path / "bundle", verify_batches=(1, 3), refine_radius=3)
+    radius = InferenceOverrides(refine_radius=3)
+    export_bundle(ckpt, tmp_path / "bundle", verify_batches=(1, 3), overrides=radius)
     manifest = load_bundle(tmp_path / "bundle")
     assert manifest.model.decoder.refine_radius == 3
     spec = manifest.input
@@ -154,7 +156,7 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path):
     images = (np.random.default_rng(0).random((2, 32, 32, 3)) * 255).astype(np.uint8)
     session = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx"))
     (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images, spec)})
-    model, _ = load_checkpoint(ckpt, refine_radius=3)
+    model, _ = load_checkpoint(ckpt, overrides=radius)
     assert model.cfg.decoder.refine_radius == 3
     with torch.no_grad():
         ref = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).masks.numpy()

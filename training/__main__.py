@@ -105,14 +105,12 @@ def _cmd_evaluate(args) -> int:
         if not args.checkpoint:
             raise SystemExit("evaluate: --checkpoint or --bundle is required with --method model")
         overrides = InferenceOverrides.from_args(args)
-        model, info = load_checkpoint(
-            args.checkpoint,
-            eval_iterations=overrides.iterations,
-            merge_share=overrides.merge_share,
-            refine_radius=overrides.refine_radius,
-        )
-    flags = {"--iterations": args.iterations, "--merge-share": args.merge_share}
-    flags["--refine-radius"] = args.refine_radius
+        model, info = load_checkpoint(args.checkpoint, overrides=overrides)
+    flags = {
+        "--iterations": args.iterations,
+        "--merge-share": args.merge_share,
+        "--refine-radius": args.refine_radius,
+    }
     given = [flag for flag, value in flags.items() if value is not None]
     if given and model is None:
         need = "needs" if len(given) == 1 else "need"

@@ -91,17 +91,15 @@ def read_info(path: str | Path) -> CheckpointInfo:
 def load_checkpoint(
     path: str | Path,
     device: str = "cpu",
-    eval_iterations: int | None = None,
-    merge_share: float | None = None,
-    refine_radius: int | None = None,
+    overrides: InferenceOverrides | None = None,
 ) -> tuple[SelfModulatingSlotAttention, CheckpointInfo]:
     """Rebuild the model from a checkpoint (config from its metadata), in eval mode.
 
-    `eval_iterations`, `merge_share` and `refine_radius` override the checkpoint's inference
-    settings (`training.config.InferenceOverrides`; None keeps the checkpoint's)."""
+    `overrides` change the checkpoint's inference settings (iterations, slot merging, mask
+    refinement); those left None, or no overrides, keep the checkpoint's."""
     info = read_info(path)
-    overrides = InferenceOverrides(eval_iterations, merge_share, refine_radius)
-    info.config = overrides.apply(info.config)
+    if overrides:
+        info.config = overrides.apply(info.config)
     model = build_model(info.config)
     with safe_open(str(path), framework="pt", device=device) as f:
         state = {k: f.get_tensor(k) for k in f.keys()}

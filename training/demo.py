@@ -24,12 +24,7 @@ def run_demo(
 ) -> str:
     """Evaluate on `scenes` unseen scenes of each variant; write overlays; return a table."""
     o = overrides or InferenceOverrides()
-    model, info = load_checkpoint(
-        checkpoint,
-        eval_iterations=o.iterations,
-        merge_share=o.merge_share,
-        refine_radius=o.refine_radius,
-    )
+    model, info = load_checkpoint(checkpoint, overrides=o)
     cfg = model.cfg
     k, e = cfg.slot_attention.num_slots, cfg.codebook.size
     out.mkdir(parents=True, exist_ok=True)
