@@ -20,8 +20,10 @@ venv: $(VENV)/.installed
 
 # An environment's stamp holds the pins it was built with; when they differ from this file's
 # (a pin was bumped, or set on the command line) the stamp is out of date and the environment is
-# built again, so an updated checkout never runs against an old torch or onnxruntime.
-VENV_PINS := $(TORCH) [$(EXTRAS)]
+# built again, so an updated checkout never runs against an old torch or onnxruntime. EXTRAS
+# is not a pin: a .venv built with EXTRAS=gpu,dev stays as it is under a plain `make serve`
+# (switching extras takes `rm -rf .venv`, as the README says).
+VENV_PINS := $(TORCH)
 ifneq ($(shell cat $(VENV)/.installed 2>/dev/null),$(VENV_PINS))
 .PHONY: $(VENV)/.installed
 endif
