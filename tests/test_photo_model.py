@@ -90,6 +90,17 @@ def test_the_feature_decoder_needs_frozen_features_and_the_token_grid():
         small_config(encoder={"kind": "lite0", "lite0_input": 100})
 
 
+def test_box_mean_is_the_mean_of_the_window_clipped_at_the_border():
+    from training.model.refine import box_mean
+
+    x = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for radius in (1, 3, 6):
+        out = box_mean(x, radius)
+        for i, j in ((0, 0), (4, 5), (8, 11), (2, 10)):
+            window = x[..., max(i - radius, 0) : i + radius + 1, max(j - radius, 0) : j + radius + 1]
+            torch.testing.assert_close(out[..., i, j], window.mean((-2, -1)))
+
+
 def test_photo_model_trains_on_sampled_tokens_and_infers_pixel_masks():
     model = build_model(small_config(**PHOTO)).train()
     images = torch.rand(3, 3, 32, 32)
