@@ -101,6 +101,32 @@ def test_box_mean_is_the_mean_of_the_window_clipped_at_the_border():
             torch.testing.assert_close(out[..., i, j], window.mean((-2, -1)))
 
 
+def test_codes_can_quantise_the_frozen_features_a_slot_covers():
+    """codebook.source=features: the code names what a slot covers, whatever the slot holds."""
+    with pytest.raises(ValidationError, match="codebook.source=features"):
+        small_config(codebook={"source": "features"})
+    model = build_model(small_config(**PHOTO, codebook={"source": "features"}))
+    dim = model.encoder.feature_dim
+    assert model.codebook.embed.shape == (8, dim)
+    a, b = torch.randn(2, dim, generator=torch.Generator().manual_seed(2))
+    model.codebook.embed[3] = a / a.norm()
+    model.codebook.embed[5] = b / b.norm()
+    tokens = model.encoder.grid_size**2
+    features = torch.stack([a.expand(tokens, dim), 2.0 * b.expand(tokens, dim)])
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32), features)
+    assert out.codes[0].tolist() == [3] * 4 and out.codes[1].tolist() == [5] * 4
+    assert out.code_distances.max() < 1e-3
+    # training: the EMA codebook moves in feature space and the modulation learns from codes
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(torch.rand(3, 3, 32, 32)).losses["total"]
+    loss.backward()
+    assert model.modulation.to_channel.weight.shape == (model.cfg.slot_attention.slot_dim, dim)
+    assert model.modulation.to_channel.weight.grad.abs().sum() > 0
+
+
 def test_photo_model_trains_on_sampled_tokens_and_infers_pixel_masks():
     model = build_model(small_config(**PHOTO)).train()
     images = torch.rand(3, 3, 32, 32)
@@ -144,9 +170,11 @@ def test_training_computes_each_images_frozen_features_once(monkeypatch):
 
 
 @pytest.mark.slow
-def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path):
+@pytest.mark.parametrize("source", ["slots", "features"])
+def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source):
     """Encoder, slots, codebook, feature decoder and refinement: one ONNX graph that matches
-    PyTorch (the export's parity gate raises otherwise) and takes an image in [0, 1]."""
+    PyTorch (the export's parity gate raises otherwise, codes included) and takes an image in
+    [0, 1], whatever the codes quantise."""
     import numpy as np
     import onnxruntime as ort
 
@@ -155,7 +183,8 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path):
     from training.checkpoint import load_checkpoint
     from training.config import InferenceOverrides
 
-    ckpt = small_checkpoint(tmp_path / "m.safetensors", small_config(**PHOTO))
+    config = small_config(**PHOTO, codebook={"source": source})
+    ckpt = small_checkpoint(tmp_path / "m.safetensors", config)
     # a radius set at export (the recipe trained with 2): the parity gate compares the graph
     # with the checkpoint at the manifest's radius
     radius = InferenceOverrides(refine_radius=3)

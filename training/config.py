@@ -115,6 +115,11 @@ class CodebookConfig(_Strict):
     kmeans_iters: int = Field(10, ge=0)
     commitment_weight: float = Field(0.0, ge=0.0)
     """0 as in every released config of the paper: EMA alone trains the codebook."""
+    source: Literal["slots", "features"] = "slots"
+    """What a code quantises. slots: each bottom-up slot (the paper). features: the frozen
+    encoder features the slot's attention covers (their attention-weighted mean, L2-normalised),
+    so a code says what a slot holds rather than where it is; the served code is looked up
+    again from the final pass's attention. Needs decoder.kind=features."""
 
 
 class ModulationConfig(_Strict):
@@ -233,6 +238,11 @@ class ModelConfig(_Strict):
                     "decoder.kind=features decodes on the token grid: set "
                     "decoder.slot_centric=false decoder.attention_prior=false"
                 )
+        elif self.codebook.source == "features":
+            raise ValueError(
+                "codebook.source=features quantises frozen encoder features: it needs "
+                "decoder.kind=features"
+            )
         stride = self.encoder.stride
         if self.encoder.kind == "cnn" and s % stride:
             raise ValueError(f"image_size {s} must be a multiple of the CNN stride {stride}")

@@ -53,10 +53,17 @@ class EMACodebook(nn.Module):
         return self.cfg.size
 
     def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, K, D) -> (indices (B, K) int64, distances (B, K)), nearest code by L2."""
-        sq = x.pow(2).sum(-1, keepdim=True) - 2 * x @ self.embed.t() + self.embed.pow(2).sum(-1)
-        indices = sq.argmin(dim=-1)
-        dist_sq = sq.gather(-1, indices.unsqueeze(-1)).squeeze(-1)
+        """x (B, K, D) -> (indices (B, K) int64, distances (B, K)), nearest code by L2, in
+        full precision whatever autocast is on (bf16 would tie near codes)."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = full_precision(x)
+            sq = (
+                x.pow(2).sum(-1, keepdim=True)
+                - 2 * x @ self.embed.t()
+                + self.embed.pow(2).sum(-1)
+            )
+            indices = sq.argmin(dim=-1)
+            dist_sq = sq.gather(-1, indices.unsqueeze(-1)).squeeze(-1)
         return indices, dist_sq.clamp_min(0.0).sqrt()
 
     @torch.no_grad()

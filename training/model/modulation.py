@@ -34,15 +34,19 @@ def _unit_linear(d_in: int, d_out: int) -> nn.Linear:
 
 
 class TopDownModulation(nn.Module):
-    def __init__(self, cfg: ModulationConfig, slot_dim: int, mlp_hidden: int):
+    def __init__(
+        self, cfg: ModulationConfig, slot_dim: int, mlp_hidden: int, code_dim: int | None = None
+    ):
         super().__init__()
         self.cfg = cfg
-        self.to_channel = _unit_linear(slot_dim, slot_dim) if cfg.channel else None
-        self.to_query = _unit_linear(slot_dim, slot_dim) if cfg.qvf else None
-        self.to_ffn = _unit_linear(slot_dim, mlp_hidden) if cfg.qvf else None
+        code_dim = code_dim or slot_dim  # codes of frozen features are wider than slots
+        self.to_channel = _unit_linear(code_dim, slot_dim) if cfg.channel else None
+        self.to_query = _unit_linear(code_dim, slot_dim) if cfg.qvf else None
+        self.to_ffn = _unit_linear(code_dim, mlp_hidden) if cfg.qvf else None
 
     def forward(self, codes: torch.Tensor, attn: torch.Tensor) -> Modulation:
-        """codes (B, K, D) quantised slots; attn (B, K, N) last bottom-up attention map."""
+        """codes (B, K, code_dim) quantised slots (or the features they cover); attn (B, K, N)
+        last bottom-up attention map."""
         spatial = None
         if self.cfg.spatial:
             # m_s[k, n] = 1 + A[k, n] - mean_n A[k, n]: emphasise where the slot looked.

@@ -29,7 +29,7 @@ MIN_SPREAD = 0.01
 class ModelOutput:
     masks: torch.Tensor  # (B, K, H, W) decoder alpha, softmax over slots (objects merged)
     codes: torch.Tensor  # (B, K) int64 semantic code per slot
-    code_distances: torch.Tensor  # (B, K) distance from the bottom-up slot to its code
+    code_distances: torch.Tensor  # (B, K) distance from what was quantised to its code
     slots: torch.Tensor  # (B, K, D) final (modulated) slots
     attention: torch.Tensor  # (B, K, N) last attention map of the final pass
     reconstruction: torch.Tensor  # (B, 3, H, W); feature decoder: each object in its mean colour
@@ -48,9 +48,11 @@ class SelfModulatingSlotAttention(nn.Module):
         self.grouping = SlotAttention(sa, sa.slot_dim)
         # The codebook always exists, so the plain-Slot-Attention ablation still reports a
         # semantic code per slot (its codes simply do not feed back into the attention).
-        self.codebook = EMACodebook(cfg.codebook, sa.slot_dim)
+        self.codes_features = cfg.codebook.source == "features"
+        code_dim = self.encoder.feature_dim if self.codes_features else sa.slot_dim
+        self.codebook = EMACodebook(cfg.codebook, code_dim)
         self.modulation = (
-            TopDownModulation(cfg.modulation, sa.slot_dim, sa.mlp_hidden)
+            TopDownModulation(cfg.modulation, sa.slot_dim, sa.mlp_hidden, code_dim)
             if cfg.modulation.enabled
             else None
         )
@@ -78,11 +80,14 @@ class SelfModulatingSlotAttention(nn.Module):
         k, v = self.grouping.project(tokens)  # (B, N, D) each
         z0 = self.slot_init(image.shape[0])  # (B, K, D)
         slots, attn = self.grouping.iterate(z0, k, v)  # bottom-up pass
-        vq = self.codebook(slots)
+        vq = self.codebook(covered_features(attn, features) if self.codes_features else slots)
         bottom_up_attn = attn
         if self.modulation is not None:
             mod = self.modulation(vq.quantized.to(slots.dtype), attn)
             slots, attn = self.grouping.iterate(z0, k, v, mod, attn)  # same z0, same weights
+        codes, distances = vq.indices, vq.distances
+        if self.codes_features:  # the served code names what the final slot covers
+            codes, distances = self.codebook.lookup(covered_features(attn, features))
         if self.reconstructs_features:
             decoded, target, slot_masks, picture = self._decode_features(slots, image, features)
         else:
@@ -97,8 +102,8 @@ class SelfModulatingSlotAttention(nn.Module):
         losses = {"mse": mse, "commitment": vq.commitment}
         return ModelOutput(
             masks=masks,
-            codes=vq.indices,
-            code_distances=vq.distances,
+            codes=codes,
+            code_distances=distances,
             slots=slots,
             attention=attn,
             reconstruction=picture,
@@ -157,6 +162,15 @@ class SelfModulatingSlotAttention(nn.Module):
                 bias = bias.gather(2, pixels.unsqueeze(1).expand(-1, bias.shape[1], -1))
             return self.decoder(slots, pixels, bias, frames), full_precision(target)  # (B, P, 3)
         return self.decoder(slots, alpha_bias=bias, frames=frames), full_precision(image)
+
+
+def covered_features(attn: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """attn (B, K, N), features (B, N, C) -> (B, K, C): the features each slot's attention
+    covers (attention-weighted mean over tokens), L2-normalised, in full precision."""
+    with torch.autocast(device_type=attn.device.type, enabled=False):
+        weights = full_precision(attn)
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-8)
+        return F.normalize(weights @ full_precision(features), dim=-1)
 
 
 def build_model(cfg: ModelConfig) -> SelfModulatingSlotAttention:
