@@ -97,13 +97,15 @@ def test_box_mean_is_the_mean_of_the_window_clipped_at_the_border():
     for radius in (1, 3, 6):
         out = box_mean(x, radius)
         for i, j in ((0, 0), (4, 5), (8, 11), (2, 10)):
-            window = x[..., max(i - radius, 0) : i + radius + 1, max(j - radius, 0) : j + radius + 1]
+            rows = slice(max(i - radius, 0), i + radius + 1)
+            cols = slice(max(j - radius, 0), j + radius + 1)
+            window = x[..., rows, cols]
             torch.testing.assert_close(out[..., i, j], window.mean((-2, -1)))
 
 
 def test_codes_can_quantise_the_frozen_features_a_slot_covers():
     """codebook.source=features: the code names what a slot covers, whatever the slot holds."""
-    with pytest.raises(ValidationError, match="codebook.source=features"):
+    with pytest.raises(ValidationError, match=r"codebook\.source=features"):
         small_config(codebook={"source": "features"})
     model = build_model(small_config(**PHOTO, codebook={"source": "features"}))
     dim = model.encoder.feature_dim

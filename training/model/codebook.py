@@ -57,11 +57,7 @@ class EMACodebook(nn.Module):
         full precision whatever autocast is on (bf16 would tie near codes)."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = full_precision(x)
-            sq = (
-                x.pow(2).sum(-1, keepdim=True)
-                - 2 * x @ self.embed.t()
-                + self.embed.pow(2).sum(-1)
-            )
+            sq = x.pow(2).sum(-1, keepdim=True) - 2 * x @ self.embed.t() + self.embed.pow(2).sum(-1)
             indices = sq.argmin(dim=-1)
             dist_sq = sq.gather(-1, indices.unsqueeze(-1)).squeeze(-1)
         return indices, dist_sq.clamp_min(0.0).sqrt()
