@@ -19,6 +19,12 @@ held-out scenes, masks at the recipe's radius:
 - the served labels under the project's rule (`training/labels.py`: named on the first half
   of those scenes, thresholds on the second), over held-out objects matched at IoU >= 0.5.
 
+Beside both, what the frozen features allow at all (`ground_truth_masks`): the features pooled
+inside each object's true mask, clustered by k-means into as many clusters as there are codes
+on the naming scenes, each cluster named after its commonest category, judged on the held-out
+objects. Perfect masks and a cluster per category's share of the features: a code of a slot
+can hardly name categories better than that.
+
 Writes `code_probe.json` in `--out`.
 """
 
@@ -32,20 +38,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decoder_probe import cached_features, scored  # noqa: E402
+from decoder_probe import cached_features, scored
 
-from training.config import load_train_config  # noqa: E402
-from training.data.photos import generate_photo_batch, photo_library  # noqa: E402
-from training.labels import (  # noqa: E402
+from training.config import load_train_config
+from training.data.photos import generate_photo_batch, photo_library
+from training.labels import (
     fit_code_labels,
     object_records,
     summarise_records,
 )
-from training.metrics import slot_classes  # noqa: E402
-from training.model import build_model  # noqa: E402
+from training.metrics import slot_classes
+from training.model import build_model
 
 
 def scenes_of(n: int, seed: int, split: str, cached: dict) -> list:
@@ -79,6 +87,39 @@ def code_pairs(ids, codes, scenes, num_slots) -> tuple[np.ndarray, np.ndarray]:
         ids, np.stack([s.instances for s in scenes]), [s.classes for s in scenes], num_slots
     )
     return codes[sc.image, sc.slot], sc.class_id
+
+
+def pooled_objects(data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(features (M, C), category (M,)) of every object of `data["scenes"]`: the frozen
+    features averaged over the token cells its true mask covers (area-weighted), L2-normalised."""
+    scenes = data["scenes"]
+    grid = int(data["feats"].shape[1] ** 0.5)
+    pooled, category = [], []
+    for i, scene in enumerate(scenes):
+        ids = torch.as_tensor(scene.instances)
+        masks = torch.stack([(ids == j + 1).float() for j in range(len(scene.classes))])
+        cover = F.interpolate(masks[None], size=(grid, grid), mode="area")[0].flatten(1)
+        weights = cover / cover.sum(1, keepdim=True).clamp_min(1e-8)
+        pooled.append(F.normalize(weights @ data["feats"][i].float(), dim=-1))
+        category.append(np.asarray(scene.classes))
+    return torch.cat(pooled).numpy(), np.concatenate(category)
+
+
+def ground_truth_masks(train: dict, val: dict, clusters: int) -> dict:
+    """k-means on features pooled inside true masks, named on the naming scenes (docstring)."""
+    x, y = pooled_objects(train)
+    kmeans = KMeans(min(clusters, len(x)), n_init=4, random_state=0).fit(x)
+    named = np.array(
+        [np.bincount(y[kmeans.labels_ == c]).argmax() for c in range(kmeans.n_clusters)]
+    )
+    vx, vy = pooled_objects(val)
+    cluster = kmeans.predict(vx)
+    return {
+        "objects": len(vy),
+        "code_nmi": round(float(normalized_mutual_info_score(vy, cluster)), 3),
+        "naming_accuracy": round(float(np.mean(named[cluster] == vy)), 3),
+        "commonest_category_share": round(float(np.bincount(vy).max() / len(vy)), 3),
+    }
 
 
 def judge_codes(model, train: dict, val: dict, names: list[str]) -> dict:
@@ -189,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     val["scenes"] = scenes_of(args.val_scenes, 4321, "unseen", val)
     names = list(photo_library().categories)
     results = {"config": {k: str(v) for k, v in vars(args).items()}}
+    size = load_train_config("photos").model.codebook.size
+    results["ground_truth_masks"] = ground_truth_masks(data, val, size)
+    print(f"ground-truth masks: {results['ground_truth_masks']}", flush=True)
     for source in args.sources.split(","):
         results[source] = train(source, data, val, names, args)
         (args.out / "code_probe.json").write_text(json.dumps(finite(results), indent=2) + "\n")

@@ -31,6 +31,8 @@ def test_a_tiny_probe_run_writes_figures_for_both_sources(tmp_path: Path):
         assert 1 <= r["codes_used"] <= 32
         assert r["served_labels"]["objects"] > 0
         assert r["seconds_per_step"] > 0
+    reference = result["ground_truth_masks"]
+    assert reference["objects"] >= 8 and 0.0 <= reference["naming_accuracy"] <= 1.0
     # the scenes are drawn again for their categories: a cache of other scenes is refused
     with pytest.raises(SystemExit, match="does not hold these"):
         probe.main([*args[:2], "--train-scenes", "8", "--val-scenes", "5", *extra])
