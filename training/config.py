@@ -119,7 +119,9 @@ class CodebookConfig(_Strict):
     """What a code quantises. slots: each bottom-up slot (the paper). features: the frozen
     encoder features the slot's attention covers (their attention-weighted mean, L2-normalised),
     so a code says what a slot holds rather than where it is; the served code is looked up
-    again from the final pass's attention. Needs decoder.kind=features."""
+    again from the final pass's attention. Needs decoder.kind=features. On photo scenes it lifts
+    the codes' NMI with the category (0.30 -> 0.36) with grouping and naming within noise
+    (docs/photos.md), so the photo recipe keeps slots."""
 
 
 class ModulationConfig(_Strict):
