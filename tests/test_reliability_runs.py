@@ -53,13 +53,17 @@ def test_quick_benchmark_writes_its_report(tmp_path):
     rounds, h = result["rounds"], result["headline"]
     assert len(rounds) == h["rounds"] >= 1 and all(r["errors"] == 0 for r in rounds)
     # bounds the measurement itself sets: the service cannot outrun its own model (a shed or
-    # failed request counted as served would), and one user over HTTP waits longer than one
-    # bare model call (an overhead computed the wrong way round would be negative)
+    # failed request counted as served would)
     assert 0 < h["served_over_raw"] <= 1.2, h
-    assert h["http_overhead_ms"] > 0, h
-    assert h["http_p50_one_user_ms"] > h["raw_batch1_p50_ms"] > 0, h
     for r in rounds:
         assert r["raw_best_images_per_s"] > r["http_saturation_images_per_s"] / 1.2 > 0, r
+        # the overhead is the served wait minus the bare call, not the other way round; its
+        # sign is the machine's noise at 1 user (a quick run measured -0.7 ms of 22 ms)
+        served_minus_raw = r["http_p50_one_user_ms"] - r["raw_batch1_p50_ms"]
+        assert r["http_overhead_ms"] == pytest.approx(served_minus_raw), r
+        assert r["raw_batch1_p50_ms"] > 0 and r["http_p50_one_user_ms"] > 0, r
+    lo, hi = h["http_overhead_ms_range"]
+    assert lo <= h["http_overhead_ms"] <= hi, h
     for key in (
         "served_over_raw",
         "http_overhead_ms",
