@@ -30,7 +30,6 @@ Writes `code_probe.json` in `--out`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -43,7 +42,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decoder_probe import cached_features, scored
+from decoder_probe import load_caches, probe_parser, scored
 
 from training.config import load_train_config
 from training.data.photos import generate_photo_batch, photo_library
@@ -210,22 +209,13 @@ def finite(value):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/code_probe.py", description=__doc__)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--train-scenes", type=int, default=2048)
-    parser.add_argument("--val-scenes", type=int, default=128)
+    parser = probe_parser("scripts/code_probe.py", __doc__, steps=4000)
     parser.add_argument("--naming-scenes", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--sources", default="slots,features")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if not 2 <= args.naming_scenes <= args.train_scenes:
         parser.error("--naming-scenes must lie in 2..--train-scenes: codes are named on those")
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = cached_features(args.out, "train", args.train_scenes, 1, "train")
-    val = cached_features(args.out, "unseen", args.val_scenes, 4321, "unseen")
+    data, val = load_caches(args)
     data["scenes"] = scenes_of(args.naming_scenes, 1, "train", data)
     val["scenes"] = scenes_of(args.val_scenes, 4321, "unseen", val)
     names = list(photo_library().categories)

@@ -248,23 +248,36 @@ def train(decoder: str, feats: torch.Tensor, val_feats: torch.Tensor, val: dict,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/decoder_probe.py", description=__doc__)
+def probe_parser(prog: str, doc: str, steps: int) -> argparse.ArgumentParser:
+    """The options every probe over this cache takes: where it lives, its scenes, the schedule."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--train-scenes", type=int, default=2048)
     parser.add_argument("--val-scenes", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--slot-dim", type=int, default=128)
-    parser.add_argument("--ar-dim", type=int, default=192)
-    parser.add_argument("--ar-layers", type=int, default=2)
-    parser.add_argument("--decoders", default="mlp,ar")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def load_caches(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The cached training scenes (seed 1) and held-out scenes (seed 4321), computed once in
+    `--out`, with torch on `--threads` threads."""
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     data = cached_features(args.out, "train", args.train_scenes, 1, "train")
     val = cached_features(args.out, "unseen", args.val_scenes, 4321, "unseen")
+    return data, val
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = probe_parser("scripts/decoder_probe.py", __doc__, steps=2000)
+    parser.add_argument("--slot-dim", type=int, default=128)
+    parser.add_argument("--ar-dim", type=int, default=192)
+    parser.add_argument("--ar-layers", type=int, default=2)
+    parser.add_argument("--decoders", default="mlp,ar")
+    args = parser.parse_args(argv)
+    data, val = load_caches(args)
     results = {"config": {k: str(v) for k, v in vars(args).items()}, "baselines": baselines(val)}
     print(f"baselines: {results['baselines']}", flush=True)
     feats, val_feats = standardised(data, val)
