@@ -84,6 +84,9 @@ def test_every_config_trains(name, tmp_path):
     assert info.config == cfg.model
     assert len(info.code_names) == cfg.model.codebook.size
     assert abs(sum(info.code_usage) - 1.0) < 1e-3
+    # the served labels, fitted by the true rule on the recipe's labelled set, travel with it
+    assert info.label_set == ("photos" if name == "photos" else "shapes")
+    assert len(info.code_labels) == cfg.model.codebook.size
 
 
 def test_init_from_starts_from_a_checkpoints_weights(tmp_path):
@@ -162,6 +165,11 @@ def test_checkpoint_round_trip_without_pickle(small_cfg, tmp_path):
     assert path.read_bytes()[:1] != b"\x80"
     restored, info = load_checkpoint(path)
     assert info.config == small_cfg and info.code_names == names
+    assert info.code_labels is None and info.label_set is None
+    labelled = CheckpointInfo(small_cfg, code_labels=_labels("circle", None), label_set="shapes")
+    save_checkpoint(model, tmp_path / "l.safetensors", labelled)
+    again = read_info(tmp_path / "l.safetensors")
+    assert again.code_labels == labelled.code_labels and again.label_set == "shapes"
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         a, b = model(x), restored(x)
@@ -228,6 +236,61 @@ def test_cli_evaluates_checkpoint_baselines_and_coco(small_cfg, tmp_path):
     assert res.returncode != 0 and "error" in res.stderr.lower()
 
 
+def _labels(*names):
+    from training.labels import CodeLabel
+
+    return [CodeLabel(n, 1.0, n, 0.0, 1.0, 50) for n in names]
+
+
+@pytest.mark.slow
+def test_evaluate_judges_a_checkpoints_served_labels_not_its_majority_names(small_cfg, tmp_path):
+    """The labels block of `evaluate --checkpoint` is what the checkpoint would serve: its
+    fitted code labels, never its majority names (which call codes "background")."""
+    model = build_model(small_cfg)
+    model(torch.rand(4, 3, 32, 32))
+    e = small_cfg.codebook.size
+    info = CheckpointInfo(
+        small_cfg, code_names=["background"] * e, code_labels=_labels(*["circle"] * e),
+        label_set="shapes",
+    )  # fmt: skip
+    path = save_checkpoint(model.eval(), tmp_path / "m.safetensors", info)
+    args = ("evaluate", "--checkpoint", str(path), "--variant", "solid", "--scenes", "16")
+    res = _cli(*args, "--json")
+    assert res.returncode == 0, res.stderr
+    labels = json.loads(res.stdout)["labels"]
+    assert labels["objects"] > 0 and labels["objects_labelled_background"] == 0.0
+    assert "fitting the checkpoint's code labels" not in res.stderr
+
+    # without stored labels they are fitted by the served rule, not taken from the names
+    info.code_labels = info.label_set = None
+    save_checkpoint(model.eval(), path, info)
+    res = _cli(*args, "--label-scenes", "8", "--json")
+    assert res.returncode == 0, res.stderr
+    assert "fitting the checkpoint's code labels on shapes scenes" in res.stderr
+    assert json.loads(res.stdout)["labels"]["objects_labelled_background"] < 1.0
+
+
+def test_checkpoint_labels_are_refitted_for_another_label_set(small_cfg, monkeypatch):
+    from training import evaluate
+
+    fitted = []
+    monkeypatch.setattr(
+        evaluate,
+        "label_model_codes",
+        lambda predict, k, e, label_set, size, scenes: (
+            fitted.append(label_set)
+            or (None if label_set == "none" else (_labels(*["mammals"] * e), None))
+        ),
+    )
+    model = build_model(small_cfg).eval()
+    stored = CheckpointInfo(small_cfg, code_labels=_labels("circle"), label_set="shapes")
+    assert evaluate.checkpoint_labels(model, stored, "shapes") == _labels("circle")
+    assert fitted == []
+    labels = evaluate.checkpoint_labels(model, stored, "photos", scenes=4)
+    assert fitted == ["photos"] and {c.label for c in labels} == {"mammals"}
+    assert evaluate.checkpoint_labels(model, CheckpointInfo(small_cfg), "none") is None
+
+
 def test_recommend_codebook_size_rule():
     from training.sweep import recommend
 
@@ -259,9 +322,14 @@ def test_demo_name_codes_and_bench_cli(small_cfg, tmp_path):
     path = small_checkpoint(tmp_path / "m.safetensors", small_cfg)
     res = _cli("name-codes", "--checkpoint", str(path), "--scenes", "8")
     assert res.returncode == 0, res.stderr
-    named = read_info(path).code_names
-    assert named is not None and any(n is not None for n in named)
-    assert set(json.loads(res.stdout).values()) <= {"background", *SHAPE_CLASSES}
+    info = read_info(path)
+    assert info.code_names is not None and any(n is not None for n in info.code_names)
+    assert info.label_set == "shapes" and len(info.code_labels) == small_cfg.codebook.size
+    printed = json.loads(res.stdout)
+    assert set(printed["majority_names"].values()) <= {"background", *SHAPE_CLASSES}
+    assert printed["served_labels"] == {
+        str(e): c.label for e, c in enumerate(info.code_labels) if c.label is not None
+    }
 
     res = _cli("demo", "--checkpoint", str(path), "--out", str(tmp_path / "demo"), "--scenes", "8")
     assert res.returncode == 0, res.stderr

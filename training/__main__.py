@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from training.config import InferenceOverrides
+from training.config import DataConfig, InferenceOverrides
 
 
 def _add_train(sub) -> None:
@@ -67,6 +67,13 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--scenes", type=int, default=512)
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument(
+        "--label-scenes",
+        type=int,
+        default=256,
+        help="with a checkpoint that holds no code labels for the scenes' label set: labelled "
+        "scenes to fit them on, and as many to pick their thresholds on",
+    )
+    p.add_argument(
         "--size", type=int, default=None, help="scene size (default: the model's input size)"
     )
     p.add_argument(
@@ -88,9 +95,11 @@ def _cmd_evaluate(args) -> int:
     from training.evaluate import (
         baseline_predictor,
         bundle_predictor,
+        checkpoint_labels,
         coco_scenes,
         evaluate_scenes,
         evaluation_scenes,
+        label_set_of,
         model_predictor,
     )
 
@@ -126,7 +135,11 @@ def _cmd_evaluate(args) -> int:
             model.cfg.slot_attention.num_slots,
             model.cfg.codebook.size,
         )
-        code_names = info.code_names
+        # Labels are judged as they would be served: the true rule, on the scenes' label set.
+        code_names = None
+        if not args.coco:
+            labels = checkpoint_labels(model, info, label_set_of(args.variant), args.label_scenes)
+            code_names = None if labels is None else [c.label for c in labels]
     else:
         size, k, e, code_names = 64, args.slots, None, None
     size = args.size or size
@@ -181,22 +194,42 @@ def _cmd_sweep(args) -> int:
 
 def _add_name_codes(sub) -> None:
     p = sub.add_parser(
-        "name-codes", help="(re)name a checkpoint's codes by majority class on labelled scenes"
+        "name-codes",
+        help="(re)fit a checkpoint's code labels and majority names on labelled scenes",
     )
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--scenes", type=int, default=256, help="scenes of each shapes variant")
+    p.add_argument(
+        "--label-set",
+        choices=("shapes", "photos"),
+        default="shapes",
+        help="labelled scenes to fit on (photos: the photo-object scenes of the training stamps)",
+    )
+    p.add_argument("--scenes", type=int, default=256, help="scenes (of each shapes variant)")
     p.add_argument("--seed", type=int, default=777)
     p.set_defaults(func=_cmd_name_codes)
 
 
 def _cmd_name_codes(args) -> int:
     from training.checkpoint import load_checkpoint, save_checkpoint
-    from training.evaluate import name_codes_on_shapes
+    from training.evaluate import fit_model_labels, name_codes_on_shapes
 
     model, info = load_checkpoint(args.checkpoint)
-    info.code_names, info.code_usage = name_codes_on_shapes(model, args.scenes, args.seed)
+    data = DataConfig(variant="photos") if args.label_set == "photos" else None
+    info.code_names, info.code_usage = name_codes_on_shapes(model, args.scenes, args.seed, data)
+    info.label_set = args.label_set
+    info.code_labels = fit_model_labels(model, args.label_set, args.scenes)
     save_checkpoint(model, args.checkpoint, info)
-    print(json.dumps({str(i): n for i, n in enumerate(info.code_names) if n is not None}))
+    served = {str(i): c.label for i, c in enumerate(info.code_labels) if c.label is not None}
+    print(
+        json.dumps(
+            {
+                "served_labels": served,
+                "majority_names": dict(
+                    (str(i), n) for i, n in enumerate(info.code_names) if n is not None
+                ),
+            }
+        )
+    )
     return 0
 
 

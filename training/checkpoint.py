@@ -1,9 +1,10 @@
 """Checkpoints: the model config plus weights as safetensors, loaded without pickle.
 
 One file (`*.safetensors`) holds every parameter and buffer; its string metadata holds the
-resolved `ModelConfig` (JSON), the code names, the training code-usage distribution and
-free-form run information. This is the artefact export reads; Lightning's own resume state
-(`checkpoints/last.ckpt`) is separate and only for resuming."""
+resolved `ModelConfig` (JSON), the code names, the served code labels with the labelled set
+they were fitted on, the training code-usage distribution and free-form run information. This
+is the artefact export reads; Lightning's own resume state (`checkpoints/last.ckpt`) is separate
+and only for resuming."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from training.config import InferenceOverrides, ModelConfig
+from training.labels import CodeLabel
 from training.model import SelfModulatingSlotAttention, build_model
 
 FORMAT_VERSION = "1"
@@ -45,8 +47,12 @@ def replacing(path: Path) -> Iterator[str]:
 class CheckpointInfo:
     config: ModelConfig
     code_names: list[str | None] | None = None
+    """Each code's commonest truth on labelled scenes, background included: a diagnostic."""
     code_usage: list[float] | None = None
     """Training distribution of code assignments (sums to 1): the drift reference."""
+    code_labels: list[CodeLabel] | None = None
+    """What each code is served as (`training.labels`), fitted on `label_set` scenes."""
+    label_set: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,6 +69,10 @@ def save_checkpoint(
         "config": info.config.model_dump_json(),
         "code_names": json.dumps(info.code_names),
         "code_usage": json.dumps(info.code_usage),
+        "code_labels": json.dumps(
+            None if info.code_labels is None else [c.to_json() for c in info.code_labels]
+        ),
+        "label_set": json.dumps(info.label_set),
         "extra": json.dumps(info.extra),
     }
     with replacing(path) as tmp:
@@ -80,10 +90,13 @@ def read_info(path: str | Path) -> CheckpointInfo:
         raise ValueError(
             f"{path}: checkpoint format {meta.get('format_version')} != {FORMAT_VERSION}"
         )
+    labels = json.loads(meta.get("code_labels", "null"))
     return CheckpointInfo(
         config=ModelConfig.model_validate_json(meta["config"]),
         code_names=json.loads(meta.get("code_names", "null")),
         code_usage=json.loads(meta.get("code_usage", "null")),
+        code_labels=None if labels is None else [CodeLabel(**c) for c in labels],
+        label_set=json.loads(meta.get("label_set", "null")),
         extra=json.loads(meta.get("extra", "{}")),
     )
 

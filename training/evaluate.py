@@ -5,6 +5,7 @@ Every figure can stand beside the two trivial baselines measured on the same sce
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from training.baselines import (
 )
 from training.config import DataConfig
 from training.data import SHAPE_CLASSES, Scene, generate_batch, load_coco_folder
-from training.labels import object_records, summarise_records
+from training.labels import CodeLabel, label_model_codes, object_records, summarise_records
 from training.metrics import SegmentationEvaluator, code_histogram
+
+log = logging.getLogger(__name__)
 
 # images (B, H, W, 3) uint8 -> (pred ids (B, H, W), codes (B, K) or None)
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
@@ -224,6 +227,40 @@ def name_codes_on_shapes(model, n: int, seed: int, data: DataConfig | None = Non
     hist = code_histogram(used_codes, e).astype(np.float64)
     usage = (hist / max(1.0, hist.sum())).round(6).tolist()
     return ev.code_names(), usage
+
+
+def label_set_of(variant: str) -> str:
+    """The labelled set whose categories a variant's objects carry."""
+    return "photos" if variant in PHOTO_VARIANTS else "shapes"
+
+
+def fit_model_labels(model, label_set: str, scenes: int = 256) -> list[CodeLabel] | None:
+    """A model's served code labels on `label_set` scenes, by the rule an exported bundle's
+    are fitted with (`training.labels.label_model_codes`); None for the `none` set."""
+    cfg = model.cfg
+    fitted = label_model_codes(
+        model_predictor(model),
+        cfg.slot_attention.num_slots,
+        cfg.codebook.size,
+        label_set,
+        cfg.image_size,
+        scenes,
+    )
+    return None if fitted is None else fitted[0]
+
+
+def checkpoint_labels(model, info, label_set: str, scenes: int = 256) -> list[CodeLabel] | None:
+    """The served code labels of a checkpoint for `label_set`: the ones fitted when it was
+    trained, or, for a checkpoint without them (or fitted on another set), fitted now."""
+    if info.code_labels is not None and info.label_set == label_set:
+        return info.code_labels
+    log.info(
+        "fitting the checkpoint's code labels on %s scenes (%d to name, %d to check)",
+        label_set,
+        scenes,
+        scenes,
+    )
+    return fit_model_labels(model, label_set, scenes)
 
 
 def coco_scenes(folder: str | Path, size: int):

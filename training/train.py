@@ -271,11 +271,13 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path 
     (None in the other processes of a data-parallel run).
 
     With `resume`, an existing `checkpoints/last.ckpt` in `run.out_dir` is continued."""
-    from training.evaluate import (
+    from training.evaluate import (  # avoid import cycle
         evaluate_model,
+        fit_model_labels,
+        label_set_of,
         labelled_variants,
         name_codes_on_shapes,
-    )  # avoid import cycle
+    )
 
     single_log_output()
     out = Path(cfg.run.out_dir)
@@ -316,10 +318,15 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path 
     model = module.model.cpu().eval()
     artefacts.save_images(module, trainer.global_step)
     names, usage = name_codes_on_shapes(model, cfg.run.eval_scenes, NAMING_SEED, cfg.data)
+    variants = labelled_variants(cfg.data)
+    label_set = label_set_of(variants[0])
+    labels = fit_model_labels(model, label_set, cfg.run.eval_scenes)
     info = CheckpointInfo(
         cfg.model,
         code_names=names,
         code_usage=usage,
+        code_labels=labels,
+        label_set=label_set,
         extra={
             "steps": int(trainer.global_step),
             "train_minutes_this_session": round(minutes, 2),
@@ -329,8 +336,10 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path 
     )
     path = save_checkpoint(model, out / "model.safetensors", info)
     report = {
-        v: evaluate_model(model, v, cfg.run.eval_scenes, VAL_SEED + 2, code_names=names)
-        for v in labelled_variants(cfg.data)
+        v: evaluate_model(
+            model, v, cfg.run.eval_scenes, VAL_SEED + 2, code_names=[c.label for c in labels]
+        )
+        for v in variants
     }
     report["steps"] = int(trainer.global_step)
     report["train_minutes_this_session"] = round(minutes, 2)
