@@ -17,6 +17,7 @@ from training.labels import (
     fit_code_labels,
     object_records,
     pick_thresholds,
+    slot_pairs,
     summarise_records,
 )
 
@@ -102,6 +103,28 @@ def test_object_records_judge_objects_by_the_slot_that_covers_them():
     assert r["matched"] == 0.5 and r["label_accuracy"] == 1.0 and r["label_precision"] == 1.0
     r = summarise_records(object_records(true, [np.array([1, 2])], pred, codes, labels, NAMES))
     assert r["label_accuracy"] == 0.0 and r["label_coverage"] == 1.0
+
+
+def test_a_background_slot_that_holds_an_object_is_judged_as_that_object():
+    """Slot truth for labelling: a mostly-background slot that an object ends up in counts as
+    that object's category, so its code cannot earn "background" from it."""
+    from training.data import Scene
+
+    instances = np.zeros((6, 6), np.int32)
+    instances[:3, :3] = 1  # a cat, with a slot of its own (slot 1)
+    instances[4:, 4:] = 2  # a dog (4 pixels), swallowed by slot 0, which is mostly background
+    instances[4:, :2] = 3  # a cup, also in slot 0: 3 pixels, so the dog is its largest object
+    instances[5, 1] = 0
+    scene = Scene(np.zeros((6, 6, 3), np.uint8), instances, np.array([0, 1, 2]))
+    pred = np.zeros((6, 6), int)
+    pred[:3, :3] = 1
+    pred[0, 5] = 2  # slot 2: background only
+
+    def predict(images):
+        return pred[None].repeat(len(images), 0), np.array([[7, 4, 9]] * len(images))
+
+    codes, truth = slot_pairs(predict, [scene], num_slots=3)
+    assert dict(zip(codes.tolist(), truth.tolist(), strict=True)) == {7: 1, 4: 0, 9: -1}
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """Labels that are true: what a served object's code says about it, and only where it is reliable.
 
 A slot's truth on a labelled scene is what most of its pixels are: "background", or the category
-of the object covering most of them (`slot_classes`). On a naming set, each code gets
+of the object covering most of them (`slot_classes`); but a slot that an object ends up in (the
+slot covering most of that object) is never background: it is that object's category. So a
+code is "background" only by slots that hold no object. On a naming set, each code gets
 
 * `category`: the category it most often covers among the foreground objects its slots hold;
 * `background_share`: the share of its slots that are background;
@@ -206,6 +208,21 @@ ObjectRecord = tuple[bool, bool, bool, bool, str]
 """Per ground-truth object: (labelled background, matched, given a label, right, category)."""
 
 
+def object_slots(true_ids: np.ndarray, pred_ids: np.ndarray) -> list[tuple[int, int, float]]:
+    """(object id, its slot, IoU) for each ground-truth object present in one image: its slot
+    is the one covering most of its pixels (ids 0 = background, 1..n objects)."""
+    t, p = np.asarray(true_ids).ravel(), np.asarray(pred_ids).ravel()
+    out = []
+    for i in range(1, int(t.max(initial=0)) + 1):
+        inside = t == i
+        if not inside.any():
+            continue
+        slot = int(np.bincount(p[inside]).argmax())
+        inter = int((p[inside] == slot).sum())
+        out.append((i, slot, inter / (int(inside.sum()) + int((p == slot).sum()) - inter)))
+    return out
+
+
 def object_records(
     true_ids: np.ndarray,
     classes: Sequence[np.ndarray],
@@ -216,20 +233,13 @@ def object_records(
 ) -> list[ObjectRecord]:
     """What the served label says about each ground-truth object of a batch: its slot is the
     one covering most of its pixels, matched when their IoU is >= MATCH_IOU."""
-    true_ids, pred_ids = np.asarray(true_ids), np.asarray(pred_ids)
     records = []
-    for b in range(true_ids.shape[0]):
-        t, p = true_ids[b].ravel(), pred_ids[b].ravel()
-        for i, cat in enumerate(np.asarray(classes[b]).ravel(), start=1):
-            inside = t == i
-            if not inside.any():
-                continue
-            slot = int(np.bincount(p[inside]).argmax())
-            inter = int((p[inside] == slot).sum())
-            iou = inter / (int(inside.sum()) + int((p == slot).sum()) - inter)
+    for b in range(np.shape(true_ids)[0]):
+        cats = np.asarray(classes[b]).ravel()
+        for i, slot, iou in object_slots(true_ids[b], pred_ids[b]):
             code = int(codes[b, slot])
             label = labels[code] if code < len(labels) else None
-            name = class_names[int(cat)]
+            name = class_names[int(cats[i - 1])]
             records.append(
                 (label == BACKGROUND, iou >= MATCH_IOU, label is not None, label == name, name)
             )
@@ -283,18 +293,33 @@ def labelled_scenes(label_set: str, n: int, seed: int, height: int, width: int |
 
 
 def slot_pairs(predict, scenes, num_slots: int, chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """(code, slot truth) of every non-empty slot of `predict` on `scenes`."""
+    """(code, slot truth) of every non-empty slot of `predict` on `scenes`.
+
+    A slot's truth is what most of its pixels are (`slot_classes`), except that a slot some
+    object ends up in (the slot covering most of that object, as `object_records` finds it)
+    is never background: it is that object's category (the largest such object's). So a code
+    is judged "background" only on slots that hold no object, which is what users meet: an
+    object swallowed by a background slot would otherwise be served as "background"."""
     from training.metrics import slot_classes
 
     codes, truth = [], []
     for i in range(0, len(scenes), chunk):
         part = scenes[i : i + chunk]
+        true = np.stack([s.instances for s in part])
         pred, c = predict(np.stack([s.image for s in part]))
-        sc = slot_classes(
-            pred, np.stack([s.instances for s in part]), [s.classes for s in part], num_slots
-        )
+        sc = slot_classes(pred, true, [s.classes for s in part], num_slots)
+        slot_truth = np.asarray(sc.class_id).copy()
+        held = {}  # (image, slot) -> (object pixels, category) of the largest object it holds
+        for b, scene in enumerate(part):
+            for obj, slot, _ in object_slots(true[b], pred[b]):
+                size = int((true[b] == obj).sum())
+                if size > held.get((b, slot), (0, -1))[0]:
+                    held[b, slot] = (size, int(scene.classes[obj - 1]))
+        for m, (b, slot) in enumerate(zip(sc.image, sc.slot, strict=True)):
+            if slot_truth[m] < 0 and (int(b), int(slot)) in held:
+                slot_truth[m] = held[int(b), int(slot)][1]
         codes.append(c[sc.image, sc.slot])
-        truth.append(sc.class_id)
+        truth.append(slot_truth)
     return np.concatenate(codes), np.concatenate(truth)
 
 
