@@ -2,10 +2,12 @@
 
     .venv/bin/python scripts/photo_overlays.py \
         --checkpoint models/slotserve-shapes/model.safetensors \
-        --checkpoint runs/photos/model.safetensors --out reports/photos/overlays.png
+        --checkpoint runs/photos/model.safetensors --iterations 10 \
+        --out reports/photos/overlays-photo-model.png
 
 Each row is one photograph: the input, then each checkpoint's objects tinted by code and named
 as the service draws them (`service.processing.render_overlay`), at a height of 256 px.
+`--iterations`, `--merge-share` and `--refine-radius` apply to every checkpoint but the first.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.processing import describe_objects, masks_to_labels, render_overlay  # noqa: E402
+from runtime.resize import masks_to_labels  # noqa: E402
+from service.processing import describe_objects, render_overlay  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import InferenceOverrides  # noqa: E402
 
@@ -50,10 +53,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", required=True)
     p.add_argument("--out", type=Path, required=True)
-    InferenceOverrides.add_arguments(p)  # applied to every checkpoint
+    # The first checkpoint is the reference, drawn as it ships; the inference overrides apply to
+    # the ones after it (the photo model's recipe settings, e.g. --iterations 10).
+    InferenceOverrides.add_arguments(p)
     args = p.parse_args()
     overrides = InferenceOverrides.from_args(args)
-    models = [load_checkpoint(c, overrides=overrides)[0] for c in args.checkpoint]
+    first, *rest = args.checkpoint
+    models = [load_checkpoint(first)[0]]
+    models += [load_checkpoint(c, overrides=overrides)[0] for c in rest]
     rows = []
     for name in PHOTOS:
         image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")

@@ -15,15 +15,9 @@ import numpy as np
 from PIL import Image
 
 from runtime.contract import Manifest, served_labels
+from runtime.resize import masks_to_labels, to_model_size
 from service.errors import RequestError, TooManyImages
-from service.processing import (
-    Limits,
-    decode_image,
-    describe_objects,
-    masks_to_labels,
-    render_overlay,
-    to_model_size,
-)
+from service.processing import Limits, decode_image, describe_objects, render_overlay
 
 InferFn = Callable[[np.ndarray], Awaitable[list[dict]]]
 INLINE_DECODE_BYTES = 256 * 1024

@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from loadtests.images import encode
+from runtime.resize import masks_to_labels, to_model_size
 from service.errors import (
     BadImage,
     EmptyUpload,
@@ -19,14 +20,7 @@ from service.errors import (
     UnsupportedImage,
     UploadTooLarge,
 )
-from service.processing import (
-    Limits,
-    decode_image,
-    describe_objects,
-    masks_to_labels,
-    render_overlay,
-    to_model_size,
-)
+from service.processing import Limits, decode_image, describe_objects, render_overlay
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
+from PIL import Image
 
+from runtime.resize import masks_to_labels, to_model_size
 from training.baselines import (
     colour_segmentation,
     kmeans_feature_segmentation,
@@ -29,30 +30,34 @@ log = logging.getLogger(__name__)
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
 
-def _to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, C, H, W) float -> (B, C, *size): area averaging down, bilinear up (as the service)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    down = size[0] <= x.shape[-2] and size[1] <= x.shape[-1]
-    if down:
-        return F.interpolate(x, size=size, mode="area")
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+def _model_inputs(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 images (B, H, W, 3) at the model's input size, resized as the service resizes
+    them (`runtime.resize`)."""
+    if images.shape[1:3] == (height, width):
+        return images
+    return np.stack([to_model_size(Image.fromarray(im), height, width) for im in images])
+
+
+def _slot_maps(masks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Soft masks (B, K, h, w) -> slot id per pixel (B, height, width), as the service does."""
+    return np.stack([masks_to_labels(m, height, width) for m in masks]).astype(np.int64)
 
 
 def model_predictor(model: torch.nn.Module, batch_size: int = 64) -> Predictor:
     """Argmax over the decoder-alpha masks, and the code of each slot. Images of another size
-    than the model's are resized to it first and the soft masks resized back (bilinear), as the
-    service does."""
-    size = (model.cfg.image_size, model.cfg.image_size)
+    than the model's are resized to it first and the soft masks back, by the service's own
+    functions (`runtime.resize`)."""
+    size = model.cfg.image_size
 
     @torch.no_grad()
     def predict(images: np.ndarray):
         model.eval()
         ids, codes = [], []
         for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[i : i + batch_size]).permute(0, 3, 1, 2).float().div(255)
-            out = model(_to_size(x, size))
-            ids.append(_to_size(out.masks, tuple(x.shape[-2:])).argmax(1).numpy())
+            part = images[i : i + batch_size]
+            x = torch.from_numpy(_model_inputs(part, size, size)).permute(0, 3, 1, 2)
+            out = model(x.float().div(255))
+            ids.append(_slot_maps(out.masks.numpy(), *part.shape[1:3]))
             codes.append(out.codes.numpy())
         return np.concatenate(ids), np.concatenate(codes)
 
@@ -61,7 +66,8 @@ def model_predictor(model: torch.nn.Module, batch_size: int = 64) -> Predictor:
 
 def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int = 64) -> Predictor:
     """Argmax masks and codes computed by onnxruntime from an exported bundle (images of
-    another size resized to the bundle's input and the masks back, as the service does)."""
+    another size resized to the bundle's input and the masks back, as the service does:
+    `runtime.resize`)."""
     import onnxruntime as ort
 
     from runtime.contract import (
@@ -74,7 +80,6 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
     )
 
     spec = load_bundle(bundle).input
-    size = (spec.height, spec.width)
     session = ort.InferenceSession(
         str(Path(bundle) / VARIANT_FILES[variant]), providers=["CPUExecutionProvider"]
     )
@@ -83,16 +88,9 @@ def bundle_predictor(bundle: str | Path, variant: str = "fp32", batch_size: int 
         ids, codes = [], []
         for i in range(0, len(images), batch_size):
             part = images[i : i + batch_size]
-            if part.shape[1:3] != size:
-                x = torch.from_numpy(part).permute(0, 3, 1, 2).float()
-                x = _to_size(x, size).round().clamp(0, 255).to(torch.uint8)
-                part_in = x.permute(0, 2, 3, 1).numpy()
-            else:
-                part_in = part
-            masks, c = session.run(
-                [OUTPUT_MASKS, OUTPUT_CODES], {INPUT_NAME: to_model_input(part_in, spec)}
-            )
-            ids.append(_to_size(torch.from_numpy(masks), part.shape[1:3]).argmax(1).numpy())
+            x = to_model_input(_model_inputs(part, spec.height, spec.width), spec)
+            masks, c = session.run([OUTPUT_MASKS, OUTPUT_CODES], {INPUT_NAME: x})
+            ids.append(_slot_maps(masks, *part.shape[1:3]))
             codes.append(c)
         return np.concatenate(ids), np.concatenate(codes)
 
@@ -249,10 +247,13 @@ def fit_model_labels(model, label_set: str, scenes: int = 256) -> list[CodeLabel
     return None if fitted is None else fitted[0]
 
 
-def checkpoint_labels(model, info, label_set: str, scenes: int = 256) -> list[CodeLabel] | None:
+def checkpoint_labels(
+    model, info, label_set: str, scenes: int = 256, refit: bool = False
+) -> list[CodeLabel] | None:
     """The served code labels of a checkpoint for `label_set`: the ones fitted when it was
-    trained, or, for a checkpoint without them (or fitted on another set), fitted now."""
-    if info.code_labels is not None and info.label_set == label_set:
+    trained, or fitted now for a checkpoint without them (or fitted on another set), or with
+    `refit` (the model runs at other inference settings than it was trained with)."""
+    if not refit and info.code_labels is not None and info.label_set == label_set:
         return info.code_labels
     log.info(
         "fitting the checkpoint's code labels on %s scenes (%d to name, %d to check)",
