@@ -288,6 +288,8 @@ def test_checkpoint_labels_are_refitted_for_another_label_set(small_cfg, monkeyp
     assert fitted == []
     labels = evaluate.checkpoint_labels(model, stored, "photos", scenes=4)
     assert fitted == ["photos"] and {c.label for c in labels} == {"mammals"}
+    evaluate.checkpoint_labels(model, stored, "shapes", scenes=4, refit=True)
+    assert fitted == ["photos", "shapes"]
     assert evaluate.checkpoint_labels(model, CheckpointInfo(small_cfg), "none") is None
 
 

@@ -135,10 +135,13 @@ def _cmd_evaluate(args) -> int:
             model.cfg.slot_attention.num_slots,
             model.cfg.codebook.size,
         )
-        # Labels are judged as they would be served: the true rule, on the scenes' label set.
+        # Labels are judged as they would be served: the true rule, on the scenes' label set,
+        # fitted again when inference settings differ from those the stored ones were fitted at.
         code_names = None
         if not args.coco:
-            labels = checkpoint_labels(model, info, label_set_of(args.variant), args.label_scenes)
+            labels = checkpoint_labels(
+                model, info, label_set_of(args.variant), args.label_scenes, refit=bool(overrides)
+            )
             code_names = None if labels is None else [c.label for c in labels]
     else:
         size, k, e, code_names = 64, args.slots, None, None
