@@ -223,16 +223,8 @@ def _cmd_name_codes(args) -> int:
     info.code_labels = fit_model_labels(model, args.label_set, args.scenes)
     save_checkpoint(model, args.checkpoint, info)
     served = {str(i): c.label for i, c in enumerate(info.code_labels) if c.label is not None}
-    print(
-        json.dumps(
-            {
-                "served_labels": served,
-                "majority_names": dict(
-                    (str(i), n) for i, n in enumerate(info.code_names) if n is not None
-                ),
-            }
-        )
-    )
+    names = {str(i): n for i, n in enumerate(info.code_names) if n is not None}
+    print(json.dumps({"served_labels": served, "majority_names": names}))
     return 0
 
 

@@ -208,18 +208,19 @@ ObjectRecord = tuple[bool, bool, bool, bool, str]
 """Per ground-truth object: (labelled background, matched, given a label, right, category)."""
 
 
-def object_slots(true_ids: np.ndarray, pred_ids: np.ndarray) -> list[tuple[int, int, float]]:
-    """(object id, its slot, IoU) for each ground-truth object present in one image: its slot
-    is the one covering most of its pixels (ids 0 = background, 1..n objects)."""
+def object_slots(true_ids: np.ndarray, pred_ids: np.ndarray) -> list[tuple[int, int, float, int]]:
+    """(object id, its slot, IoU, object pixels) for each ground-truth object present in one
+    image: its slot is the one covering most of its pixels (ids 0 = background, 1..n objects)."""
     t, p = np.asarray(true_ids).ravel(), np.asarray(pred_ids).ravel()
     out = []
     for i in range(1, int(t.max(initial=0)) + 1):
         inside = t == i
-        if not inside.any():
+        pixels = int(inside.sum())
+        if not pixels:
             continue
         slot = int(np.bincount(p[inside]).argmax())
         inter = int((p[inside] == slot).sum())
-        out.append((i, slot, inter / (int(inside.sum()) + int((p == slot).sum()) - inter)))
+        out.append((i, slot, inter / (pixels + int((p == slot).sum()) - inter), pixels))
     return out
 
 
@@ -236,7 +237,7 @@ def object_records(
     records = []
     for b in range(np.shape(true_ids)[0]):
         cats = np.asarray(classes[b]).ravel()
-        for i, slot, iou in object_slots(true_ids[b], pred_ids[b]):
+        for i, slot, iou, _ in object_slots(true_ids[b], pred_ids[b]):
             code = int(codes[b, slot])
             label = labels[code] if code < len(labels) else None
             name = class_names[int(cats[i - 1])]
@@ -311,8 +312,7 @@ def slot_pairs(predict, scenes, num_slots: int, chunk: int = 128) -> tuple[np.nd
         slot_truth = np.asarray(sc.class_id).copy()
         held = {}  # (image, slot) -> (object pixels, category) of the largest object it holds
         for b, scene in enumerate(part):
-            for obj, slot, _ in object_slots(true[b], pred[b]):
-                size = int((true[b] == obj).sum())
+            for obj, slot, _, size in object_slots(true[b], pred[b]):
                 if size > held.get((b, slot), (0, -1))[0]:
                     held[b, slot] = (size, int(scene.classes[obj - 1]))
         for m, (b, slot) in enumerate(zip(sc.image, sc.slot, strict=True)):
