@@ -204,7 +204,7 @@ help:
 	@echo "  soak            overload, 10-minute soak and kill -9 into reports/reliability (committed)"
 	@echo "  train           reproduce the shipped checkpoint from scratch into runs/default"
 	@echo "  train-ablation  the same budget with top-down off into runs/no_topdown"
-	@echo "  train-photos    the photo recipe (fine-tunes the shipped model) into runs/photos"
+	@echo "  train-photos    the photo recipe (frozen Lite0 features) into runs/photos"
 	@echo "  evaluate        the shipped model and the baselines on 512 scenes of each variant"
 	@echo "  evaluate-photos the shipped model and the baselines on photo scenes"
 	@echo "  demo            evaluate and draw the shipped model's masks into runs/demo"

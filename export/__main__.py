@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None)
     p.add_argument("--version", default="1")
     p.add_argument("--mask-source", choices=["decoder_alpha", "attention"], default="decoder_alpha")
-    InferenceOverrides.add_arguments(p)  # --iterations, --merge-share, --refine-radius
+    InferenceOverrides.add_arguments(p)  # --iterations, --merge-share, --refine-radius, ...
     p.add_argument(
         "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
     )

@@ -98,12 +98,16 @@ def verify_bundle(
     contract needs."""
     bundle = Path(bundle)
     manifest = load_bundle(bundle)
-    # the graph unrolls a fixed count, merges slots at a fixed share and refines masks at a
-    # fixed radius, which export may have set apart from the checkpoint's; the manifest
-    # records all three
+    # the graph unrolls a fixed count, merges slots at a fixed share, refines masks at a fixed
+    # radius and feeds a Lite0 encoder a fixed size, which export may have set apart from the
+    # checkpoint's; the manifest records all four
     decoder = manifest.model.decoder
+    encoder = (manifest.model.model_extra or {}).get("encoder") or {}
     recorded = InferenceOverrides(
-        manifest.iterations["bottom_up"], decoder.merge_share, decoder.refine_radius
+        manifest.iterations["bottom_up"],
+        decoder.merge_share,
+        decoder.refine_radius,
+        encoder.get("eval_input") if encoder.get("kind") == "lite0" else None,
     )
     model, _ = load_checkpoint(checkpoint, overrides=recorded)
     wrapper = ExportWrapper(model, manifest.mask_source)

@@ -7,7 +7,8 @@
 
 Each row is one photograph: the input, then each checkpoint's objects tinted by code and named
 as the service draws them (`service.processing.render_overlay`), at a height of 256 px.
-`--iterations`, `--merge-share` and `--refine-radius` apply to every checkpoint but the first.
+`--iterations`, `--merge-share`, `--refine-radius` and `--encoder-input` apply to every
+checkpoint but the first.
 """
 
 from __future__ import annotations

@@ -149,6 +149,61 @@ def test_photo_model_trains_on_sampled_tokens_and_infers_pixel_masks():
     assert torch.equal(again.masks, out.masks)
 
 
+def test_positions_resize_to_a_finer_grid_and_keep_the_trained_one():
+    from training.model.position import resize_positions
+
+    pos = torch.randn(1, 25, 8)
+    assert resize_positions(pos, 25) is pos
+    flat = torch.ones(1, 1, 25, 8) * torch.arange(8.0)  # the same position everywhere
+    assert torch.allclose(resize_positions(flat, 49), torch.ones(1, 1, 49, 8) * torch.arange(8.0))
+    ramp = torch.linspace(0, 1, 5).repeat(5).view(1, 25, 1)  # x of each token, row-major
+    finer = resize_positions(ramp, 100).view(10, 10)
+    assert (finer.diff(dim=1) > 0).all() and torch.allclose(finer, finer[:1].expand(10, 10))
+    with pytest.raises(ValueError, match="square"):
+        resize_positions(pos, 30)
+
+
+def test_a_lite0_model_runs_on_a_larger_input_at_inference_only():
+    """`encoder.eval_input`: a finer token grid from the same weights in eval mode (the
+    positions of encoder and decoder resized); training keeps the grid it learned on, and
+    eval_input equal to lite0_input is the model unchanged."""
+    from training.config import InferenceOverrides
+
+    torch.manual_seed(0)
+    base = build_model(small_config(**PHOTO))
+    finer = build_model(InferenceOverrides(encoder_input=224).apply(base.cfg))
+    same = build_model(InferenceOverrides(encoder_input=160).apply(base.cfg))
+    for other in (finer, same):
+        other.load_state_dict(base.state_dict())  # the override adds no weights
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out, equal = (m.eval()(images) for m in (base, finer, same))
+    assert ref.attention.shape[-1] == 25 and out.attention.shape[-1] == 49
+    assert out.masks.shape == ref.masks.shape == (2, 4, 32, 32)
+    assert torch.allclose(out.masks.sum(1), torch.ones(2, 32, 32), atol=1e-4)
+    assert not torch.allclose(out.masks, ref.masks, atol=1e-3)
+    assert torch.equal(equal.masks, ref.masks)
+    assert finer.train()(images).attention.shape[-1] == 25  # training: the trained grid
+
+
+def test_encoder_input_is_a_lite0_override_of_a_multiple_of_32():
+    import argparse
+
+    from training.config import InferenceOverrides
+
+    parser = argparse.ArgumentParser()
+    InferenceOverrides.add_arguments(parser)
+    parsed = InferenceOverrides.from_args(parser.parse_args(["--encoder-input", "640"]))
+    assert parsed == InferenceOverrides(encoder_input=640) and parsed
+    for bad in ("100", "0", "big"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--encoder-input", bad])
+    with pytest.raises(ValueError, match="Lite0 encoders"):
+        parsed.apply(small_config())  # the shapes model's CNN encoder has no input size
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        small_config(encoder={"kind": "lite0", "eval_input": 200})
+
+
 def test_training_computes_each_images_frozen_features_once(monkeypatch):
     from training.config import TrainConfig
     from training.lit import SlotModule
@@ -187,12 +242,18 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source):
 
     config = small_config(**PHOTO, codebook={"source": source})
     ckpt = small_checkpoint(tmp_path / "m.safetensors", config)
-    # a radius set at export (the recipe trained with 2): the parity gate compares the graph
-    # with the checkpoint at the manifest's radius
-    radius = InferenceOverrides(refine_radius=3)
+    # a radius and an encoder input set at export (the recipe trained with 2 and 160 px, a
+    # 5x5 grid; 224 px gives 7x7): the parity gate compares the graph with the checkpoint at
+    # the manifest's settings
+    radius = InferenceOverrides(refine_radius=3, encoder_input=224)
     export_bundle(ckpt, tmp_path / "bundle", verify_batches=(1, 3), overrides=radius)
     manifest = load_bundle(tmp_path / "bundle")
     assert manifest.model.decoder.refine_radius == 3
+    assert manifest.model.model_extra["encoder"]["eval_input"] == 224
+    # `export verify` rebuilds the checkpoint at the manifest's settings, not the trained ones
+    from export.verify import parity_gate, verify_bundle
+
+    parity_gate(verify_bundle(tmp_path / "bundle", ckpt, batches=(2,)))
     spec = manifest.input
     assert (spec.height, spec.width) == (32, 32)
     images = (np.random.default_rng(0).random((2, 32, 32, 3)) * 255).astype(np.uint8)
@@ -200,6 +261,7 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source):
     (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images, spec)})
     model, _ = load_checkpoint(ckpt, overrides=radius)
     assert model.cfg.decoder.refine_radius == 3
+    assert model(torch.rand(1, 3, 32, 32)).attention.shape[-1] == 49  # the 7x7 grid
     with torch.no_grad():
         ref = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).masks.numpy()
     assert masks.shape == ref.shape == (2, 4, 32, 32)

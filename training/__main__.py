@@ -119,6 +119,7 @@ def _cmd_evaluate(args) -> int:
         "--iterations": args.iterations,
         "--merge-share": args.merge_share,
         "--refine-radius": args.refine_radius,
+        "--encoder-input": args.encoder_input,
     }
     given = [flag for flag, value in flags.items() if value is not None]
     if given and model is None:

@@ -7,6 +7,7 @@ run settings. Layering is explicit: defaults < YAML file < `key.sub=value` overr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,11 @@ class EncoderConfig(_Strict):
     lite0_input: int = Field(448, ge=32)
     """lite0: the image is resized to this square size (a multiple of 32) before the backbone:
     448 gives a 14x14 token grid at stride 32, the level that groups objects (DESIGN.md 9)."""
+    eval_input: int | None = Field(None, ge=32)
+    """lite0: the square size at inference (eval mode, evaluation, export, serving); None:
+    `lite0_input`. Larger gives a finer token grid (640: 20x20) from the same weights: the
+    learned positions are resized to it. Like `slot_attention.eval_iterations`, an inference
+    setting of a trained model."""
     lite0_reductions: tuple[int, ...] = (16, 32)
     """lite0: feature levels concatenated into each token; levels finer than the coarsest are
     average-pooled onto its grid (16 and 32: 112 + 320 = 432 channels)."""
@@ -49,6 +55,8 @@ class EncoderConfig(_Strict):
             raise ValueError(
                 f"encoder.lite0_input must be a multiple of 32, got {self.lite0_input}"
             )
+        if self.eval_input is not None and self.eval_input % 32:
+            raise ValueError(f"encoder.eval_input must be a multiple of 32, got {self.eval_input}")
         if not self.lite0_reductions or any(r not in (8, 16, 32) for r in self.lite0_reductions):
             raise ValueError(
                 f"encoder.lite0_reductions must be among 8, 16, 32, got {self.lite0_reductions}"
@@ -359,6 +367,16 @@ def _radius_arg(text: str) -> int:
     return _whole_number(text, 0)
 
 
+def _encoder_input_arg(text: str) -> int:
+    """argparse type for `--encoder-input`: a whole multiple of 32, at least 32."""
+    import argparse
+
+    value = _whole_number(text, 32)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 32, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts such as `--iterations`: a whole number >= 1."""
     return _whole_number(text, 1)
@@ -379,10 +397,13 @@ class InferenceOverrides:
     refine_radius: int | None = None
     """`decoder.refine_radius`: the guided filter's radius on the masks of a feature decoder
     (0 turns it off)."""
+    encoder_input: int | None = None
+    """`encoder.eval_input`: the square size a frozen Lite0 encoder sees (a multiple of 32;
+    larger: a finer token grid, slower)."""
 
     @staticmethod
     def add_arguments(parser: Any) -> None:
-        """`--iterations N`, `--merge-share S` and `--refine-radius R` on an argparse parser."""
+        """`--iterations`, `--merge-share`, `--refine-radius` and `--encoder-input` on a parser."""
         parser.add_argument(
             "--iterations",
             type=positive_int,
@@ -403,13 +424,20 @@ class InferenceOverrides:
             help="feature decoders: the guided filter's radius on the masks, in pixels "
             "(default: the checkpoint's; 0: bilinear masks, unrefined)",
         )
+        parser.add_argument(
+            "--encoder-input",
+            type=_encoder_input_arg,
+            default=None,
+            help="Lite0 encoders: the square size the image is resized to before the frozen "
+            "backbone, a multiple of 32 (default: the checkpoint's)",
+        )
 
     @classmethod
     def from_args(cls, args: Any) -> InferenceOverrides:
-        return cls(args.iterations, args.merge_share, args.refine_radius)
+        return cls(args.iterations, args.merge_share, args.refine_radius, args.encoder_input)
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.iterations, self.merge_share, self.refine_radius))
+        return any(v is not None for v in dataclasses.astuple(self))
 
     def apply(self, config: ModelConfig) -> ModelConfig:
         """`config` with the overrides set, validated (ranges, as at construction)."""
@@ -422,6 +450,13 @@ class InferenceOverrides:
             raw["decoder"]["merge_share"] = self.merge_share
         if self.refine_radius is not None:
             raw["decoder"]["refine_radius"] = self.refine_radius
+        if self.encoder_input is not None:
+            if config.encoder.kind != "lite0":
+                kind = config.encoder.kind
+                raise ValueError(
+                    f"--encoder-input applies to Lite0 encoders; this model's is {kind}"
+                )
+            raw["encoder"]["eval_input"] = self.encoder_input
         return ModelConfig.model_validate(raw)
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import DecoderConfig
-from training.model.position import SoftPositionEmbed, coordinate_grid
+from training.model.position import SoftPositionEmbed, coordinate_grid, resize_positions
 from training.model.precision import full_precision
 
 FRAME_SPAN = 4.0
@@ -254,11 +254,21 @@ class FeatureDecoder(nn.Module):
             nn.Linear(h, h), nn.ReLU(), nn.Linear(h, feature_dim + 1),
         )  # fmt: skip
 
-    def forward(self, slots: torch.Tensor, tokens: torch.Tensor | None = None) -> Decoded:
-        """slots (B, K, D); tokens (P,) token indices to decode (None: all).
+    def forward(
+        self,
+        slots: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        grid_tokens: int | None = None,
+    ) -> Decoded:
+        """slots (B, K, D); tokens (P,) token indices to decode (None: all); grid_tokens: the
+        size of the grid to decode whole when it differs from the trained one (the encoder ran
+        on a larger image; positions are resized).
 
         -> Decoded(reconstruction (B, P, C), masks (B, K, P) on the token grid, rgb=None)."""
-        pos = self.pos if tokens is None else self.pos[:, :, tokens]
+        if tokens is not None:
+            pos = self.pos[:, :, tokens]
+        else:
+            pos = resize_positions(self.pos, grid_tokens or self.pos.shape[2])
         out = full_precision(self.mlp(slots.unsqueeze(2) + pos))  # (B, K, P, C + 1)
         masks = out[..., -1].softmax(dim=1)
         recon = (out[..., :-1] * masks.unsqueeze(-1)).sum(dim=1)

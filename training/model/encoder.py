@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import EncoderConfig
-from training.model.position import SoftPositionEmbed
+from training.model.position import SoftPositionEmbed, resize_positions
 
 
 class CNNEncoder(nn.Module):
@@ -89,7 +89,8 @@ class FrozenFeatureEncoder(nn.Module):
         self.statistics_fitted.fill_(1.0)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.norm(features)) + self.pos
+        """(B, N, C) -> (B, N, D); N may differ from the trained grid (positions resized)."""
+        return self.mlp(self.norm(features)) + resize_positions(self.pos, features.shape[1])
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.project(self.features(image))
@@ -138,8 +139,9 @@ class ViTEncoder(FrozenFeatureEncoder):
 
 class Lite0Encoder(FrozenFeatureEncoder):
     """Frozen EfficientNet-Lite0 ImageNet features (the photo model's encoder): the image
-    resized to `lite0_input`, the feature levels `lite0_reductions`, finer levels
-    average-pooled onto the coarsest grid and concatenated (16 + 32: 432 channels)."""
+    resized to `lite0_input` (`eval_input` in eval mode, when set: a finer token grid), the
+    feature levels `lite0_reductions`, finer levels average-pooled onto the coarsest grid and
+    concatenated (16 + 32: 432 channels)."""
 
     def __init__(self, cfg: EncoderConfig, image_size: int, out_dim: int):
         super().__init__()
@@ -149,6 +151,7 @@ class Lite0Encoder(FrozenFeatureEncoder):
         coarsest = max(cfg.lite0_reductions)
         self.pool = [coarsest // r for r in self.backbone.reductions]
         self.grid_size = cfg.lite0_input // coarsest
+        self.eval_input = cfg.eval_input or cfg.lite0_input
         self._build_head(sum(self.backbone.channels), out_dim)
 
     def train(self, mode: bool = True) -> Lite0Encoder:
@@ -158,7 +161,9 @@ class Lite0Encoder(FrozenFeatureEncoder):
 
     @torch.no_grad()
     def raw_features(self, image: torch.Tensor) -> torch.Tensor:
-        levels = self.backbone(image)
+        levels = self.backbone(
+            image, self.backbone.input_size if self.training else self.eval_input
+        )
         parts = [F.avg_pool2d(x, p) if p > 1 else x for x, p in zip(levels, self.pool, strict=True)]
         return torch.cat(parts, dim=1).flatten(2).transpose(1, 2)  # (B, N, C)
 

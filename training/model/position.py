@@ -2,6 +2,7 @@
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def coordinate_grid(height: int, width: int) -> torch.Tensor:
@@ -25,6 +26,22 @@ def token_map(attn: torch.Tensor) -> torch.Tensor:
     b, k, n = attn.shape
     side = round(n**0.5)
     return attn.reshape(b, k, side, side)
+
+
+def resize_positions(pos: torch.Tensor, n: int) -> torch.Tensor:
+    """Learned positions (..., S*S, D) of a square token grid -> (..., n, D) on a sqrt(n) grid.
+
+    The same `pos` when n = S*S; otherwise bicubic interpolation over the grid, so a model
+    trained on one grid runs on a finer one (a frozen encoder fed a larger image)."""
+    *lead, m, d = pos.shape
+    if n == m:
+        return pos
+    side, new = round(m**0.5), round(n**0.5)
+    if side * side != m or new * new != n:
+        raise ValueError(f"positions need square grids, got {m} -> {n} tokens")
+    grid = pos.reshape(-1, side, side, d).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(*lead, n, d)
 
 
 def attention_moments(attn: torch.Tensor):

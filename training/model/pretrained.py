@@ -116,11 +116,10 @@ class Lite0Features(nn.Module):
     def grid(self, reduction: int) -> int:
         return self.input_size // reduction
 
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        x = image
-        if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(
-                x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
-            )
+    def forward(self, image: torch.Tensor, size: int | None = None) -> list[torch.Tensor]:
+        """`size`: the square input the image is resized to (default `input_size`)."""
+        x, size = image, size or self.input_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         with torch.no_grad():
             return list(self.backbone((x - self.mean) / self.std))

@@ -126,7 +126,7 @@ class SelfModulatingSlotAttention(nn.Module):
             tokens = torch.randperm(n, device=features.device)[:n_tok]
             decoded = self.decoder(slots, tokens)
             return decoded, features[:, tokens], decoded.masks, decoded.reconstruction
-        decoded = self.decoder(slots)
+        decoded = self.decoder(slots, grid_tokens=n)
         d = self.cfg.decoder
         masks = refine_masks(token_map(decoded.masks), image, d.refine_radius, d.refine_eps)
         weight = masks.flatten(2)  # (B, K, H*W)
