@@ -60,7 +60,8 @@ def test_every_config_trains(name, tmp_path):
             )
         extra.append(f"data.folder={folder}")
     if name == "photos":  # its frozen Lite0 at a small input keeps the run short
-        extra += ["model.encoder.lite0_input=64", "data.train_scenes=8", "data.batch_size=4"]
+        extra += ["model.encoder.lite0_input=64", "model.encoder.eval_input=96"]
+        extra += ["data.train_scenes=8", "data.batch_size=4"]
     cfg = load_train_config(
         name, [*_small_model_overrides(), *TINY_RUN, f"run.out_dir={tmp_path / 'run'}", *extra]
     )
