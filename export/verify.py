@@ -11,7 +11,7 @@ import torch
 from export.graph import ExportWrapper, graph_report
 from runtime.contract import INPUT_NAME, MODEL_FILE, OUTPUT_NAMES, load_bundle, to_model_input
 from training.checkpoint import load_checkpoint
-from training.config import InferenceOverrides
+from training.config import InferenceOverrides, ModelConfig
 from training.data import generate_batch
 
 MAX_MASK_DIFF = 1e-4
@@ -100,15 +100,9 @@ def verify_bundle(
     manifest = load_bundle(bundle)
     # the graph unrolls a fixed count, merges slots at a fixed share, refines masks at a fixed
     # radius and feeds a Lite0 encoder a fixed size, which export may have set apart from the
-    # checkpoint's; the manifest records all four
-    decoder = manifest.model.decoder
-    encoder = (manifest.model.model_extra or {}).get("encoder") or {}
-    recorded = InferenceOverrides(
-        manifest.iterations["bottom_up"],
-        decoder.merge_share,
-        decoder.refine_radius,
-        encoder.get("eval_input") if encoder.get("kind") == "lite0" else None,
-    )
+    # checkpoint's; the manifest records the config the graph was built from
+    built = ModelConfig.model_validate(manifest.model.model_dump())
+    recorded = InferenceOverrides.held_by(built)
     model, _ = load_checkpoint(checkpoint, overrides=recorded)
     wrapper = ExportWrapper(model, manifest.mask_source)
     exact = ExportWrapper(copy.deepcopy(model).double(), manifest.mask_source)

@@ -436,6 +436,18 @@ class InferenceOverrides:
     def from_args(cls, args: Any) -> InferenceOverrides:
         return cls(args.iterations, args.merge_share, args.refine_radius, args.encoder_input)
 
+    @classmethod
+    def held_by(cls, config: ModelConfig) -> InferenceOverrides:
+        """The inference settings `config` holds (an exported bundle's manifest records the
+        config its graph was built from): applied to the checkpoint, they rebuild that model."""
+        lite0 = config.encoder.kind == "lite0"
+        return cls(
+            config.slot_attention.eval_iterations,
+            config.decoder.merge_share,
+            config.decoder.refine_radius,
+            config.encoder.eval_input if lite0 else None,
+        )
+
     def __bool__(self) -> bool:
         return any(v is not None for v in dataclasses.astuple(self))
 
