@@ -41,6 +41,7 @@ import httpx
 import numpy as np
 
 from loadtests.server import REPO, Server, free_port, serve, stop, wait_until_ready
+from service.settings import Settings
 
 BUNDLE = REPO / "models" / "slotserve-shapes"
 TRITON_ENV = REPO / ".venv-triton"
@@ -578,14 +579,16 @@ def write_markdown(path: Path, result: dict) -> None:
         "round: median (range over rounds).",
         "",
         f"- **SlotServe**: `bentoml serve` (in-process batcher, max batch {s['max_batch_size']}, "
-        f"onnxruntime {m['onnxruntime']} on the CPU). Takes a PNG file, answers JSON: objects "
-        "with COCO-RLE masks, codes, boxes, after decoding, preprocessing and postprocessing.",
+        f"{_instances(s)}, onnxruntime {m['onnxruntime']} on the CPU). Takes a PNG file, "
+        "answers JSON: objects with COCO-RLE masks, codes, boxes, after decoding, "
+        "preprocessing and postprocessing.",
         f"- **Triton** {s['triton_version']} (`tritonserver` from nvidia-pytriton "
         f"{s['pytriton']}): the `NAME_python` model of `python -m export triton`, onnxruntime "
         f"{s['triton_onnxruntime']} in the Python backend, dynamic batcher (max batch "
-        f"{s['max_batch_size']}, preferred 8/16/32, max queue delay 2 ms), one instance. Takes "
-        "the model's input tensor (1 x 3 x 64 x 64 float32, 48 KiB), answers the raw outputs as "
-        "binary tensors (masks 11 x 64 x 64 float32: 176 KiB, codes, distances): no image work.",
+        f"{s['max_batch_size']}, preferred 8/16/32, max queue delay 2 ms), {_instances(s)} "
+        "(as SlotServe). Takes the model's input tensor (1 x 3 x 64 x 64 float32, 48 KiB), "
+        "answers the raw outputs as binary tensors (masks 11 x 64 x 64 float32: 176 KiB, "
+        "codes, distances): no image work.",
         "- **Triton's Python backend adds its own overhead**: each batch crosses shared memory "
         "to a separate stub process and back, and `model.py` concatenates and splits the "
         "batch in Python. A full Triton with its C++ onnxruntime backend (docs/triton.md) does "
@@ -710,6 +713,13 @@ def triton_versions(install: TritonInstall, server: TritonServer) -> dict:
     }
 
 
+def _instances(s: dict) -> str:
+    """'2 model instances of 1 thread each' (older reports: one instance)."""
+    n = s.get("instances", 1)
+    threads = s.get("threads_per_instance", 0) or "all the cores'"
+    return f"{n} model instance{'s' if n > 1 else ''} of {threads} thread(s) each"
+
+
 def run_beside(
     slotserve: Server,
     out: Path,
@@ -729,7 +739,13 @@ def run_beside(
     load_before = os.getloadavg()[1]
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
-        model = export_repository(repo, install, max_batch_size=max_batch_size)
+        # Triton gets SlotServe's arrangement: as many model instances, as many threads each
+        settings = Settings()
+        instances, threads = settings.model_instances, settings.threads_per_instance
+        model = export_repository(
+            repo, install, max_batch_size=max_batch_size, instances=instances,
+            intra_op_threads=threads,
+        )  # fmt: skip
         with start(repo, model, install, Path(tmp) / "work") as triton:
             log(f"tritonserver ready ({triton.url}); comparing at users {list(concurrencies)}")
             versions = triton_versions(install, triton)
@@ -743,6 +759,8 @@ def run_beside(
             "seconds": seconds,
             "rounds": rounds,
             "max_batch_size": max_batch_size,
+            "instances": instances,
+            "threads_per_instance": threads,
             **versions,
         },
         "load_average_5min": [load_before, os.getloadavg()[1]],

@@ -19,16 +19,29 @@ the servicer wait, costing an open connection and no CPU): a client that resends
 sends at most one request per hold instead of as fast as refusals come back, which under a
 retry storm took the cores from the model. Clients that honour Retry-After never notice.
 
-The time per image is the queue's drain rate: while work is waiting, the wall time from one
-model call's end to the next one's, per image, so the decoding and answering that share the
-cores with the model are in it; when the model idles between calls, the call's own time.
+The time per image is the queue's drain rate. With one instance: while work is waiting, the
+wall time from one model call's end to the next one's, per image, so the decoding and
+answering that share the cores with the model are in it; when the model idles between calls,
+the call's own time. With several: each call's own time per image divided by the instances
+(they run side by side, and the gaps between one instance's calls are covered by the others';
+end-to-end intervals would mix instances that idle with instances that run).
 
-Batching: the model never waits for a batch to fill: when it is idle a request goes at once
-(one user sees the bare model latency); while it runs, arrivals queue and leave together in
-the next call, so batches grow with the load by themselves (Triton's dynamic batcher with no
-queue delay; `batch_wait_ms` adds one). A job still queued when its deadline (admission +
-budget) cannot be met by the call it would join is answered `Overloaded` instead of being
-run late.
+Batching: the model never waits for a batch to fill: when an instance is idle a request goes
+at once (one user sees the bare model latency); while the instances run, arrivals queue and
+leave together in the next call, so batches grow with the load by themselves (Triton's
+dynamic batcher with no queue delay; `batch_wait_ms` adds one). A job still queued when its
+deadline cannot be met by the call it would join is answered `Overloaded` instead of being
+run late. The deadline is admission + 90% of the budget (`LATE_SHARE`): once a job is queued,
+its reading and decoding are behind it and only answering is left, so the band between the
+80% admission plans for and 90% absorbs the estimate's error instead of throwing away work
+already done (a late refusal costs the decoding and the client's wait).
+
+Instances: up to `instances` model calls run at once, each in its own worker thread (Triton's
+`instance_group` count); the service gives each a share of the cores (`model_instances`).
+On a CPU, two single-threaded calls side by side drain a queue faster than one call on two
+threads, and they keep their pace when the event loop takes a core for a while (refusals
+under overload): a call on two threads waits at every operator for the thread that lost its
+core (docs/benchmarks.md "Model instances").
 
 HTTP and gRPC requests of a worker process go through the same `Batcher`.
 """
@@ -48,6 +61,9 @@ import numpy as np
 from service.errors import Overloaded, retry_after_s
 
 PLANNED_SHARE = 0.8
+LATE_SHARE = 0.9
+"""A queued job is refused as late when its call would end past admission + this share of
+the budget (the rest is for answering)."""
 _admitted: ContextVar[Reservation | None] = ContextVar("slotserve_admitted", default=None)
 
 
@@ -90,13 +106,21 @@ class Batcher:
         max_latency_ms: float = 2000,
         batch_wait_ms: float = 0.0,
         shed_hold_ms: float = 0.0,
+        instances: int = 1,
     ) -> None:
+        if instances < 1:
+            raise ValueError(f"instances must be >= 1, not {instances}")
         self.run = run
+        self.instances = instances
+        """Model calls that may run at once; `run` must be safe to call from that many
+        threads."""
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency_ms / 1000
         self.plan = PLANNED_SHARE * self.max_latency
         """The share of the budget the queue and the model may take; the rest is for reading,
         decoding and answering, which happen outside the queue."""
+        self.late = LATE_SHARE * self.max_latency
+        """Admission to the end of a job's model call, at most."""
         self.batch_wait = batch_wait_ms / 1000
         self.shed_hold = shed_hold_ms / 1000
         self.retry_after_s = retry_after_s(self.max_latency)
@@ -107,14 +131,20 @@ class Batcher:
         self.per_image = 0.0  # seconds per image drained, recent calls (0 until the first)
         self._seconds = self._images = 0.0  # their exponentially decayed sums
         self._last_end: float | None = None  # when the last call ended with work waiting
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="model")
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._calls: set[asyncio.Task] = set()  # model calls running
 
     def expected_wait(self, extra_images: int = 0) -> float:
-        """Seconds until `extra_images` more would be served: the work ahead, and their own."""
-        ahead = self.queued_images + self.running_images + self.reserved_images
-        return (ahead + extra_images) * self.per_image
+        """Seconds until `extra_images` more would be served: the work ahead, and their own;
+        with several instances, the waiting images leave in calls of their share each, and
+        the last of those runs on one instance at its own pace (the instances' drain rate
+        times their number) rather than the drain rate."""
+        waiting = self.queued_images + self.reserved_images + extra_images
+        work = waiting + self.running_images
+        last_call = min(self.max_batch_size, -(-waiting // self.instances))
+        return (work + last_call * (self.instances - 1)) * self.per_image
 
     def _refuse_over_budget(self, images: int) -> None:
         if not self.queued_images + self.running_images + self.reserved_images:
@@ -132,7 +162,7 @@ class Batcher:
         would take it past the latency budget. Enter the reservation around the request."""
         self._refuse_over_budget(images)
         self.reserved_images += images
-        return Reservation(self, images, time.perf_counter() + self.plan)
+        return Reservation(self, images, time.perf_counter() + self.late)
 
     def overloaded(self, message: str) -> Overloaded:
         return Overloaded(message, self.retry_after_s, self.shed_hold)
@@ -152,7 +182,7 @@ class Batcher:
             deadline = reservation.deadline
         else:
             self._refuse_over_budget(len(images))
-            deadline = time.perf_counter() + self.plan
+            deadline = time.perf_counter() + self.late
         job = _Job(images, asyncio.get_running_loop().create_future(), deadline)
         self.queue.append(job)
         self.queued_images += len(images)
@@ -161,9 +191,20 @@ class Batcher:
 
     def _take(self) -> list[_Job]:
         jobs, size, now = [], 0, time.perf_counter()
-        # the call ends about this long from now: its jobs' deadlines must allow for it
-        ends = now + min(self.queued_images, self.max_batch_size) * self.per_image
-        while self.queue and size + len(self.queue[0].images) <= self.max_batch_size:
+        # a call takes at most its instance's share of the work in hand (queued and running),
+        # so the instances' calls stay alike in size: a free instance that took everything
+        # queued would leave its users waiting on one long call while the other instance
+        # runs short ones (one instance: everything queued, up to max_batch_size)
+        share = -(-(self.queued_images + self.running_images) // self.instances)
+        limit = max(1, min(self.max_batch_size, share))
+        # the call ends about this long from now: its jobs' deadlines must allow for it (one
+        # instance takes `instances` times the drain rate's time per image)
+        call = min(self.queued_images, limit) * self.per_image * self.instances
+        ends = now + call
+        while self.queue and (
+            size + len(self.queue[0].images) <= limit
+            or (not jobs and len(self.queue[0].images) <= self.max_batch_size)
+        ):
             job = self.queue.popleft()
             self.queued_images -= len(job.images)
             if job.future.cancelled():
@@ -188,41 +229,61 @@ class Batcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.queue:
+            while self.queue and len(self._calls) < self.instances:
                 if self.batch_wait and self.queued_images < self.max_batch_size:
                     await asyncio.sleep(self.batch_wait)
                 jobs = self._take()
                 if not jobs:
                     continue
-                batch = np.concatenate([j.images for j in jobs])
-                self.running_images = len(batch)
-                started = time.perf_counter()
-                try:
-                    results = await loop.run_in_executor(self.executor, self.run, batch)
-                except Exception as err:  # the model failed: every waiting caller hears it
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(err)
-                    continue
-                finally:
-                    self.running_images = 0
-                ended = time.perf_counter()
-                # backlogged: the drain rate (end to end of calls); else the call's own time
-                since = self._last_end if self._last_end is not None else started
-                self._last_end = ended if self.queue else None
-                # a ratio of sums, so large calls (what a long queue is drained by) weigh
-                # by their images, not one small call's per-image cost
-                self._seconds = 0.8 * self._seconds + (ended - since)
-                self._images = 0.8 * self._images + len(batch)
-                self.per_image = self._seconds / self._images
-                offset = 0
-                for job in jobs:
-                    n = len(job.images)
-                    if not job.future.done():
-                        job.future.set_result(results[offset : offset + n])
-                    offset += n
+                call = loop.create_task(self._call(jobs))
+                self._calls.add(call)
+                call.add_done_callback(self._finished)
+
+    def _finished(self, call: asyncio.Task) -> None:
+        """A model call is over: its instance is free, so the queue may go on."""
+        self._calls.discard(call)
+        self._wake.set()
+
+    async def _call(self, jobs: list[_Job]) -> None:
+        """One model call on `jobs` in a worker thread; answers each job's future."""
+        batch = np.concatenate([j.images for j in jobs])
+        self.running_images += len(batch)
+        started = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.run, batch
+            )
+        except Exception as err:  # the model failed: every waiting caller hears it
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(err)
+            return
+        finally:
+            self.running_images -= len(batch)
+        ended = time.perf_counter()
+        if self.instances > 1:
+            # the call's own time, shared among the instances that run side by side (the gaps
+            # between one instance's calls are covered by the others')
+            seconds = (ended - started) / self.instances
+        else:
+            # backlogged: the drain rate (end to end of calls); else the call's own time
+            seconds = ended - (self._last_end if self._last_end is not None else started)
+            self._last_end = ended if self.queue else None
+        # a ratio of sums, so large calls (what a long queue is drained by) weigh by their
+        # images, not one small call's per-image cost
+        self._seconds = 0.8 * self._seconds + seconds
+        self._images = 0.8 * self._images + len(batch)
+        self.per_image = self._seconds / self._images
+        offset = 0
+        for job in jobs:
+            n = len(job.images)
+            if not job.future.done():
+                job.future.set_result(results[offset : offset + n])
+            offset += n
 
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        for call in list(self._calls):
+            call.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)

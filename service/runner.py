@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 
 import numpy as np
@@ -25,6 +26,7 @@ class ModelRunner:
         self.manifest = manifest
         self.metrics = metrics
         self.drift = CodeDrift(manifest.code_usage, manifest.codebook_size)
+        self._drift_lock = threading.Lock()  # model instances call from their own threads
         self.calls = itertools.count(1)
         self.labels = {
             "backend": backend.name,
@@ -53,8 +55,9 @@ class ModelRunner:
         codes = out.codes[informative].ravel()
         for code, count in zip(*np.unique(codes, return_counts=True), strict=True):
             self.metrics.code_assignments.labels(str(int(code))).inc(int(count))
-        self.drift.add(codes)
-        self.metrics.code_drift.set(self.drift.divergence())
+        with self._drift_lock:
+            self.drift.add(codes)
+            self.metrics.code_drift.set(self.drift.divergence())
         return [
             {
                 "masks": out.masks[i],
@@ -77,6 +80,12 @@ def build_runner(
     runner = ModelRunner(backend, bundle.manifest, metrics)
     backend.infer(to_model_input(runner.blank(), bundle.manifest.input))
     return runner
+
+
+def model_instances(runner: ModelRunner, settings: Settings) -> int:
+    """The model calls the batcher may run at once: `model_instances`, as far as the backend
+    allows concurrent calls."""
+    return min(settings.model_instances, runner.backend.concurrent_calls or 1 << 30)
 
 
 def describe_runner(runner: ModelRunner) -> dict:

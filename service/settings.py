@@ -6,6 +6,7 @@ Every knob an operator turns lives here, read once per worker process at import 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -30,8 +31,15 @@ class Settings(BaseSettings):
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     """onnxruntime execution provider; `auto` takes the best one that really loads."""
+    model_instances: int = Field(2, ge=1)
+    """Model calls that may run at once, each in its own thread (Triton's `instance_group`
+    count). On 2 CPU cores two single-threaded calls drained a queue 1.1-1.2x faster than one
+    call on both cores, and kept their pace while refusals under overload took CPU
+    (docs/benchmarks.md "Model instances"); one call alone answers a single user 3-4 ms
+    slower. The TensorRT backend runs one call at a time."""
     intra_op_threads: int = Field(0, ge=0)
-    """onnxruntime threads inside one operator; 0 lets onnxruntime choose (one per core)."""
+    """onnxruntime threads inside one operator, per instance; 0 shares the cores among the
+    instances (one thread each on 2 cores; all of them with one instance)."""
     ort_spinning: bool = True
     """Let onnxruntime's threads spin between operators (onnxruntime's default). Off, every
     one of the graph's ~280 operators wakes sleeping threads: batch-1 inference on 2 cores
@@ -69,6 +77,14 @@ class Settings(BaseSettings):
     connection); unset, one latency budget: a refusal comes no sooner than an answer at the
     edge of the budget would, so clients that resend at once cannot spin refusals
     (docs/benchmarks.md)."""
+
+    @property
+    def threads_per_instance(self) -> int:
+        """`intra_op_threads`, or the cores divided among `model_instances` (0 with one
+        instance: onnxruntime's own choice, one thread per core)."""
+        if self.intra_op_threads or self.model_instances == 1:
+            return self.intra_op_threads
+        return max(1, len(os.sched_getaffinity(0)) // self.model_instances)
 
     @property
     def shed_hold(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -170,3 +171,72 @@ def test_more_images_than_a_batch_is_a_programming_error():
 
     with pytest.raises(ValueError, match="max_batch_size"):
         asyncio.run(main())
+
+
+# -- model instances ------------------------------------------------------------------------
+class MeetingModel:
+    """Each call waits (up to `timeout` s) for another call to be running at the same time:
+    calls that overlap return, a call left alone raises."""
+
+    def __init__(self, timeout: float = 2.0):
+        self.barrier = threading.Barrier(2, timeout=timeout)
+        self.calls: list[int] = []
+
+    def __call__(self, images: np.ndarray) -> list[dict]:
+        self.calls.append(len(images))
+        self.barrier.wait()  # BrokenBarrierError when no other call comes
+        return [{"value": int(img[0, 0, 0])} for img in images]
+
+
+def test_two_instances_run_two_model_calls_at_once():
+    model = MeetingModel()
+
+    async def main(instances):
+        batcher = Batcher(model, max_batch_size=1, instances=instances)
+        return await asyncio.gather(batcher.submit(imgs(1)), batcher.submit(imgs(2)))
+
+    a, b = asyncio.run(main(2))
+    assert (a, b) == ([{"value": 1}], [{"value": 2}]) and model.calls == [1, 1]
+
+    model = MeetingModel(timeout=0.3)
+    with pytest.raises(threading.BrokenBarrierError):  # one instance: a call is alone
+        asyncio.run(main(1))
+
+
+def test_instances_split_the_queue_into_calls_of_like_size():
+    model = SlowModel(0.005)
+
+    async def main():
+        batcher = Batcher(model, max_batch_size=32, instances=2)
+        await batcher.submit(imgs(0))  # calibrates; both instances idle again
+        model.calls.clear()
+        first = asyncio.ensure_future(batcher.submit(imgs(1)))  # runs alone at once
+        await asyncio.sleep(0)
+        rest = [asyncio.ensure_future(batcher.submit(imgs(i))) for i in range(2, 22)]
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(main())
+    assert [r[0]["value"] for r in results] == list(range(1, 22))
+    # 20 queued behind a call of 1: the free instance takes its share (ceil(21 / 2) = 11),
+    # not all 20, and the other instance takes the rest when it is free
+    assert model.calls[0] == 1 and max(model.calls[1:]) <= 11 and sum(model.calls) == 21
+
+
+def test_with_instances_the_wait_counts_the_last_call_at_one_instance_pace():
+    async def main():
+        batcher = Batcher(SlowModel(), max_batch_size=8, instances=2)
+        batcher.per_image = 0.01  # the instances' drain rate: 100 images/s together
+        batcher.queued_images, batcher.running_images = 12, 4
+        # 16 images ahead and one more: 17 x 10 ms at the drain rate, plus the last call's
+        # share (ceil(13 / 2) = 7 images) at one instance's pace, 7 x 10 ms more
+        assert batcher.expected_wait(1) == pytest.approx((17 + 7) * 0.01)
+        one = Batcher(SlowModel(), max_batch_size=8)
+        one.per_image, one.queued_images, one.running_images = 0.01, 12, 4
+        assert one.expected_wait(1) == pytest.approx(17 * 0.01)
+
+    asyncio.run(main())
+
+
+def test_instances_must_be_at_least_one():
+    with pytest.raises(ValueError, match="instances"):
+        Batcher(SlowModel(), instances=0)

@@ -232,3 +232,33 @@ def test_every_shipped_variant_loads_and_reports_its_provider(variant):
     # int8 quantizes the mask output too (steps of 1/255)
     np.testing.assert_allclose(out.masks.sum(1), 1.0, atol=1e-2 if variant == "int8" else 2e-3)
     assert backend.describe()["variant"] == variant
+
+
+def test_model_instances_share_the_cores_and_a_tensorrt_backend_runs_one_call(monkeypatch):
+    """Two instances (the default) get the cores divided between them, one thread each on 2
+    cores; an explicit SLOTSERVE_INTRA_OP_THREADS wins; one instance leaves onnxruntime its
+    own choice (0). The session really gets that many threads, and a backend that runs one
+    call at a time (TensorRT) holds the batcher to one instance."""
+    from runtime.backends import factory
+    from service.runner import ModelRunner, model_instances
+    from service.settings import Settings
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    assert Settings().model_instances == 2 and Settings().threads_per_instance == 4
+    assert Settings(model_instances=3).threads_per_instance == 2
+    assert Settings(model_instances=16).threads_per_instance == 1
+    assert Settings(model_instances=1).threads_per_instance == 0
+    assert Settings(intra_op_threads=3).threads_per_instance == 3
+
+    manifest = load_bundle(DEFAULT_BUNDLE)
+    backend = factory.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
+    assert backend.session.get_session_options().intra_op_num_threads == 4
+
+    class OneAtATime:
+        concurrent_calls = 1
+
+    runner = ModelRunner.__new__(ModelRunner)
+    runner.backend = backend
+    assert model_instances(runner, Settings(model_instances=3)) == 3
+    runner.backend = OneAtATime()
+    assert model_instances(runner, Settings(model_instances=3)) == 1

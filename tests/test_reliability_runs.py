@@ -44,6 +44,9 @@ def test_quick_benchmark_writes_its_report(tmp_path):
     result = json.loads((tmp_path / "bench.json").read_text())
     backends = {r["backend"] for r in result["raw"]}
     assert {"torch-eager", "ort-fp32", "ort-fp16", "ort-int8"} <= backends
+    # the served figures are set against the service's own arrangement: two model instances
+    assert "ort-fp32-x2" in backends and result["headline"]["raw_reference"] == "ort-fp32-x2"
+    assert result["flops"]["best"] in ("ort-fp32", "ort-fp32-x2")
     assert {(r["protocol"], r["concurrency"]) for r in result["served"]} == {
         (p, c) for p in ("http", "grpc") for c in (1, 4, 16, 64)
     }

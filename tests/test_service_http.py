@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -147,6 +148,10 @@ def test_model_route_reports_the_provider_in_use(server):
     assert info["backend"]["memory_pattern"] is False  # half the memory (README "Memory")
     assert info["http"]["event_loop"].startswith("uvloop") and info["http"]["parser"] == "httptools"
     assert "/decompose" in info["http"]["untraced_routes"]
+    # two model calls at once (SLOTSERVE_MODEL_INSTANCES), the cores shared between them
+    assert info["batching"]["model_instances"] == 2
+    cores = len(os.sched_getaffinity(0))
+    assert info["backend"]["intra_op_threads"] == max(1, cores // 2)
     assert (
         info["bundle_source"] in ("shipped default", "setting")
         or "model store" in info["bundle_source"]

@@ -30,6 +30,8 @@ class Backend(abc.ABC):
     provider: str
     """The execution provider / device really in use (not merely the one asked for)."""
     variant: str
+    concurrent_calls: int | None = None
+    """How many `infer` calls may run at once from different threads (None: any number)."""
 
     @abc.abstractmethod
     def infer(self, images: np.ndarray) -> ModelOutputs:

@@ -38,7 +38,7 @@ def create_backend(bundle: Path, manifest: Manifest, settings) -> Backend:
             manifest,
             variant=settings.variant,
             provider=settings.provider,
-            intra_op_threads=settings.intra_op_threads,
+            intra_op_threads=settings.threads_per_instance,
             inter_op_threads=settings.inter_op_threads,
             trt_cache_dir=settings.trt_cache_dir or bundle / "trt-cache",
             max_batch_size=settings.max_batch_size,

@@ -42,6 +42,7 @@ def _check(result):
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    concurrent_calls = 1  # one execution context and one set of device buffers
 
     def __init__(self, plan: Path, variant: str) -> None:
         try:
