@@ -71,7 +71,7 @@ def instances_name(instances: int) -> str:
 def raw_runners(threads: int, provider: str = "cpu", instances: int = 1) -> dict:
     """Torch eager and each onnxruntime variant on `threads` threads, one call at a time;
     on the CPU with `instances` > 1 also `ort-fp32-xN`: the service's arrangement, N calls at
-    once on one session of `threads // N` threads each, the batch split among them."""
+    once, each on its own session of `threads // N` threads, the batch split among them."""
     import torch
 
     from runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -104,14 +104,26 @@ def raw_runners(threads: int, provider: str = "cpu", instances: int = 1) -> dict
     if instances > 1 and provider == "cpu":
         from concurrent.futures import ThreadPoolExecutor
 
-        shared = OnnxRuntimeBackend(
-            BUNDLE / VARIANT_FILES["fp32"], manifest, "fp32", "cpu", max(1, threads // instances)
-        )
+        # as the service: one session per instance, threads // instances threads each
+        sessions = [
+            OnnxRuntimeBackend(
+                BUNDLE / VARIANT_FILES["fp32"],
+                manifest,
+                "fp32",
+                "cpu",
+                max(1, threads // instances),
+            )
+            for _ in range(instances)
+        ]
         pool = ThreadPoolExecutor(instances, thread_name_prefix="instance")
 
         def run_instances(images):
-            parts = [p for p in np.array_split(images, instances) if len(p)]
-            calls = [pool.submit(shared.infer, to_model_input(p, manifest.input)) for p in parts]
+            parts = np.array_split(images, instances)
+            calls = [
+                pool.submit(b.infer, to_model_input(p, manifest.input))
+                for b, p in zip(sessions, parts, strict=True)
+                if len(p)
+            ]
             for call in calls:
                 call.result()
 

@@ -36,7 +36,7 @@ from service.metrics import ServiceMetrics
 from service.pipeline import Pipeline
 from service.processing import Limits
 from service.responses import HTTP_ENDPOINTS, UNTRACED_ROUTES
-from service.runner import build_runner, describe_runner, model_instances
+from service.runner import build_runner, describe_runner
 from service.schemas import BatchDecomposition, Decomposition
 from service.settings import get_settings
 
@@ -81,7 +81,7 @@ class SlotServe:
             self.settings.max_latency_ms,
             self.settings.batch_wait_ms,
             self.settings.shed_hold,
-            instances=model_instances(self.runner, self.settings),
+            instances=self.runner.instances,
         )
         self.pipeline = Pipeline(
             self.bundle.manifest,

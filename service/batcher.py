@@ -31,17 +31,17 @@ at once (one user sees the bare model latency); while the instances run, arrival
 leave together in the next call, so batches grow with the load by themselves (Triton's
 dynamic batcher with no queue delay; `batch_wait_ms` adds one). A job still queued when its
 deadline cannot be met by the call it would join is answered `Overloaded` instead of being
-run late. The deadline is admission + 90% of the budget (`LATE_SHARE`): once a job is queued,
+run late. The deadline is admission + 85% of the budget (`LATE_SHARE`): once a job is queued,
 its reading and decoding are behind it and only answering is left, so the band between the
-80% admission plans for and 90% absorbs the estimate's error instead of throwing away work
+80% admission plans for and 85% absorbs the estimate's error instead of throwing away work
 already done (a late refusal costs the decoding and the client's wait).
 
 Instances: up to `instances` model calls run at once, each in its own worker thread (Triton's
-`instance_group` count); the service gives each a share of the cores (`model_instances`).
-On a CPU, two single-threaded calls side by side drain a queue faster than one call on two
-threads, and they keep their pace when the event loop takes a core for a while (refusals
-under overload): a call on two threads waits at every operator for the thread that lost its
-core (docs/benchmarks.md "Model instances").
+`instance_group` count); the service gives each its own session and a share of the cores
+(`model_instances`). A free instance takes its share of the work in hand (queued and running
+images over the instances), so calls stay alike in size. On 2 CPU cores two single-threaded
+calls side by side drain a queue faster than one call on both cores (docs/benchmarks.md
+"Model instances").
 
 HTTP and gRPC requests of a worker process go through the same `Batcher`.
 """
@@ -61,7 +61,7 @@ import numpy as np
 from service.errors import Overloaded, retry_after_s
 
 PLANNED_SHARE = 0.8
-LATE_SHARE = 0.9
+LATE_SHARE = 0.85
 """A queued job is refused as late when its call would end past admission + this share of
 the budget (the rest is for answering)."""
 _admitted: ContextVar[Reservation | None] = ContextVar("slotserve_admitted", default=None)

@@ -32,11 +32,11 @@ class Settings(BaseSettings):
     provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     """onnxruntime execution provider; `auto` takes the best one that really loads."""
     model_instances: int = Field(2, ge=1)
-    """Model calls that may run at once, each in its own thread (Triton's `instance_group`
-    count). On 2 CPU cores two single-threaded calls drained a queue 1.1-1.2x faster than one
-    call on both cores, and kept their pace while refusals under overload took CPU
-    (docs/benchmarks.md "Model instances"); one call alone answers a single user 3-4 ms
-    slower. The TensorRT backend runs one call at a time."""
+    """Model calls that may run at once, each in its own thread on its own onnxruntime session
+    (Triton's `instance_group` count). On 2 CPU cores two single-threaded calls gave 1.19x the
+    images/s of one call on both cores, and the service more throughput and goodput under
+    overload; one call alone answers a single user ~5 ms slower (docs/benchmarks.md "Model
+    instances"). The TensorRT backend runs one."""
     intra_op_threads: int = Field(0, ge=0)
     """onnxruntime threads inside one operator, per instance; 0 shares the cores among the
     instances (one thread each on 2 cores; all of them with one instance)."""

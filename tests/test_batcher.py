@@ -240,3 +240,27 @@ def test_with_instances_the_wait_counts_the_last_call_at_one_instance_pace():
 def test_instances_must_be_at_least_one():
     with pytest.raises(ValueError, match="instances"):
         Batcher(SlowModel(), instances=0)
+
+
+def test_a_queued_job_is_refused_as_late_only_past_85_percent_of_the_budget():
+    """Admission plans for 80% of the budget; a job already queued (read and decoded) is
+    still run when its call ends inside 85%, and refused when it would end past that."""
+    from service.batcher import LATE_SHARE, _Job
+
+    assert LATE_SHARE == 0.85
+
+    async def main(admitted_ago: float) -> list[bool]:
+        batcher = Batcher(SlowModel(), max_batch_size=4, max_latency_ms=1000)
+        batcher.per_image = 0.2  # the call of 4 taken next ends 0.8 s from now
+        loop = asyncio.get_running_loop()
+        admitted = time.perf_counter() - admitted_ago
+        jobs = [_Job(imgs(i), loop.create_future(), admitted + batcher.late) for i in range(4)]
+        batcher.queue.extend(jobs)
+        batcher.queued_images = 4
+        taken = batcher._take()
+        return [any(job is t for t in taken) for job in jobs]
+
+    # admitted 20 ms ago: the call ends at 0.82 s of the budget, inside 85%: all run
+    assert asyncio.run(main(0.02)) == [True] * 4
+    # admitted 100 ms ago: it would end at 0.90 s, past 85%: refused, not run late
+    assert asyncio.run(main(0.10)) == [False] * 4

@@ -234,13 +234,16 @@ def test_every_shipped_variant_loads_and_reports_its_provider(variant):
     assert backend.describe()["variant"] == variant
 
 
-def test_model_instances_share_the_cores_and_a_tensorrt_backend_runs_one_call(monkeypatch):
+def test_model_instances_share_the_cores_each_on_its_own_session(monkeypatch):
     """Two instances (the default) get the cores divided between them, one thread each on 2
     cores; an explicit SLOTSERVE_INTRA_OP_THREADS wins; one instance leaves onnxruntime its
-    own choice (0). The session really gets that many threads, and a backend that runs one
-    call at a time (TensorRT) holds the batcher to one instance."""
-    from runtime.backends import factory
-    from service.runner import ModelRunner, model_instances
+    own choice (0). Each instance gets its own session with that many threads, calls go to a
+    free one, and a backend that runs one instance (TensorRT) gets one."""
+    from prometheus_client import CollectorRegistry
+
+    from service.bundle import ResolvedBundle
+    from service.metrics import ServiceMetrics
+    from service.runner import build_runner
     from service.settings import Settings
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
@@ -251,14 +254,24 @@ def test_model_instances_share_the_cores_and_a_tensorrt_backend_runs_one_call(mo
     assert Settings(intra_op_threads=3).threads_per_instance == 3
 
     manifest = load_bundle(DEFAULT_BUNDLE)
-    backend = factory.create_backend(DEFAULT_BUNDLE, manifest, Settings(provider="cpu"))
-    assert backend.session.get_session_options().intra_op_num_threads == 4
+    bundle = ResolvedBundle(DEFAULT_BUNDLE, manifest, "test")
+    metrics = ServiceMetrics(registry=CollectorRegistry())
+    runner = build_runner(bundle, Settings(provider="cpu", model_instances=3), metrics)
+    sessions = [runner._free.get() for _ in range(runner.instances)]
+    assert runner.instances == 3 and len({id(b.session) for b in sessions}) == 3
+    assert {b.session.get_session_options().intra_op_num_threads for b in sessions} == {2}
+    for backend in sessions:
+        runner._free.put(backend)
+    assert len(runner(runner.blank(2))) == 2 and runner._free.qsize() == 3  # handed back
 
     class OneAtATime:
-        concurrent_calls = 1
+        max_instances = 1
+        name = provider = variant = "fake"
 
-    runner = ModelRunner.__new__(ModelRunner)
-    runner.backend = backend
-    assert model_instances(runner, Settings(model_instances=3)) == 3
-    runner.backend = OneAtATime()
-    assert model_instances(runner, Settings(model_instances=3)) == 1
+        def infer(self, images):  # the start-up warm-up call
+            return None
+
+    made = []
+    monkeypatch.setattr("service.runner.create_backend", lambda *a: made.append(1) or OneAtATime())
+    runner = build_runner(bundle, Settings(model_instances=3), metrics)
+    assert runner.instances == 1 and made == [1]

@@ -30,8 +30,9 @@ class Backend(abc.ABC):
     provider: str
     """The execution provider / device really in use (not merely the one asked for)."""
     variant: str
-    concurrent_calls: int | None = None
-    """How many `infer` calls may run at once from different threads (None: any number)."""
+    max_instances: int | None = None
+    """How many backends of this kind the service may run side by side as model instances,
+    each called from its own thread (None: any number)."""
 
     @abc.abstractmethod
     def infer(self, images: np.ndarray) -> ModelOutputs:

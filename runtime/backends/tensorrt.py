@@ -42,7 +42,7 @@ def _check(result):
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    concurrent_calls = 1  # one execution context and one set of device buffers
+    max_instances = 1  # several engines side by side on one GPU: not measured, so one
 
     def __init__(self, plan: Path, variant: str) -> None:
         try:
