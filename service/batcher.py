@@ -143,8 +143,12 @@ class Batcher:
         times their number) rather than the drain rate."""
         waiting = self.queued_images + self.reserved_images + extra_images
         work = waiting + self.running_images
-        last_call = min(self.max_batch_size, -(-waiting // self.instances))
+        last_call = self._share(waiting)
         return (work + last_call * (self.instances - 1)) * self.per_image
+
+    def _share(self, images: int) -> int:
+        """One instance's share of `images` (rounded up), at most a full batch."""
+        return min(self.max_batch_size, -(-images // self.instances))
 
     def _refuse_over_budget(self, images: int) -> None:
         if not self.queued_images + self.running_images + self.reserved_images:
@@ -195,8 +199,7 @@ class Batcher:
         # so the instances' calls stay alike in size: a free instance that took everything
         # queued would leave its users waiting on one long call while the other instance
         # runs short ones (one instance: everything queued, up to max_batch_size)
-        share = -(-(self.queued_images + self.running_images) // self.instances)
-        limit = max(1, min(self.max_batch_size, share))
+        limit = max(1, self._share(self.queued_images + self.running_images))
         # the call ends about this long from now: its jobs' deadlines must allow for it (one
         # instance takes `instances` times the drain rate's time per image)
         call = min(self.queued_images, limit) * self.per_image * self.instances
