@@ -168,11 +168,13 @@ def test_mixed_http_and_grpc_requests_land_in_the_same_model_calls(server):
             grpc.aio.insecure_channel(server.grpc_target) as channel,
         ):
             aio_stub = pb_grpc.SlotServeStub(channel)
-            # A 16-image call keeps the model busy (a few hundred ms) while the mixed requests
-            # arrive, so they queue together and leave in one call, whichever protocol parses
-            # faster. (On a loaded machine the batcher may shed it; that attempt then proves
-            # nothing and the loop tries again.)
-            busy = asyncio.ensure_future(client.post("/decompose_batch", files=blocker))
+            # A 16-image call on each model instance (two by default) keeps the model busy (a
+            # few hundred ms) while the mixed requests arrive, so they queue together and
+            # leave in one call, whichever protocol parses faster. (On a loaded machine the
+            # batcher may shed them; that attempt then proves nothing and the loop tries again.)
+            busy = asyncio.gather(
+                *[client.post("/decompose_batch", files=blocker) for _ in range(2)]
+            )
             await asyncio.sleep(0.05)
             https = [client.post("/decompose", files={"image": ("s.png", d)}) for d in datas]
             grpcs = [aio_stub.Decompose(pb.DecomposeRequest(image=d)) for d in datas]
