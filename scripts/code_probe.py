@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +42,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decoder_probe import load_caches, probe_parser, scored
+from recipe_probe import predict, train_on_cache
 
 from training.config import load_train_config
 from training.data.photos import generate_photo_batch, photo_library
@@ -52,7 +52,6 @@ from training.labels import (
     summarise_records,
 )
 from training.metrics import slot_classes
-from training.model import build_model
 
 
 def scenes_of(n: int, seed: int, split: str, cached: dict) -> list:
@@ -64,20 +63,6 @@ def scenes_of(n: int, seed: int, split: str, cached: dict) -> list:
     if not np.array_equal(truth, cached["instances"][:n].numpy()):
         raise SystemExit(f"the cache in --out does not hold these {split} scenes: delete it")
     return scenes
-
-
-def predict(model, images: torch.Tensor, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(slot id per pixel, codes (B, K)) of the model in eval mode, 32 scenes at a time."""
-    ids, codes = [], []
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(feats), 32):
-            image = images[i : i + 32].permute(0, 3, 1, 2).float() / 255
-            out = model(image, feats[i : i + 32])
-            ids.append(out.masks.argmax(1).numpy())
-            codes.append(out.codes.numpy())
-    model.train()
-    return np.concatenate(ids), np.concatenate(codes)
 
 
 def code_pairs(ids, codes, scenes, num_slots) -> tuple[np.ndarray, np.ndarray]:
@@ -162,41 +147,13 @@ def judge_codes(model, train: dict, val: dict, names: list[str]) -> dict:
 
 
 def train(source: str, train_set: dict, val: dict, names: list[str], args) -> dict:
-    torch.manual_seed(0)
-    cfg = load_train_config("photos", [f"model.codebook.source={source}"])
-    model = build_model(cfg.model)
-    model.encoder.fit_statistics(train_set["feats"][: cfg.data.batch_size])
-    feats = model.encoder.standardise(train_set["feats"].float())
-    data = {**train_set, "feats": feats}
-    held_out = {**val, "feats": model.encoder.standardise(val["feats"].float())}
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr)
-    warm = cfg.optim.warmup_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 ** (s / cfg.optim.decay_steps)
-    )
-    gen = torch.Generator().manual_seed(0)
-    started, losses = time.time(), []
-    for step in range(1, args.steps + 1):
-        pick = torch.randint(len(feats), (args.batch,), generator=gen)
-        image = data["images"][pick].permute(0, 3, 1, 2).float() / 255
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(image, feats[pick])
-        loss = out.losses["total"]
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step % 250 == 0:
-            rate = (time.time() - started) / step
-            print(f"{source}: step {step}/{args.steps}, loss {np.mean(losses[-250:]):.4f}, "
-                  f"{rate:.2f} s/step", flush=True)  # fmt: skip
-    seconds = time.time() - started
-    result = judge_codes(model, data, held_out, names)
+    run = train_on_cache(source, [f"model.codebook.source={source}"], train_set, val, args)
+    data = {**train_set, "feats": run["feats"]}
+    held_out = {**val, "feats": run["held_out"]}
+    result = judge_codes(run["model"], data, held_out, names)
     print(f"{source}: {result}", flush=True)
-    return {**result, "final_loss": round(float(np.mean(losses[-250:])), 4),
-            "seconds_per_step": round(seconds / args.steps, 3)}  # fmt: skip
+    return {**result, "final_loss": run["final_loss"],
+            "seconds_per_step": round(run["seconds"] / args.steps, 3)}  # fmt: skip
 
 
 def finite(value):

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,3 +43,32 @@ def test_naming_needs_scenes_from_the_training_cache(tmp_path: Path):
     probe = probe_module()
     with pytest.raises(SystemExit):
         probe.main(["--out", str(tmp_path), "--train-scenes", "8", "--naming-scenes", "9"])
+
+
+def recipe_module():
+    path = REPO / "scripts/recipe_probe.py"
+    spec = importlib.util.spec_from_file_location("recipe_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_tiny_recipe_probe_writes_one_line_per_variant(tmp_path: Path):
+    probe = recipe_module()
+    args = ["--out", str(tmp_path), "--train-scenes", "8", "--val-scenes", "4", "--steps", "2"]
+    args += ["--batch", "4", "--threads", "1", "--variant", "base="]
+    args += ["--variant", "iters5=model.slot_attention.iterations=5"]
+    assert probe.main(args) == 0
+    lines = (tmp_path / "recipe_probe.jsonl").read_text().splitlines()
+    results = {r["variant"]: r for r in map(json.loads, lines)}
+    assert results["base"]["overrides"] == []
+    assert results["iters5"]["overrides"] == ["model.slot_attention.iterations=5"]
+    for r in results.values():
+        assert -1.0 <= r["fg_ari"] <= 1.0 and 0.0 <= r["mbo"] <= 1.0 and r["steps"] == 2
+    # the recipe's Lite0 input follows the cache's grid (448 px: 14x14 tokens), whatever
+    # photos.yaml trains at, so the learned positions are the cached tokens'
+    cfg = probe.cache_config(torch.zeros(1, 196, 320), ["model.slot_attention.iterations=5"])
+    assert cfg.model.encoder.lite0_input == 448 == cfg.model.encoder.eval_input
+    assert cfg.model.slot_attention.iterations == 5
+    with pytest.raises(ValueError, match="NAME=OVERRIDES"):
+        probe.variant_arg("=model.slot_attention.iterations=5")
