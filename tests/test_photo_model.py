@@ -74,6 +74,19 @@ def test_lite0_encoder_is_frozen_and_standardises_its_features():
     assert enc.project(std.view(6, 25, 320)).shape == (6, 25, 32)
 
 
+def test_training_on_features_of_another_grid_is_refused():
+    """Training decodes sampled tokens at their learned positions; features of another grid
+    (a cache computed at another Lite0 input) would be decoded at the wrong places, so they
+    are refused. In eval mode the positions resize to the grid (a larger input at inference)."""
+    model = build_model(small_config(**PHOTO)).train()
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    on_grid = torch.randn(2, 25, 320)  # 5x5: the 160-px input the model was built for
+    assert torch.isfinite(model(images, on_grid).losses["total"])
+    with pytest.raises(ValueError, match=r"grid of 49 tokens.*positions for 25"):
+        model(images, torch.randn(2, 49, 320))
+    assert model.eval()(images, torch.randn(2, 49, 320)).masks.shape == (2, 4, 32, 32)
+
+
 def test_two_levels_are_pooled_onto_the_coarsest_grid():
     enc = build_model(
         small_config(**{**PHOTO, "encoder": {"kind": "lite0", "lite0_reductions": (16, 32)}})
@@ -204,6 +217,46 @@ def test_encoder_input_is_a_lite0_override_of_a_multiple_of_32():
         small_config(encoder={"kind": "lite0", "eval_input": 200})
 
 
+def test_masks_mix_the_decoders_alphas_with_the_slot_attention():
+    """`decoder.mask_attention`: 0 gives the alphas, 1 the final slot attention (normalised
+    over slots) upsampled, and a share in between their mix; the weights are the same, and
+    the override is refused for a pixel decoder and outside [0, 1]."""
+    import argparse
+
+    import torch.nn.functional as F
+
+    from training.config import InferenceOverrides
+
+    torch.manual_seed(0)
+    flat = {**PHOTO, "decoder": {**PHOTO["decoder"], "refine_radius": 0}}
+    base = build_model(small_config(**flat)).eval()
+    models = {}
+    for share in (0.0, 0.5, 1.0):
+        models[share] = build_model(InferenceOverrides(mask_attention=share).apply(base.cfg))
+        models[share].load_state_dict(base.state_dict())
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = {share: m.eval()(images) for share, m in models.items()}
+        ref = base(images)
+    assert torch.equal(out[0.0].masks, ref.masks)
+    attn = out[1.0].attention / out[1.0].attention.sum(1, keepdim=True)
+    grid = attn.reshape(2, 4, 5, 5)
+    up = F.interpolate(grid, size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(out[1.0].masks, up, atol=1e-5)
+    assert not torch.allclose(out[1.0].masks, ref.masks, atol=1e-3)
+    assert torch.allclose(out[0.5].masks, (out[0.0].masks + out[1.0].masks) / 2, atol=1e-5)
+    parser = argparse.ArgumentParser()
+    InferenceOverrides.add_arguments(parser)
+    assert InferenceOverrides.from_args(parser.parse_args(["--mask-attention", "0.5"])) == (
+        InferenceOverrides(mask_attention=0.5)
+    )
+    for bad in ("1.5", "-0.1", "half"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--mask-attention", bad])
+    with pytest.raises(ValueError, match="feature decoders"):
+        InferenceOverrides(mask_attention=0.5).apply(small_config())
+
+
 def test_training_computes_each_images_frozen_features_once(monkeypatch):
     from training.config import TrainConfig
     from training.lit import SlotModule
@@ -242,13 +295,14 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source):
 
     config = small_config(**PHOTO, codebook={"source": source})
     ckpt = small_checkpoint(tmp_path / "m.safetensors", config)
-    # a radius and an encoder input set at export (the recipe trained with 2 and 160 px, a
-    # 5x5 grid; 224 px gives 7x7): the parity gate compares the graph with the checkpoint at
-    # the manifest's settings
-    radius = InferenceOverrides(refine_radius=3, encoder_input=224)
+    # a radius, an encoder input and the attention's share of the masks set at export (the
+    # recipe trained with 2 and 160 px, a 5x5 grid; 224 px gives 7x7): the parity gate
+    # compares the graph with the checkpoint at the manifest's settings
+    radius = InferenceOverrides(refine_radius=3, encoder_input=224, mask_attention=0.5)
     export_bundle(ckpt, tmp_path / "bundle", verify_batches=(1, 3), overrides=radius)
     manifest = load_bundle(tmp_path / "bundle")
     assert manifest.model.decoder.refine_radius == 3
+    assert manifest.model.decoder.model_extra["mask_attention"] == 0.5
     assert manifest.model.model_extra["encoder"]["eval_input"] == 224
     # `export verify` rebuilds the checkpoint at the manifest's settings, not the trained ones
     from export.verify import parity_gate, verify_bundle
@@ -260,7 +314,7 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source):
     session = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx"))
     (masks,) = session.run([OUTPUT_MASKS], {INPUT_NAME: to_model_input(images, spec)})
     model, _ = load_checkpoint(ckpt, overrides=radius)
-    assert model.cfg.decoder.refine_radius == 3
+    assert model.cfg.decoder.refine_radius == 3 and model.cfg.decoder.mask_attention == 0.5
     assert model(torch.rand(1, 3, 32, 32)).attention.shape[-1] == 49  # the 7x7 grid
     with torch.no_grad():
         ref = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).masks.numpy()

@@ -120,6 +120,7 @@ def _cmd_evaluate(args) -> int:
         "--merge-share": args.merge_share,
         "--refine-radius": args.refine_radius,
         "--encoder-input": args.encoder_input,
+        "--mask-attention": args.mask_attention,
     }
     given = [flag for flag, value in flags.items() if value is not None]
     if given and model is None:

@@ -177,6 +177,12 @@ class DecoderConfig(_Strict):
     14x14 cells, scores FG-ARI 0.80 upsampled and 0.85 refined with radius 4 (docs/photos.md)."""
     refine_eps: float = Field(1e-3, gt=0.0)
     """features: the guided filter's regulariser: larger keeps the masks smoother."""
+    mask_attention: float = Field(0.0, ge=0.0, le=1.0)
+    """features, inference only: the share of the final slot attention (normalised over
+    slots) in the masks on the token grid, the decoder's alphas holding the rest, before
+    upsampling and refinement. DINOSAUR reads its masks from either; on photo scenes the
+    attention covers objects more fully (higher mBO) and the alphas split them less
+    (docs/photos.md). 0: the alphas only."""
 
 
 RETIRED = {
@@ -349,6 +355,19 @@ def _merge_share_arg(text: str) -> float:
     return value
 
 
+def _share_arg(text: str) -> float:
+    """argparse type for `--mask-attention`: a float in [0, 1], with a one-line error."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
 def _whole_number(text: str, minimum: int) -> int:
     """argparse type body: `text` as a whole number >= `minimum`, or a one-line error."""
     import argparse
@@ -400,10 +419,14 @@ class InferenceOverrides:
     encoder_input: int | None = None
     """`encoder.eval_input`: the square size a frozen Lite0 encoder sees (a multiple of 32;
     larger: a finer token grid, slower)."""
+    mask_attention: float | None = None
+    """`decoder.mask_attention`: the share of the slot attention in a feature decoder's masks
+    (0: the decoder's alphas only, 1: the attention only)."""
 
     @staticmethod
     def add_arguments(parser: Any) -> None:
-        """`--iterations`, `--merge-share`, `--refine-radius` and `--encoder-input` on a parser."""
+        """`--iterations`, `--merge-share`, `--refine-radius`, `--encoder-input` and
+        `--mask-attention` on a parser."""
         parser.add_argument(
             "--iterations",
             type=positive_int,
@@ -431,10 +454,23 @@ class InferenceOverrides:
             help="Lite0 encoders: the square size the image is resized to before the frozen "
             "backbone, a multiple of 32 (default: the checkpoint's)",
         )
+        parser.add_argument(
+            "--mask-attention",
+            type=_share_arg,
+            default=None,
+            help="feature decoders: the share of the slot attention in the masks, 0 to 1, the "
+            "decoder's alphas holding the rest (default: the checkpoint's)",
+        )
 
     @classmethod
     def from_args(cls, args: Any) -> InferenceOverrides:
-        return cls(args.iterations, args.merge_share, args.refine_radius, args.encoder_input)
+        return cls(
+            args.iterations,
+            args.merge_share,
+            args.refine_radius,
+            args.encoder_input,
+            args.mask_attention,
+        )
 
     @classmethod
     def held_by(cls, config: ModelConfig) -> InferenceOverrides:
@@ -446,6 +482,7 @@ class InferenceOverrides:
             config.decoder.merge_share,
             config.decoder.refine_radius,
             config.encoder.eval_input if lite0 else None,
+            config.decoder.mask_attention,
         )
 
     def __bool__(self) -> bool:
@@ -469,6 +506,13 @@ class InferenceOverrides:
                     f"--encoder-input applies to Lite0 encoders; this model's is {kind}"
                 )
             raw["encoder"]["eval_input"] = self.encoder_input
+        if self.mask_attention is not None:
+            if config.decoder.kind != "features":
+                kind = config.decoder.kind
+                raise ValueError(
+                    f"--mask-attention applies to feature decoders; this model's is {kind}"
+                )
+            raw["decoder"]["mask_attention"] = self.mask_attention
         return ModelConfig.model_validate(raw)
 
 

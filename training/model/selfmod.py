@@ -89,7 +89,9 @@ class SelfModulatingSlotAttention(nn.Module):
         if self.codes_features:  # the served code names what the final slot covers
             codes, distances = self.codebook.lookup(covered_features(attn, features))
         if self.reconstructs_features:
-            decoded, target, slot_masks, picture = self._decode_features(slots, image, features)
+            decoded, target, slot_masks, picture = self._decode_features(
+                slots, image, features, attn
+            )
         else:
             decoded, target = self._decode(slots, image, attn)
             slot_masks, picture = decoded.masks, decoded.reconstruction
@@ -112,23 +114,39 @@ class SelfModulatingSlotAttention(nn.Module):
             slot_masks=slot_masks,
         )
 
-    def _decode_features(self, slots: torch.Tensor, image: torch.Tensor, features: torch.Tensor):
+    def _decode_features(
+        self, slots: torch.Tensor, image: torch.Tensor, features: torch.Tensor, attn: torch.Tensor
+    ):
         """Feature decoder -> (decoded, target features, slot masks, picture).
 
         Training decodes `train_pixels` random tokens (masks (B, K, P) on those tokens, the
         picture is the feature reconstruction). Otherwise every token is decoded and the masks
-        come at the image's size: upsampled from the token grid and refined on the image
-        (`decoder.refine_radius`); the picture paints each slot in its mean colour under its
-        mask (the features themselves cannot be shown)."""
+        come at the image's size: on the token grid the decoder's alphas, mixed with the final
+        slot attention `attn` (B, K, N) by `decoder.mask_attention`, then upsampled and refined
+        on the image (`decoder.refine_radius`); the picture paints each slot in its mean colour
+        under its mask (the features themselves cannot be shown)."""
         n_tok = self.cfg.decoder.train_pixels
         n = features.shape[1]
+        if self.training and n != self.decoder.pos.shape[2]:
+            # sampled tokens index the learned positions: features of another grid would be
+            # decoded at the wrong places without any error
+            raise ValueError(
+                f"features on a grid of {n} tokens, but the decoder learns positions for "
+                f"{self.decoder.pos.shape[2]} (encoder.lite0_input): train on features of "
+                "the encoder's own input size"
+            )
         if self.training and n_tok and n_tok < n:
             tokens = torch.randperm(n, device=features.device)[:n_tok]
             decoded = self.decoder(slots, tokens)
             return decoded, features[:, tokens], decoded.masks, decoded.reconstruction
         decoded = self.decoder(slots, grid_tokens=n)
         d = self.cfg.decoder
-        masks = refine_masks(token_map(decoded.masks), image, d.refine_radius, d.refine_eps)
+        grid = decoded.masks
+        if d.mask_attention > 0:
+            share = full_precision(attn)
+            share = share / share.sum(dim=1, keepdim=True).clamp_min(1e-8)
+            grid = (1.0 - d.mask_attention) * grid + d.mask_attention * share
+        masks = refine_masks(token_map(grid), image, d.refine_radius, d.refine_eps)
         weight = masks.flatten(2)  # (B, K, H*W)
         colour = torch.einsum("bkp,bcp->bkc", weight, image.flatten(2)) / (
             weight.sum(-1, keepdim=True) + 1e-6
