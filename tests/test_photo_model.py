@@ -331,3 +331,33 @@ def test_items_without_an_index_still_fit_the_statistics_and_are_not_kept():
     out = module._cached_features({"image": images})
     assert bool(module.model.encoder.statistics_fitted) and not module._cache
     assert torch.allclose(out, module.model.encoder.features(images), atol=1e-5)
+
+
+def test_evaluation_batches_shrink_with_the_encoders_input():
+    """A batch of 64 images at 896 px held over 10 GB of Lite0 activations and ran the end of
+    `make train-photos` out of memory: evaluation batches hold a fixed number of pixels."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from training.evaluate import eval_batch_size, model_predictor
+
+    photo = small_config(**{**PHOTO, "encoder": {**PHOTO["encoder"], "eval_input": 896}})
+    assert eval_batch_size(photo) == 5
+    assert eval_batch_size(small_config(**PHOTO)) == 64  # 160 px
+    assert eval_batch_size(small_config()) == 64
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        cfg = photo
+
+        def forward(self, x):
+            seen.append(len(x))
+            return SimpleNamespace(
+                masks=torch.ones(len(x), 4, 32, 32) / 4, codes=torch.zeros(len(x), 4)
+            )
+
+    predict = model_predictor(Recorder())
+    ids, codes = predict(np.zeros((12, 32, 32, 3), np.uint8))
+    assert seen == [5, 5, 2] and ids.shape == (12, 32, 32) and codes.shape == (12, 4)

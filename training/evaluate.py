@@ -19,7 +19,7 @@ from training.baselines import (
     kmeans_feature_segmentation,
     kmeans_segmentation,
 )
-from training.config import DataConfig
+from training.config import DataConfig, ModelConfig
 from training.data import SHAPE_CLASSES, Scene, generate_batch, load_coco_folder
 from training.labels import CodeLabel, label_model_codes, object_records, summarise_records
 from training.metrics import SegmentationEvaluator, code_histogram
@@ -43,11 +43,27 @@ def _slot_maps(masks: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([masks_to_labels(m, height, width) for m in masks]).astype(np.int64)
 
 
-def model_predictor(model: torch.nn.Module, batch_size: int = 64) -> Predictor:
+PIXELS_PER_BATCH = 64 * 256 * 256
+"""Evaluation batches hold at most this many pixels of the encoder's input: 64 images of the
+shapes model, 5 of a Lite0 model seeing 896 px. A batch of 64 at 896 px held over 10 GB of
+activations, which beside a training run's cached features ran a 24 GB machine out of
+memory at the end of `make train-photos`."""
+
+
+def eval_batch_size(cfg: ModelConfig, most: int = 64) -> int:
+    """Images per evaluation batch for a model of `cfg` (`PIXELS_PER_BATCH`)."""
+    side = cfg.image_size
+    if cfg.encoder.kind == "lite0":
+        side = cfg.encoder.eval_input or cfg.encoder.lite0_input
+    return max(1, min(most, PIXELS_PER_BATCH // side**2))
+
+
+def model_predictor(model: torch.nn.Module, batch_size: int | None = None) -> Predictor:
     """Argmax over the decoder-alpha masks, and the code of each slot. Images of another size
     than the model's are resized to it first and the soft masks back, by the service's own
-    functions (`runtime.resize`)."""
+    functions (`runtime.resize`). Batches of `eval_batch_size` images unless given."""
     size = model.cfg.image_size
+    batch_size = batch_size or eval_batch_size(model.cfg)
 
     @torch.no_grad()
     def predict(images: np.ndarray):

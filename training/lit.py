@@ -29,6 +29,10 @@ class SlotModule(L.LightningModule):
     def forward(self, image: torch.Tensor):
         return self.model(image)
 
+    def drop_cached_features(self) -> None:
+        """Free the cached frozen features (after training: 1 GB for the photo recipe)."""
+        self._cache.clear()
+
     def _cached_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The frozen encoder's standardised features of the batch, each image's computed once.
 

@@ -67,9 +67,9 @@ class ShapesDataModule(L.LightningDataModule):
     """Training scenes (solid, textured, both mixed, or a folder of the user's images) and
     labelled validation scenes of each shapes variant."""
 
-    def __init__(self, cfg: DataConfig, image_size: int):
+    def __init__(self, cfg: DataConfig, image_size: int, val_batch: int = 64):
         super().__init__()
-        self.cfg, self.size = cfg, image_size
+        self.cfg, self.size, self.val_batch = cfg, image_size, val_batch
         self.val_names: list[str] = []
 
     def setup(self, stage: str | None = None) -> None:
@@ -114,7 +114,7 @@ class ShapesDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [DataLoader(v, batch_size=64) for v in self.val_sets]
+        return [DataLoader(v, batch_size=self.val_batch) for v in self.val_sets]
 
 
 class ArtefactCallback(Callback):
@@ -272,6 +272,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path 
 
     With `resume`, an existing `checkpoints/last.ckpt` in `run.out_dir` is continued."""
     from training.evaluate import (  # avoid import cycle
+        eval_batch_size,
         evaluate_model,
         fit_model_labels,
         label_set_of,
@@ -287,7 +288,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path 
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"precision": precision})})
     _threads(cfg)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    data = ShapesDataModule(cfg.data, cfg.model.image_size)
+    data = ShapesDataModule(cfg.data, cfg.model.image_size, eval_batch_size(cfg.model))
     module = SlotModule(cfg)
     if cfg.run.init_from:
         _init_from(module, cfg, cfg.run.init_from)
@@ -315,6 +316,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path 
     if not trainer.is_global_zero:
         return None  # rank 0 names the codes, evaluates and writes the artefact
 
+    module.drop_cached_features()  # the evaluation below needs the memory, not the cache
     model = module.model.cpu().eval()
     artefacts.save_images(module, trainer.global_step)
     names, usage = name_codes_on_shapes(model, cfg.run.eval_scenes, NAMING_SEED, cfg.data)
