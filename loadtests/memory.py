@@ -9,6 +9,9 @@ with these `SLOTSERVE_ORT_MEMORY_*` settings:
     service     arena on, memory pattern off  (the service's defaults)
     ort         arena on, memory pattern on   (onnxruntime's defaults)
     no-arena    arena off, memory pattern off
+    service-x2  the service's defaults with two model instances (`SLOTSERVE_MODEL_INSTANCES=2`,
+                the default): two sessions of half the threads, each running a call of that
+                batch at the same time, as a worker under full load does
 
 Each point (batch size x configuration) runs in a fresh process that loads the bundle, runs
 that batch for a few seconds and reports its resident memory after loading, after the calls,
@@ -47,6 +50,7 @@ CONFIGS = {
     "service": {"memory_arena": True, "memory_pattern": False},
     "ort": {"memory_arena": True, "memory_pattern": True},
     "no-arena": {"memory_arena": False, "memory_pattern": False},
+    "service-x2": {"memory_arena": True, "memory_pattern": False, "instances": 2},
 }
 REFERENCE = "service"
 MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
@@ -68,24 +72,41 @@ def measure(bundle: Path, batch: int, config: str, threads: int, seconds: float)
     manifest = load_bundle(bundle)
     shape = (batch, manifest.input.channels, manifest.input.height, manifest.input.width)
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
+    settings = dict(CONFIGS[config])
+    instances = settings.pop("instances", 1)
     before = rss_mb()
-    backend = OnnxRuntimeBackend(
-        bundle / MODEL_FILE, manifest, "fp32", "cpu", threads, **CONFIGS[config]
-    )
+    backends = [
+        OnnxRuntimeBackend(
+            bundle / MODEL_FILE, manifest, "fp32", "cpu", max(1, threads // instances), **settings
+        )
+        for _ in range(instances)
+    ]
     loaded = rss_mb()
-    times = time_calls(backend.infer, images, seconds, min_calls=3)
+    if instances == 1:
+        run = backends[0].infer
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(instances)
+
+        def run(x: np.ndarray) -> None:  # one call per instance at once (onnxruntime frees the GIL)
+            for future in [pool.submit(b.infer, x) for b in backends]:
+                future.result()
+
+    times = time_calls(run, images, seconds, min_calls=3)
     mean = statistics.fmean(times)
     return {
         "batch": batch,
         "config": config,
         **CONFIGS[config],
+        "instances": instances,
         "rss_mb_before_load": before,
         "rss_mb_loaded": loaded,
         "rss_mb_after": rss_mb(),
         "rss_mb_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "calls": len(times),
         "ms_per_call_p50": 1e3 * percentile(times, 50),
-        "images_per_s": batch / mean,
+        "images_per_s": instances * batch / mean,
     }
 
 
@@ -152,6 +173,11 @@ def write_markdown(path: Path, result: dict) -> None:
         "",
     ]
     configs = list(dict.fromkeys(p["config"] for p in result["points"]))
+    if any(CONFIGS[c].get("instances", 1) > 1 for c in configs):
+        lines[-1:-1] = [
+            "A configuration of several instances runs one call of that batch on each at the "
+            "same time (a worker under full load); its time per call is theirs together.",
+        ]
     head = ["batch"] + [f"{c}: MB, ms per call" for c in configs]
     head += [f"{c} / {REFERENCE}: memory, time" for c in configs if c != REFERENCE]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -172,7 +198,8 @@ def write_markdown(path: Path, result: dict) -> None:
     lines += ["", "Activation memory per image of batch (slope of memory after the calls):"]
     for name, slope in s["mb_per_image"].items():
         flags = ", ".join(
-            f"{k.replace('_', ' ')} {'on' if v else 'off'}" for k, v in CONFIGS[name].items()
+            f"{k.replace('_', ' ')} {'on' if v else 'off'}" if isinstance(v, bool) else f"{k} {v}"
+            for k, v in CONFIGS[name].items()
         )
         lines.append(f"- {name} ({flags}): {slope:.1f} MB")
     path.write_text("\n".join(lines) + "\n")

@@ -564,3 +564,26 @@ def test_memory_benchmark_shows_what_the_memory_pattern_costs(tmp_path):
 
     res = run_module("loadtests.memory", "--out", tmp_path, "--configs", "fast")
     assert res.returncode == 2 and "unknown ['fast']" in res.stderr
+
+
+@pytest.mark.timeout(300)
+def test_memory_benchmark_measures_two_model_instances(tmp_path):
+    """`--configs service-x2`: the worker's default of two model instances under full load
+    holds two sessions, each with the activations of its own call, so its memory grows about
+    twice as fast with the batch as one session's (README "Memory")."""
+    import json
+
+    from tests.conftest import run_module
+
+    args = ("--batches", "1,8", "--seconds", "0.2", "--threads", "2", "--configs")
+    res = run_module("loadtests.memory", "--out", tmp_path, *args, "service,service-x2")
+    assert res.returncode == 0, res.stderr
+    result = json.loads((tmp_path / "memory.json").read_text())
+    instances = {p["config"]: p["instances"] for p in result["points"]}
+    assert instances == {"service": 1, "service-x2": 2}
+    slopes = result["summary"]["mb_per_image"]
+    assert slopes["service-x2"] > 1.6 * slopes["service"], slopes
+    assert (
+        "service-x2 (memory arena on, memory pattern off, instances 2)"
+        in (tmp_path / "memory.md").read_text()
+    )
