@@ -255,6 +255,12 @@ def test_masks_mix_the_decoders_alphas_with_the_slot_attention():
             parser.parse_args(["--mask-attention", bad])
     with pytest.raises(ValueError, match="feature decoders"):
         InferenceOverrides(mask_attention=0.5).apply(small_config())
+    # a bundle's recorded settings rebuild its model (`export verify`): a pixel decoder
+    # records no share, a feature decoder its own
+    shapes = small_config()
+    assert InferenceOverrides.held_by(shapes).mask_attention is None
+    assert InferenceOverrides.held_by(shapes).apply(shapes) == shapes
+    assert InferenceOverrides.held_by(models[0.5].cfg).mask_attention == 0.5
 
 
 def test_training_computes_each_images_frozen_features_once(monkeypatch):

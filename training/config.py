@@ -482,7 +482,7 @@ class InferenceOverrides:
             config.decoder.merge_share,
             config.decoder.refine_radius,
             config.encoder.eval_input if lite0 else None,
-            config.decoder.mask_attention,
+            config.decoder.mask_attention if config.decoder.kind == "features" else None,
         )
 
     def __bool__(self) -> bool:
