@@ -342,30 +342,29 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def _merge_share_arg(text: str) -> float:
-    """argparse type for `--merge-share`: a float in [0, 0.5), with a one-line error."""
+def _number_in(text: str, low: float, high: float, closed: bool) -> float:
+    """argparse type body: `text` as a number in [low, high] (`closed`) or [low, high), or a
+    one-line error."""
     import argparse
 
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 0.5:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 0.5), got {text!r}")
+        value = low - 1.0
+    if not (low <= value <= high if closed else low <= value < high):
+        interval = f"[{low:g}, {high:g}{']' if closed else ')'}"
+        raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
     return value
+
+
+def _merge_share_arg(text: str) -> float:
+    """argparse type for `--merge-share`: a float in [0, 0.5)."""
+    return _number_in(text, 0.0, 0.5, closed=False)
 
 
 def _share_arg(text: str) -> float:
-    """argparse type for `--mask-attention`: a float in [0, 1], with a one-line error."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
+    """argparse type for `--mask-attention`: a float in [0, 1]."""
+    return _number_in(text, 0.0, 1.0, closed=True)
 
 
 def _whole_number(text: str, minimum: int) -> int:
