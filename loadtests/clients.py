@@ -5,7 +5,12 @@ with the two ways clients meet a refusal (503 / UNAVAILABLE):
 - `retry-after`: wait what the server asked (`Retry-After` seconds over HTTP,
   `grpc-retry-pushback-ms` over gRPC), then send again.
 
-Both run in this process, on the same cores as a local server (the figures say so).
+Both run in this process, on the same cores as a local server (the figures say so), so the
+clients are kept lean: over HTTP, keep-alive connections that write a request built once per
+image and parse the answer with httptools (the C parser uvicorn serves with), instead of
+aiohttp's session machinery. Under a 4x open-loop overload on 2 cores the clients make 500+
+requests a second, and aiohttp's clients took 0.22-0.29 cores of them from the service
+(docs/benchmarks.md "Goodput under overload").
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from loadtests.images import multipart
 from loadtests.server import Server
@@ -54,40 +60,130 @@ class LoadResult:
         return len(self.latencies)
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: writes a whole request, parses the answer's status,
+    `Retry-After` and keep-alive with httptools, and skips its body."""
+
+    def __init__(self) -> None:
+        import httptools
+
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.answer: asyncio.Future | None = None
+        self.retry_after = 0.0
+
+    # asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        import httptools
+
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as err:
+            self._fail(ConnectionError(f"unparsable answer: {err}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(exc or ConnectionError("the server closed the connection"))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"retry-after":
+            self.retry_after = float(value or 0)
+
+    def on_message_complete(self) -> None:
+        if self.answer is not None and not self.answer.done():
+            status = self.parser.get_status_code()
+            self.answer.set_result((status, self.retry_after, self.parser.should_keep_alive()))
+
+    def _fail(self, err: Exception) -> None:
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_exception(err)
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    async def exchange(self, request: bytes) -> tuple[int, float, bool]:
+        """Send `request`; (status, Retry-After seconds, keep-alive) of its answer."""
+        self.retry_after = 0.0
+        self.answer = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return await self.answer
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class Caller:
-    """One protocol's request to /decompose (or Decompose), returning an `Outcome`."""
+    """One protocol's request to /decompose (or Decompose), returning an `Outcome`. Over
+    HTTP, up to `connections` keep-alive connections, reused by whichever request is next; a
+    connection that fails counts as an error (`Outcome(False, False)`), not a crash."""
 
     def __init__(self, server: Server, protocol: str, images: list[bytes], connections: int):
         self.server, self.protocol, self.images = server, protocol, images
-        self.connections = connections
-        self.uploads = {id(d): multipart("image", [("s.png", d, "image/png")]) for d in images}
+        url = urlsplit(server.url)
+        self.host, self.port = url.hostname, url.port or 80
+        self.requests = {id(d): self._request(url.netloc, d) for d in images}
+        self.slots = asyncio.Semaphore(connections)
+        self.idle: list[_Connection] = []
+
+    @staticmethod
+    def _request(netloc: str, data: bytes) -> bytes:
+        body, ctype = multipart("image", [("s.png", data, "image/png")])
+        head = (
+            f"POST /decompose HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
 
     async def __aenter__(self) -> Caller:
-        import aiohttp
         import grpc
 
         from service.rpc.slotserve.v1 import slotserve_pb2 as pb
         from service.rpc.slotserve.v1 import slotserve_pb2_grpc as pb_grpc
 
         self.pb, self.grpc = pb, grpc
-        connector = aiohttp.TCPConnector(limit=self.connections)
-        self.session = aiohttp.ClientSession(self.server.url, connector=connector)
         self.channel = grpc.aio.insecure_channel(self.server.grpc_target)
         self.stub = pb_grpc.SlotServeStub(self.channel)
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self.session.close()
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
         await self.channel.close()
+
+    async def _post(self, request: bytes) -> tuple[int, float]:
+        async with self.slots:
+            while self.idle and not self.idle[-1].open:
+                self.idle.pop()
+            if self.idle:
+                conn = self.idle.pop()
+            else:
+                loop = asyncio.get_running_loop()
+                _, conn = await loop.create_connection(_Connection, self.host, self.port)
+            try:
+                status, wait, keep_alive = await conn.exchange(request)
+            except BaseException:
+                conn.close()
+                raise
+            if keep_alive and conn.open:
+                self.idle.append(conn)
+            else:
+                conn.close()
+            return status, wait
 
     async def __call__(self, data: bytes) -> Outcome:
         if self.protocol == "http":
-            body, ctype = self.uploads[id(data)]
-            headers = {"Content-Type": ctype}
-            async with self.session.post("/decompose", data=body, headers=headers) as r:
-                await r.read()
-                wait = float(r.headers.get("Retry-After", 0) or 0)
-                return Outcome(r.status == 200, r.status == 503, wait)
+            try:
+                status, wait = await self._post(self.requests[id(data)])
+            except OSError:  # refused, reset or closed: an error, as the server's 5xx are
+                return Outcome(False, False)
+            return Outcome(status == 200, status == 503, wait)
         try:
             await self.stub.Decompose(self.pb.DecomposeRequest(image=data))
             return Outcome(True, False)

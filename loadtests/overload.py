@@ -228,9 +228,11 @@ def write_markdown(path: Path, result: dict) -> None:
         f"requests shed at the {len(fitting)} saturation points whose users fit the budget "
         f"(users <= goodput x {PLANNED_SHARE} x budget): {sat_shed:.0f}.",
         "",
-        "Refusals are decided before the body is read (HTTP: the request guard asks the "
-        "batcher; gRPC: before decoding) and held before they are sent, so clients that "
-        "resend at once cannot turn them into a loop that takes the model's cores.",
+        "Refusals are decided before the body is read (HTTP: the admission gate asks the "
+        "batcher in front of BentoML's own middleware; gRPC: before decoding) and held "
+        "before they are sent, so clients that resend at once cannot turn them into a loop "
+        "that takes the model's cores. The HTTP clients are keep-alive connections parsed "
+        "with httptools; the gRPC clients are grpc.aio stubs.",
         "",
     ]
     path.write_text("\n".join(lines))

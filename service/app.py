@@ -1,7 +1,7 @@
 """The BentoML service: `SlotServe`, HTTP and gRPC over one in-process batcher.
 
-    client --HTTP--> guard (service.middleware): limits, upload shape, admission --+
-    client --gRPC--> servicer (service.rpc.server), admission ---------------------+
+    client --HTTP--> admission gate, then guard (service.middleware): limits, shape --+
+    client --gRPC--> servicer (service.rpc.server), admission -------------------------+
         --> Pipeline (service.pipeline): decode, resize, batched inference, masks -> objects
         --> Batcher (service.batcher): continuous batching; the one owner of shedding
 
@@ -9,7 +9,8 @@ The API methods are async, so every request in flight reaches the batcher at onc
 on the worker's event loop and calls the same pipeline, so HTTP and gRPC requests land in the
 same model calls. Other roles live in their own modules: the start-up check of the bundle
 (`service.bundle`), the model call (`service.runner`), HTTP answers with their status and
-`Retry-After` (`service.responses`), the request guard (`service.middleware`).
+`Retry-After` (`service.responses`), the admission gate and the request guard
+(`service.middleware`).
 """
 
 from __future__ import annotations

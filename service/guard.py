@@ -1,16 +1,22 @@
-"""ASGI middleware in front of BentoML's request parsing: size limits and upload shape.
+"""ASGI in front of BentoML: admission under overload, then size limits and upload shape.
 
-BentoML answers some malformed uploads with a 500 (a broken multipart body, a file under an
-unexpected field name) and would accept JSON bodies for file fields. This guard answers
-those with a 4xx and a one-line reason before BentoML sees them:
+`AdmissionGate` wraps the whole app BentoML builds (`service.middleware.FrontedService`), so a
+request the batcher will not take is refused before any of BentoML's own middleware runs
+(request metrics, tracing, access log, timeout task), before its body is read: 503 with
+Retry-After, held `Overloaded.hold_s` first. Under a 4x open-loop overload on 2 cores most
+requests are refused, and each of those layers cost the model's cores per refusal
+(docs/benchmarks.md "Goodput under overload").
+
+`RequestGuard` sits inside BentoML's stack, in front of its request parsing. BentoML answers
+some malformed uploads with a 500 (a broken multipart body, a file under an unexpected field
+name) and would accept JSON bodies for file fields. The guard answers those with a 4xx and a
+one-line reason before BentoML sees them:
 
 - 413 at once when Content-Length is over the route's limit; a chunked body is counted as it
   arrives and cut off at the limit (never spooled);
 - 415 unless the body is multipart/form-data;
 - 400 for a multipart body that does not parse, an unexpected or missing field, or one
-  image where one is allowed; 413 for more images than SLOTSERVE_MAX_IMAGES;
-- 503 with Retry-After, before the body is read, when `admit` (the batcher's admission)
-  refuses the request: under overload a refusal costs a fraction of a millisecond.
+  image where one is allowed; 413 for more images than SLOTSERVE_MAX_IMAGES.
 
 A body that passes is replayed to BentoML unchanged. The guard only reads part headers.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from python_multipart.exceptions import MultipartParseError
@@ -130,6 +136,54 @@ def check_multipart(body: bytes, boundary: bytes, route: UploadRoute) -> int:
     return count
 
 
+def _route_path(scope) -> str:
+    return scope["path"].rstrip("/") or "/"
+
+
+class AdmissionGate:
+    """The outermost ASGI app: asks `admit(1)` for every POST to one of `paths` before
+    anything else runs, and answers a refusal (`Overloaded`) itself: held `hold_s`, then 503
+    with Retry-After and a one-line reason. An admitted request runs inside what `admit`
+    handed back (its place in the batcher's queue) until its answer is out; everything else
+    passes through untouched."""
+
+    def __init__(
+        self,
+        app,
+        paths: frozenset[str],
+        admit: Callable[[int], AbstractContextManager],
+        on_refuse: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.paths = paths
+        self.admit = admit
+        """Called as admit(images): a context manager that holds the request's place while
+        it runs, or raises `Overloaded`."""
+        self.on_refuse = on_refuse
+        """Called as on_refuse(path, reason) for every refusal (the service counts them)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or _route_path(scope) not in self.paths
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            admission = self.admit(1)  # every request holds at least one image
+        except Overloaded as err:
+            if self.on_refuse is not None:
+                self.on_refuse(scope["path"], err.reason)
+            await asyncio.sleep(err.hold_s)
+            body = {"error": err.message, "reason": err.reason}
+            retry = [(b"retry-after", str(err.retry_after_s).encode())]
+            await send_json(send, err.http_status, body, retry)
+            return
+        with admission:
+            await self.app(scope, receive, send)
+
+
 class RequestGuard:
     def __init__(
         self,
@@ -137,16 +191,12 @@ class RequestGuard:
         routes: dict[str, UploadRoute],
         max_body_bytes: int,
         on_refuse: Callable[[str, str], None] | None = None,
-        admit: Callable[[int], AbstractContextManager] | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
         self.max_body_bytes = max_body_bytes
         self.on_refuse = on_refuse
         """Called as on_refuse(path, reason) for every refusal (the service counts them)."""
-        self.admit = admit
-        """Called as admit(images) before a body is read: a context manager that holds the
-        request's place while it runs, or `Overloaded` (answered 503 with Retry-After)."""
 
     def _refused(self, scope, reason: str) -> None:
         if self.on_refuse is not None:
@@ -156,45 +206,33 @@ class RequestGuard:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        route = self.routes.get(scope["path"].rstrip("/") or "/")
+        route = self.routes.get(_route_path(scope))
         limit = route.max_bytes if route else self.max_body_bytes
-        admission = nullcontext()
-        if route is not None and self.admit is not None:
-            try:
-                admission = self.admit(1)  # every request holds at least one image
-            except Overloaded as err:
-                self._refused(scope, err.reason)
-                await asyncio.sleep(err.hold_s)
-                body = {"error": err.message, "reason": err.reason}
-                retry = [(b"retry-after", str(err.retry_after_s).encode())]
-                await send_json(send, err.http_status, body, retry)
+        try:
+            self._check_length(scope, limit)
+            if route is None:
+                await self.app(scope, receive, send)  # BentoML's own routes, any type
                 return
-        with admission:
-            try:
-                self._check_length(scope, limit)
-                if route is None:
-                    await self.app(scope, receive, send)  # BentoML's own routes, any type
-                    return
-                boundary = self._boundary(scope, route)
-                body = await self._read(receive, limit)
-                if body is None:
-                    return  # the client went away
-                check_multipart(body, boundary, route)
-            except Refusal as err:
-                self._refused(scope, err.reason)
-                await send_json(send, err.status, {"error": err.message, "reason": err.reason})
-                return
+            boundary = self._boundary(scope, route)
+            body = await self._read(receive, limit)
+            if body is None:
+                return  # the client went away
+            check_multipart(body, boundary, route)
+        except Refusal as err:
+            self._refused(scope, err.reason)
+            await send_json(send, err.status, {"error": err.message, "reason": err.reason})
+            return
 
-            replayed = False
+        replayed = False
 
-            async def replay():
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-            await self.app(scope, replay, send)
+        await self.app(scope, replay, send)
 
     @staticmethod
     def _check_length(scope, limit: int) -> None:

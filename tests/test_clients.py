@@ -115,3 +115,60 @@ def test_cpu_used_counts_the_server_tree_and_the_clients(tmp_path):
             pass
     proc.wait()
     assert cores.server > 0.3 and cores.client < 0.2
+
+
+class CannedServer:
+    """An HTTP/1.1 server on loopback that answers each request with the next canned answer
+    (status, extra headers, close after it?), recording requests and connections."""
+
+    def __init__(self, *answers: tuple[int, dict, bool]) -> None:
+        self.answers, self.requests, self.connections = list(answers), [], 0
+
+    async def handle(self, reader, writer) -> None:
+        self.connections += 1
+        while self.answers:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            self.requests.append((head, await reader.readexactly(length)))
+            status, headers, close = self.answers.pop(0)
+            body = b'{"ok": true}'
+            lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
+            lines += [f"{k}: {v}" for k, v in headers.items()]
+            lines += ["Connection: close"] if close else []
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+            await writer.drain()
+            if close:
+                break
+        writer.close()
+
+
+def call_canned(server: CannedServer, sends: int) -> list[Outcome]:
+    from types import SimpleNamespace
+
+    async def go():
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        target = SimpleNamespace(url=f"http://127.0.0.1:{port}", grpc_target="127.0.0.1:1")
+        async with listener, clients.Caller(target, "http", [b"png"], 4) as call:
+            return [await call(b"png") for _ in range(sends)]
+
+    return asyncio.run(go())
+
+
+def test_the_http_client_reads_status_and_retry_after_over_one_kept_connection():
+    server = CannedServer((503, {"Retry-After": "2"}, False), (200, {}, False), (200, {}, False))
+    outcomes = call_canned(server, 3)
+    assert outcomes == [Outcome(False, True, 2.0), Outcome(True, False), Outcome(True, False)]
+    assert server.connections == 1  # keep-alive: the three requests shared one connection
+    head, body = server.requests[0]
+    assert head.startswith(b"POST /decompose HTTP/1.1\r\n")
+    assert b"multipart/form-data; boundary=" in head and b"png" in body
+
+
+def test_the_http_client_reconnects_after_a_close_and_counts_a_reset_as_an_error():
+    server = CannedServer((200, {}, True), (200, {}, False))
+    assert call_canned(server, 2) == [Outcome(True, False), Outcome(True, False)]
+    assert server.connections == 2  # "Connection: close" was honoured
+    # a server that closes without answering: an error outcome, not an exception out of the client
+    server = CannedServer()
+    assert call_canned(server, 1) == [Outcome(False, False)]

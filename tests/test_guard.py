@@ -1,14 +1,17 @@
-"""The request guard as a plain ASGI middleware (no BentoML): limits, upload shape, shedding."""
+"""The admission gate and the request guard as plain ASGI apps (no server): shedding, limits,
+upload shape; and the gate's place in front of the app BentoML builds."""
 
 from __future__ import annotations
 
 import asyncio
 
 import httpx
+import pytest
 
-from service.guard import RequestGuard, UploadRoute
+from service.guard import AdmissionGate, RequestGuard, UploadRoute
 
 ROUTES = {"/decompose": UploadRoute("image", 1, 1000)}
+PATHS = frozenset(ROUTES)
 
 
 class Echo:
@@ -57,28 +60,52 @@ def test_refusals_are_counted_and_never_reach_the_app():
     assert refused == ["upload_too_large", "wrong_field", "wrong_content_type"]
 
 
-def test_admission_sheds_before_reading_the_body():
-    from service.errors import Overloaded
+class Refuse:
+    """admit() of a saturated batcher: records what it was asked, raises `Overloaded`."""
 
-    app, refused, asked = Echo(), [], []
+    def __init__(self, hold_s: float = 0.0):
+        self.hold_s, self.asked = hold_s, []
 
-    def admit(images):
-        asked.append(images)
-        raise Overloaded("the model is saturated; retry shortly", 3)
+    def __call__(self, images):
+        from service.errors import Overloaded
 
-    guard = RequestGuard(app, ROUTES, 1000, on_refuse=lambda p, r: refused.append(r), admit=admit)
-    r = post(guard, files={"image": ("a.png", b"x" * 10)})
+        self.asked.append(images)
+        raise Overloaded("the model is saturated; retry shortly", 3, hold_s=self.hold_s)
+
+
+def test_admission_sheds_before_anything_reads_the_body():
+    app, refused, admit = Echo(), [], Refuse()
+    gate = AdmissionGate(app, PATHS, admit, on_refuse=lambda p, r: refused.append(r))
+    r = post(gate, files={"image": ("a.png", b"x" * 10)})
     assert r.status_code == 503 and r.json() == {
         "error": "the model is saturated; retry shortly",
         "reason": "overloaded",
     }
     assert r.headers["retry-after"] == "3"
-    assert app.calls == 0 and refused == ["overloaded"] and asked == [1]
+    assert app.calls == 0 and refused == ["overloaded"] and admit.asked == [1]
+
+
+def test_the_gate_asks_only_for_posts_to_the_model_routes():
+    app, admit = Echo(), Refuse()
+    gate = AdmissionGate(app, PATHS, admit)
+
+    async def go():
+        transport = httpx.ASGITransport(app=gate)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return [
+                await client.get("/decompose"),
+                await client.post("/model", content=b"x"),
+                await client.post("/decompose/", files={"image": ("a.png", b"x")}),
+            ]
+
+    get, other, trailing_slash = asyncio.run(go())
+    assert get.status_code == other.status_code == 200 and app.calls == 2
+    assert trailing_slash.status_code == 503 and admit.asked == [1]
 
 
 def test_an_admitted_request_holds_its_place_until_it_is_answered():
-    """The guard enters what admission hands back around the whole request, and leaves it
-    when the answer is out (a refused upload leaves it too)."""
+    """The gate enters what admission hands back around the whole request (the guard's
+    checks and the app), and leaves it when the answer is out (a refused upload too)."""
     from contextlib import contextmanager
 
     app, held = Echo(), []
@@ -91,10 +118,11 @@ def test_an_admitted_request_holds_its_place_until_it_is_answered():
         finally:
             held.append("out")
 
-    guard = RequestGuard(app, ROUTES, 1000, admit=admit)
-    assert post(guard, files={"image": ("a.png", b"x" * 10)}).status_code == 200
+    guard = RequestGuard(app, ROUTES, 1000)
+    gate = AdmissionGate(guard, PATHS, admit)
+    assert post(gate, files={"image": ("a.png", b"x" * 10)}).status_code == 200
     assert app.calls == 1 and held == ["in", "out"]
-    assert post(guard, files={"other": ("a.png", b"x")}).status_code == 400
+    assert post(gate, files={"other": ("a.png", b"x")}).status_code == 400
     assert held == ["in", "out", "in", "out"]
 
 
@@ -103,16 +131,43 @@ def test_a_refusal_is_held_before_it_is_sent():
     refusals cannot spin faster than one per hold per client."""
     import time
 
-    from service.errors import Overloaded
-
-    def admit(images):
-        raise Overloaded("the model is saturated; retry shortly", 2, hold_s=0.2)
-
-    guard = RequestGuard(Echo(), ROUTES, 1000, admit=admit)
+    gate = AdmissionGate(Echo(), PATHS, Refuse(hold_s=0.2))
     started = time.perf_counter()
-    r = post(guard, files={"image": ("a.png", b"x" * 10)})
-    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    r = post(gate, files={"image": ("a.png", b"x" * 10)})
+    assert r.status_code == 503 and r.headers["retry-after"] == "3"
     assert time.perf_counter() - started >= 0.2
+
+
+def test_the_gate_is_in_front_of_everything_bentoml_builds(monkeypatch):
+    """What BentoML's worker serves (`to_asgi`) is the gate around BentoML's app, whose own
+    middleware (request metrics, tracing, access log, timeout) and the request guard sit
+    behind it: a refusal is answered before any of them runs."""
+    from service import middleware
+    from service.app import SlotServe
+
+    app = SlotServe.to_asgi()
+    assert isinstance(app, AdmissionGate) and app.paths == middleware.UPLOAD_PATHS
+    inner = [m.cls.__name__ for m in app.app.user_middleware]
+    assert "RunnerTrafficMetricsMiddleware" in inner and "AccessLogMiddleware" in inner
+    assert inner.index("RequestGuard") > inner.index("TimeoutMiddleware")
+
+    refused, admit = [], Refuse()
+    monkeypatch.setattr(middleware, "admit", admit)
+    monkeypatch.setattr(middleware, "on_refuse", lambda path, reason: refused.append(path))
+    r = post(app, files={"image": ("a.png", b"x" * 10)})
+    assert r.status_code == 503 and r.json()["reason"] == "overloaded"
+    assert admit.asked == [1] and refused == ["/decompose"]
+
+
+def test_install_refuses_a_service_class_it_does_not_know():
+    from service.middleware import install
+    from service.settings import Settings
+
+    class Other:
+        pass
+
+    with pytest.raises(TypeError, match="BentoML's service class changed"):
+        install(Other(), Settings(), ["decompose", "visualize", "decompose_batch"])
 
 
 def test_a_refusal_is_held_one_latency_budget_unless_set(monkeypatch):
