@@ -268,19 +268,25 @@ def write_report(out: Path) -> None:
         path = out / f"{name}.json"
         return json.loads(path.read_text()) if path.exists() else None
 
-    cpu = cpu_name()
+    def measured(run: dict) -> str:
+        where = run.get("measured_on")
+        if where is None:  # runs written before the JSON recorded it
+            return "- measured on: not recorded in the run's JSON"
+        return f"- measured on {where['cpu']} ({where['cores']} cores), {where['date']}"
+
     lines = [
         "# Reliability",
         "",
-        "Figures from `python -m loadtests.reliability` (see README), on "
-        f"{cpu} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d', time.gmtime())}; the load "
-        "generator (Python, aiohttp) runs on the same cores as the server.",
+        "Figures from `python -m loadtests.reliability` (see README); each run says where and "
+        "when it was measured (`make soak` runs them all, a single run replaces its own). The "
+        "load generator (Python, aiohttp) runs on the same cores as the server.",
     ]
     if (o := load("overload")) is not None:
         lines += [
             "",
             f"## Overload: 4x the saturating rate for {o['seconds']:.0f} s",
             "",
+            measured(o),
             f"- saturating rate {o['capacity_req_per_s']:.1f} req/s; offered "
             f"{o['offered_req_per_s']:.1f} req/s, {o['requests']} requests",
             f"- shed with 503: {o['shed']} ({100 * o['shed_ratio']:.1f}%), answered in "
@@ -297,6 +303,7 @@ def write_report(out: Path) -> None:
             "",
             f"## Soak: {s['seconds'] / 60:.0f} min, {s['users']} users",
             "",
+            measured(s),
             f"- {s['requests']} requests, {s['errors']} errors, {s['req_per_s']:.1f} req/s, "
             f"p99 {s['p99_ms']:.0f} ms",
             f"- resident memory (server + workers): {s['rss_mb_after_warmup']:.0f} MB after "
@@ -308,6 +315,7 @@ def write_report(out: Path) -> None:
                 "",
                 f"## Crash: kill -9 one of {c['workers']} {c['service']} worker(s) under load",
                 "",
+                measured(c),
                 f"- restarted after {c.get('restarted_after_s', float('nan')):.1f} s "
                 f"(pid {c['killed_pid']} -> {c.get('new_pid')})",
                 f"- error burst: {c['failed']} of {c['requests']} requests failed "
@@ -350,7 +358,13 @@ def main(argv: list[str] | None = None) -> int:
                     results[name] = asyncio.run(
                         _crash(server, "slotserve", args.users, args.crash_seconds, workers)
                     )
+        where = {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
         for name, result in results.items():
+            result["measured_on"] = where
             (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
             log(f"{name}: {json.dumps({k: v for k, v in result.items() if 'samples' not in k})}")
     write_report(args.out)

@@ -97,3 +97,22 @@ def test_overload_report_states_the_recovery_time_readably(tmp_path, recovery, w
         row for row in (tmp_path / "reliability.md").read_text().splitlines() if "recovery" in row
     )
     assert words in line and "None" not in line and "0000" not in line
+
+
+def test_each_reliability_run_says_where_and_when_it_was_measured(tmp_path):
+    """Re-running one run rewrites the report: the others keep their own machine and date
+    (a run from before the JSON recorded them says so) instead of taking today's."""
+    from loadtests.reliability import write_report
+
+    soak = {"seconds": 600, "users": 8, "requests": 10, "errors": 0, "req_per_s": 1.0}
+    soak |= {"p99_ms": 1.0, "rss_mb_after_warmup": 1.0, "rss_mb_end": 1.0, "rss_growth_pct": 0}
+    crash = {"workers": 1, "service": "slotserve", "killed_pid": 1, "new_pid": 2, "failed": 0}
+    crash |= {"requests": 5, "failed_by_status": {}, "error_burst_s": 0.0, "ok_after_burst": 5}
+    crash |= {"all_ok_after_burst": True, "restarted_after_s": 3.0}
+    crash["measured_on"] = {"cpu": "Some CPU", "cores": 2, "date": "2026-01-02 03:04 UTC"}
+    (tmp_path / "soak.json").write_text(json.dumps(soak))
+    (tmp_path / "crash-1-worker.json").write_text(json.dumps(crash))
+    write_report(tmp_path)
+    text = (tmp_path / "reliability.md").read_text()
+    assert "- measured on Some CPU (2 cores), 2026-01-02 03:04 UTC" in text
+    assert "- measured on: not recorded in the run's JSON" in text
