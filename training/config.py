@@ -499,20 +499,19 @@ class InferenceOverrides:
         if self.refine_radius is not None:
             raw["decoder"]["refine_radius"] = self.refine_radius
         if self.encoder_input is not None:
-            if config.encoder.kind != "lite0":
-                kind = config.encoder.kind
-                raise ValueError(
-                    f"--encoder-input applies to Lite0 encoders; this model's is {kind}"
-                )
+            _only_for("--encoder-input", "Lite0 encoders", config.encoder.kind, "lite0")
             raw["encoder"]["eval_input"] = self.encoder_input
         if self.mask_attention is not None:
-            if config.decoder.kind != "features":
-                kind = config.decoder.kind
-                raise ValueError(
-                    f"--mask-attention applies to feature decoders; this model's is {kind}"
-                )
+            _only_for("--mask-attention", "feature decoders", config.decoder.kind, "features")
             raw["decoder"]["mask_attention"] = self.mask_attention
         return ModelConfig.model_validate(raw)
+
+
+def _only_for(flag: str, what: str, kind: str, wanted: str) -> None:
+    """Refuse an inference override on a model whose encoder / decoder `kind` it does not
+    apply to."""
+    if kind != wanted:
+        raise ValueError(f"{flag} applies to {what}; this model's is {kind}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
