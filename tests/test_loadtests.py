@@ -587,3 +587,30 @@ def test_memory_benchmark_measures_two_model_instances(tmp_path):
         "service-x2 (memory arena on, memory pattern off, instances 2)"
         in (tmp_path / "memory.md").read_text()
     )
+
+
+def test_bundles_benchmark_refuses_an_unknown_bundle_before_any_work(tmp_path):
+    from loadtests.bundles import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path), "--bundles", "shapes,cats"])
+    assert exit_.value.code == 2 and not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_bundles_benchmark_serves_photographs_and_writes_its_report(tmp_path):
+    import json
+
+    from loadtests.bundles import main
+
+    assert (
+        main(["--out", str(tmp_path), "--bundles", "shapes", "--users", "1,2", "--seconds", "2"])
+        == 0
+    )
+    result = json.loads((tmp_path / "bundles.json").read_text())
+    rows = result["bundles"]["shapes"]
+    assert [r["users"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["answered"] > 0 and r["errors"] == 0 and r["images_per_s"] > 0
+        assert r["p99_ms"] >= r["p50_ms"] > 0 and r["memory_mb"] > 0
+    assert "| shapes | 2 |" in (tmp_path / "bundles.md").read_text()
