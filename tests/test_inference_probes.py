@@ -1,0 +1,85 @@
+"""scripts/label_probe.py and scripts/inference_probe.py: tiny runs write their figures, and
+the naming and picking logic is right on hand-made cases."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+from tests.conftest import small_checkpoint, small_config
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = {
+    "encoder": {"kind": "lite0", "lite0_input": 160, "lite0_reductions": (32,)},
+    "decoder": {"kind": "features", "train_pixels": 16, "refine_radius": 2},
+}
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_label_probe_names_clusters_by_their_commonest_category():
+    probe = script("label_probe")
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.1, (20, 2)), rng.normal(5, 0.1, (20, 2))])
+    y = np.array([0] * 20 + [3] * 20)
+    kmeans = KMeans(2, n_init=2, random_state=0).fit(x)
+    named = np.array([np.bincount(y[kmeans.labels_ == c]).argmax() for c in range(2)])
+    assert probe.judge(kmeans, named, x, y)["naming_accuracy"] == 1.0
+    swapped = probe.judge(kmeans, named[::-1].copy(), x, y)
+    assert swapped["naming_accuracy"] == 0.0 and swapped["commonest_category_share"] == 0.5
+
+
+def test_a_tiny_label_probe_writes_a_line_per_feature_and_cluster_count(tmp_path):
+    out = tmp_path / "labels.jsonl"
+    args = ["--out", str(out), "--sizes", "224", "--clusters", "2,3"]
+    assert script("label_probe").main([*args, "--train-scenes", "16", "--eval-scenes", "8"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["features"], r["clusters"]) for r in rows] == [
+        (kind, k) for kind in ("block", "head", "logits") for k in (2, 3)
+    ]
+    for r in rows:
+        for split in ("unseen", "seen"):
+            assert r[split]["objects"] >= 16 and 0.0 <= r[split]["naming_accuracy"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def photo_checkpoint(tmp_path_factory):
+    return small_checkpoint(
+        tmp_path_factory.mktemp("probe") / "m.safetensors", small_config(**PHOTO)
+    )
+
+
+def test_native_refine_scores_the_served_path_and_each_radius(photo_checkpoint, tmp_path):
+    out = tmp_path / "p.jsonl"
+    args = ["native-refine", "--checkpoint", str(photo_checkpoint), "--out", str(out)]
+    assert script("inference_probe").main([*args, "--scenes", "4", "--radii", "2,4"]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["size"] == [96, 160] and row["scenes"] == 4
+    for key in ("square_then_resized", "native_radius_2", "native_radius_4"):
+        assert -1.0 <= row[key]["fg_ari"] <= 1.0 and 0.0 <= row[key]["mbo"] <= 1.0
+
+
+def test_best_of_inits_scores_each_start_and_their_best_and_needs_a_noise_start(photo_checkpoint, tmp_path):
+    out = tmp_path / "p.jsonl"
+    args = ["best-of-inits", "--checkpoint", str(photo_checkpoint), "--out", str(out)]
+    assert script("inference_probe").main([*args, "--scenes", "4", "--inits", "2"]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert set(row) >= {"init_0", "init_1", "best_of_2"}
+    assert row["init_0"]["feature_error"] != row["init_1"]["feature_error"]  # other starts
+    learned = small_checkpoint(
+        tmp_path / "l.safetensors", small_config(**PHOTO, slot_attention={"init": "learned"})
+    )
+    with pytest.raises(SystemExit, match="init gaussian"):
+        script("inference_probe").main(
+            ["best-of-inits", "--checkpoint", str(learned), "--out", str(out)]
+        )
