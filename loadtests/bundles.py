@@ -2,8 +2,9 @@
 
     python -m loadtests.bundles --out reports/bundles            # ~4 min on 2 cores
 
-In one run, `bentoml serve` is started once per bundle (`SLOTSERVE_BUNDLE`, every other
-setting the service's default) and closed-loop HTTP users (`--users`, default 1 and 4) post
+In one run, `bentoml serve` is started once per bundle (`SLOTSERVE_BUNDLE`) and per
+`--instances` value (`SLOTSERVE_MODEL_INSTANCES`, default the service's 2; every other setting
+the service's default), and closed-loop HTTP users (`--users`, default 1 and 4) post
 scikit-image's sample photographs (`coffee`, `astronaut`, `chelsea`, `rocket`, JPEG at their
 own size) to /decompose for `--seconds` each. Per bundle and user count: answered images/s,
 p50 / p99 latency, shed requests and errors, and the worker's resident memory at the end of
@@ -61,10 +62,11 @@ def worker_rss_mb(server: Server) -> float:
     return total / 1e6
 
 
-def point(server: Server, users: int, seconds: float, images: list[bytes]) -> dict:
+def point(server: Server, instances: int, users: int, seconds: float, images: list[bytes]) -> dict:
     r = asyncio.run(clients.closed_loop(server, "http", users, seconds, images))
     ms = [1e3 * t for t in r.latencies]
     return {
+        "instances": instances,
         "users": users,
         "images_per_s": round(r.goodput, 2),
         "p50_ms": round(percentile(ms, 50), 1),
@@ -83,39 +85,49 @@ def write_markdown(path: Path, result: dict) -> None:
         f"Run {result['started']} on {result['machine']['cpu']} "
         f"({result['machine']['cores']} cores), `python -m loadtests.bundles`: closed-loop HTTP "
         f"users posting scikit-image's {', '.join(PHOTOS)} (JPEG, their own sizes) to "
-        f"/decompose, {result['seconds']:.0f} s per point, the service's default settings.",
+        f"/decompose, {result['seconds']:.0f} s per point, the service's default settings but "
+        "the model instances (`SLOTSERVE_MODEL_INSTANCES`) as listed.",
         "",
-        "| bundle | users | images/s | p50 ms | p99 ms | shed | errors | memory MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| bundle | instances | users | images/s | p50 ms | p99 ms | shed | errors | memory MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in result["bundles"].items():
         for r in rows:
             lines.append(
-                f"| {name} | {r['users']} | {r['images_per_s']:.1f} | {r['p50_ms']:.0f} | "
-                f"{r['p99_ms']:.0f} | {r['shed']} | {r['errors']} | {r['memory_mb']:.0f} |"
+                f"| {name} | {r['instances']} | {r['users']} | {r['images_per_s']:.1f} | "
+                f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['shed']} | {r['errors']} | "
+                f"{r['memory_mb']:.0f} |"
             )
     if {"shapes", "photos"} <= set(result["bundles"]):
         lines.append("")
         for a, b in zip(result["bundles"]["photos"], result["bundles"]["shapes"], strict=True):
             speed = a["images_per_s"] / b["images_per_s"]
             lines.append(
-                f"- {a['users']} user(s): photos / shapes images/s {speed:.2f}x, "
-                f"p99 {a['p99_ms'] / b['p99_ms']:.2f}x"
+                f"- {a['instances']} instance(s), {a['users']} user(s): photos / shapes images/s "
+                f"{speed:.2f}x, p99 {a['p99_ms'] / b['p99_ms']:.2f}x"
             )
     path.write_text("\n".join(lines) + "\n")
+
+
+def number_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bundles", description=__doc__)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--users", type=lambda s: [int(v) for v in s.split(",")], default=[1, 4])
+    p.add_argument("--users", type=number_list, default=[1, 4])
+    p.add_argument("--instances", type=number_list, default=[2], help="SLOTSERVE_MODEL_INSTANCES")
     p.add_argument("--bundles", default=",".join(BUNDLES), help="shapes,photos")
     args = p.parse_args(argv)
     names = args.bundles.split(",")
     unknown = [n for n in names if n not in BUNDLES]
-    if unknown or args.seconds <= 0 or min(args.users) < 1:
-        p.error(f"--bundles among {sorted(BUNDLES)}, --seconds > 0, --users >= 1 (got {unknown})")
+    if unknown or args.seconds <= 0 or min(args.users) < 1 or min(args.instances) < 1:
+        p.error(
+            f"--bundles among {sorted(BUNDLES)}, --seconds > 0, --users and --instances >= 1 "
+            f"(unknown bundles: {unknown})"
+        )
     images = photographs()
     result = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -124,14 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         "bundles": {},
     }
     for name in names:
-        env = {"SLOTSERVE_BUNDLE": str(BUNDLES[name])}
-        with tempfile.TemporaryDirectory() as root, serve(Path(root), env, timeout=300) as server:
-            asyncio.run(clients.closed_loop(server, "http", 1, 3.0, images))  # warm-up
-            rows = []
-            for users in args.users:
-                rows.append(point(server, users, args.seconds, images))
-                log(f"{name} x{users}: {rows[-1]}")
-            result["bundles"][name] = rows
+        rows = result["bundles"][name] = []
+        for instances in args.instances:
+            env = {
+                "SLOTSERVE_BUNDLE": str(BUNDLES[name]),
+                "SLOTSERVE_MODEL_INSTANCES": str(instances),
+            }
+            with (
+                tempfile.TemporaryDirectory() as root,
+                serve(Path(root), env, timeout=300) as server,
+            ):
+                asyncio.run(clients.closed_loop(server, "http", 1, 3.0, images))  # warm-up
+                for users in args.users:
+                    rows.append(point(server, instances, users, args.seconds, images))
+                    log(f"{name} {instances} instance(s) x{users}: {rows[-1]}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bundles.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(args.out / "bundles.md", result)

@@ -69,7 +69,7 @@ def test_native_refine_scores_the_served_path_and_each_radius(photo_checkpoint, 
         assert -1.0 <= row[key]["fg_ari"] <= 1.0 and 0.0 <= row[key]["mbo"] <= 1.0
 
 
-def test_best_of_inits_scores_each_start_and_their_best_and_needs_a_noise_start(photo_checkpoint, tmp_path):
+def test_best_of_inits_scores_each_start_and_their_best(photo_checkpoint, tmp_path):
     out = tmp_path / "p.jsonl"
     args = ["best-of-inits", "--checkpoint", str(photo_checkpoint), "--out", str(out)]
     assert script("inference_probe").main([*args, "--scenes", "4", "--inits", "2"]) == 0

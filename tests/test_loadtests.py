@@ -609,8 +609,8 @@ def test_bundles_benchmark_serves_photographs_and_writes_its_report(tmp_path):
     )
     result = json.loads((tmp_path / "bundles.json").read_text())
     rows = result["bundles"]["shapes"]
-    assert [r["users"] for r in rows] == [1, 2]
+    assert [(r["instances"], r["users"]) for r in rows] == [(2, 1), (2, 2)]
     for r in rows:
         assert r["answered"] > 0 and r["errors"] == 0 and r["images_per_s"] > 0
         assert r["p99_ms"] >= r["p50_ms"] > 0 and r["memory_mb"] > 0
-    assert "| shapes | 2 |" in (tmp_path / "bundles.md").read_text()
+    assert "| shapes | 2 | 2 |" in (tmp_path / "bundles.md").read_text()
