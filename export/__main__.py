@@ -50,13 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     _int8_options(p)
 
-    _label_options(p)
+    _label_options(p, "the set the checkpoint's codes were named on in training (photos after "
+                   "`make train-photos`), else shapes")  # fmt: skip
 
     p = sub.add_parser(
         "labels", help="(re)name a bundle's codes on labelled scenes (the served `label`)"
     )
     p.add_argument("--bundle", required=True)
-    _label_options(p)
+    _label_options(p, "the bundle's own label set, else shapes")
 
     p = sub.add_parser("verify", help="torch against onnxruntime at batch 1, 3, 32")
     p.add_argument("--bundle", required=True)
@@ -112,13 +113,13 @@ def _codebook(checkpoint):
     return load_checkpoint(checkpoint)[0].codebook.embed.numpy()
 
 
-def _label_options(p) -> None:
+def _label_options(p, default: str) -> None:
     p.add_argument(
         "--label-set",
         choices=["shapes", "photos", "none"],
-        default="shapes",
+        default=None,
         help="labelled scenes the codes are named on (none: every label null, e.g. for a model "
-        "trained on your own unlabelled photos)",
+        f"trained on your own unlabelled photos); default: {default}",
     )
     p.add_argument(
         "--label-scenes",
@@ -126,6 +127,14 @@ def _label_options(p) -> None:
         default=256,
         help="scenes in the naming set and again in the validation set",
     )
+
+
+def trained_label_set(checkpoint) -> str:
+    """The labelled set a checkpoint's codes were named on in training, else shapes (older
+    checkpoints, like the shipped shapes model, record none)."""
+    from training.checkpoint import read_info
+
+    return read_info(checkpoint).label_set or "shapes"
 
 
 def export_onnx(args) -> dict:
@@ -149,12 +158,13 @@ def export_onnx(args) -> dict:
             args.mask_source,
             overrides=InferenceOverrides.from_args(args),
         )
+        label_set = args.label_set or trained_label_set(args.checkpoint)
         log.info(
             "labels: naming the codes on %d + %d %s scenes",
             *[args.label_scenes] * 2,
-            args.label_set,
+            label_set,
         )
-        manifest = label_bundle(staging, args.label_set, args.label_scenes)
+        manifest = label_bundle(staging, label_set, args.label_scenes)
         result = {
             "bundle": str(out),
             "parity": manifest.parity,
@@ -187,11 +197,14 @@ def run(args) -> object:
         return export_onnx(args)
     if args.verb == "labels":
         from export.labels import label_bundle
+        from runtime.contract import load_bundle
 
-        manifest = label_bundle(args.bundle, args.label_set, args.label_scenes)
+        label_set = args.label_set or load_bundle(args.bundle).label_set or "shapes"
+        manifest = label_bundle(args.bundle, label_set, args.label_scenes)
         given = [c.label for c in manifest.code_labels or [] if c.label]
         return {
             "bundle": args.bundle,
+            "label_set": label_set,
             "label_thresholds": manifest.label_thresholds,
             "codes_labelled": len(given),
             "labels": sorted(set(given)),

@@ -250,6 +250,21 @@ def passes(m: dict) -> bool:
     )
 
 
+def variant_scenes(label_set: str | None, n: int, seed: int, size: int) -> list:
+    """Labelled scenes the variants are calibrated and judged on: photo scenes of the training
+    stamps for a bundle whose codes are named on photos (a photo model judged on shapes would
+    be judged off its data), else half textured, half solid shapes scenes."""
+    if label_set == "photos":
+        from training.data.photos import generate_photo_batch
+
+        return generate_photo_batch(n, seed, size, split="train")
+    from training.data import generate_batch
+
+    return generate_batch(n // 2, seed, "textured", size) + generate_batch(
+        n // 2, seed, "solid", size
+    )
+
+
 def build_variants(
     bundle: str | Path,
     int8: str = "auto",
@@ -263,21 +278,11 @@ def build_variants(
     Static quantisation of the whole graph is measured too, for the record, unless the
     scope already is `all`; the kept file is the fastest candidate of the asked scope that
     passes the gate (the fastest of that scope when none passes)."""
-    from training.data import generate_batch
-
     bundle = Path(bundle)
     manifest = load_bundle(bundle)
     size = manifest.input.height
-    eval_scenes = generate_batch(scenes // 2, 31337, "textured", size) + generate_batch(
-        scenes // 2, 31337, "solid", size
-    )
-    calib = np.stack(
-        [
-            s.image
-            for s in generate_batch(64, 2718, "textured", size)
-            + generate_batch(64, 2718, "solid", size)
-        ]
-    )
+    eval_scenes = variant_scenes(manifest.label_set, scenes, 31337, size)
+    calib = np.stack([s.image for s in variant_scenes(manifest.label_set, 128, 2718, size)])
     fp32 = ort_session(bundle / MODEL_FILE, threads)
     results: dict[str, dict] = {}
 

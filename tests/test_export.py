@@ -490,3 +490,32 @@ def test_placing_a_bundle_over_a_different_one_needs_force(tmp_path):
     assert (out / "manifest.json").read_text() == "old"
     place(staging, out, force=True)
     assert (out / "manifest.json").read_text() == "new" and not staging.exists()
+
+
+def test_labels_are_named_on_the_set_the_checkpoint_was_trained_on_unless_told(tmp_path):
+    """`export onnx` without --label-set names the codes on the labelled set recorded in the
+    checkpoint (photos after `make train-photos`; here none, for a model of unlabelled
+    photos); `export labels` keeps a bundle's own set; an explicit --label-set wins."""
+    import json
+
+    from tests.conftest import small_checkpoint
+    from training.checkpoint import load_checkpoint, read_info, save_checkpoint
+
+    model, info = load_checkpoint(small_checkpoint(tmp_path / "m.safetensors"))
+    info.label_set = "none"
+    ckpt = save_checkpoint(model, tmp_path / "none.safetensors", info)
+    assert read_info(ckpt).label_set == "none"
+    res = run_module("export", "onnx", "--checkpoint", ckpt, "--out", tmp_path / "b",
+                     "--no-variants", "--label-scenes", "16")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "on 16 + 16 none scenes" in res.stderr
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.label_set == "none" and all(c.label is None for c in bundle.code_labels)
+
+    kept = run_module("export", "labels", "--bundle", tmp_path / "b", "--label-scenes", "16")
+    assert kept.returncode == 0, kept.stderr[-2000:]
+    assert json.loads(kept.stdout)["label_set"] == "none"
+    told = run_module("export", "labels", "--bundle", tmp_path / "b", "--label-scenes", "16",
+                      "--label-set", "shapes")  # fmt: skip
+    assert told.returncode == 0, told.stderr[-2000:]
+    assert load_bundle(tmp_path / "b").label_set == "shapes"

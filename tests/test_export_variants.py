@@ -185,3 +185,21 @@ def test_bentoml_import_and_cli_verbs(exported, tmp_path):
 
     res = run_module("export", "verify", "--bundle", str(tmp_path / "nope"), "--checkpoint", "x")
     assert res.returncode == 2 and res.stderr.startswith("error:") and res.stderr.count("\n") == 1
+
+
+def test_variants_are_judged_on_the_scenes_of_the_bundles_label_set():
+    from export.variants import variant_scenes
+    from training.data.photos import photo_library
+
+    photos = variant_scenes("photos", 4, 5, 64)
+    assert len(photos) == 4 and all(s.image.shape == (64, 64, 3) for s in photos)
+    categories = len(photo_library().categories)
+    assert all(0 <= c < categories for s in photos for c in s.classes)
+    assert all(s.image.mean() != 0 for s in photos)
+    shapes = variant_scenes("shapes", 4, 5, 64)
+    assert (
+        len(shapes) == 4
+        and variant_scenes(None, 4, 5, 64)[0].image.tobytes() == shapes[0].image.tobytes()
+    )
+    # a photo scene is not a shapes scene of the same seed
+    assert photos[0].image.tobytes() != shapes[0].image.tobytes()
