@@ -138,13 +138,12 @@ def make_int8(
     codebook: np.ndarray | None = None,
     scope: str = "decoder",
     spec: InputSpec | None = None,
-    calibration_batch: int = 16,
 ) -> None:
     """Write an int8 copy of `src` to `dst`. Static quantisation calibrates on `calibration`
-    (uint8 images) fed as the bundle's input contract `spec` says, `calibration_batch` images
-    at a time. onnxruntime's calibrator keeps every tensor of every batch until the end (its
-    `CalibMaxIntermediateOutputs` discards batches in this version rather than merging them),
-    so memory grows with the calibration set: see `int8_methods`."""
+    (uint8 images) fed as the bundle's input contract `spec` says. onnxruntime's calibrator
+    keeps every tensor of every batch until the end (its `CalibMaxIntermediateOutputs`
+    discards batches in this version rather than merging them), so memory grows with the
+    calibration set: see `int8_methods`."""
     from onnxruntime.quantization import (
         QuantFormat,
         QuantType,
@@ -181,7 +180,7 @@ def make_int8(
             quantize_static(
                 str(pre),
                 str(dst),
-                _Calibration(calibration, spec, calibration_batch),
+                _Calibration(calibration, spec),
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
@@ -259,9 +258,9 @@ def variant_scenes(label_set: str | None, n: int, seed: int, size: int) -> list:
     stamps for a bundle whose codes are named on photos (a photo model judged on shapes would
     be judged off its data), else half textured, half solid shapes scenes."""
     if label_set == "photos":
-        from training.data.photos import generate_photo_batch
+        from training.labels import labelled_scenes
 
-        return generate_photo_batch(n, seed, size, split="train")
+        return labelled_scenes("photos", n, seed, size)[0]
     from training.data import generate_batch
 
     return generate_batch(n // 2, seed, "textured", size) + generate_batch(
@@ -269,18 +268,18 @@ def variant_scenes(label_set: str | None, n: int, seed: int, size: int) -> list:
     )
 
 
-FULL_CALIBRATION_BATCH = 16
+FULL_EVAL_BATCH = 16
 
 
-def int8_methods(int8: str, calibration_batch: int) -> list[str]:
+def int8_methods(int8: str, eval_batch: int) -> list[str]:
     """The int8 methods to build. `auto` tries static and dynamic, except for a model whose
-    input is too large to calibrate statically here (`calibration_batch` below
-    FULL_CALIBRATION_BATCH: evaluation batches shrink with the encoder's input): holding every
+    input is too large to calibrate statically here (its evaluation batch, which shrinks with
+    the encoder's input, `training.evaluate.eval_batch_size`, below FULL_EVAL_BATCH): holding every
     activation of 128 calibration images of the photo model (Lite0 at 896 px) ran a 24 GB
     machine out of memory. An explicit method is built as asked."""
     if int8 != "auto":
         return [int8]
-    if calibration_batch < FULL_CALIBRATION_BATCH:
+    if eval_batch < FULL_EVAL_BATCH:
         log.info(
             "int8: static calibration skipped (its activations at this input size do not fit "
             "memory); dynamic only. --int8 static forces it"
@@ -312,7 +311,7 @@ def build_variants(
     eval_scenes = variant_scenes(manifest.label_set, scenes, 31337, size)
     calib = np.stack([s.image for s in variant_scenes(manifest.label_set, 128, 2718, size)])
     cfg = ModelConfig.model_validate(manifest.model.model_dump())
-    calibration_batch = eval_batch_size(cfg, FULL_CALIBRATION_BATCH)
+    eval_batch = eval_batch_size(cfg, FULL_EVAL_BATCH)
     fp32 = ort_session(bundle / MODEL_FILE, threads)
     results: dict[str, dict] = {}
 
@@ -326,7 +325,7 @@ def build_variants(
 
     candidates: dict[str, dict] = {}
     failed: dict[str, str] = {}
-    methods = int8_methods(int8, calibration_batch)
+    methods = int8_methods(int8, eval_batch)
     runs = [(m, int8_scope) for m in methods]
     if int8_scope != "all" and "static" in methods:
         runs.append(("static", "all"))
@@ -334,16 +333,7 @@ def build_variants(
         key = method if scope == int8_scope else f"{method}-{scope}"
         path = bundle / f"model.int8.{key}.onnx"
         try:
-            make_int8(
-                bundle / MODEL_FILE,
-                path,
-                method,
-                calib,
-                codebook,
-                scope,
-                manifest.input,
-                calibration_batch,
-            )
+            make_int8(bundle / MODEL_FILE, path, method, calib, codebook, scope, manifest.input)
             candidates[key] = {
                 "scope": scope,
                 **measure(fp32, ort_session(path, threads), eval_scenes, manifest.input),

@@ -48,20 +48,6 @@ def photographs() -> list[bytes]:
     return out
 
 
-def worker_rss_mb(server: Server) -> float:
-    """Resident memory of `bentoml serve` and its workers, MB."""
-    import psutil
-
-    root = psutil.Process(server.proc.pid)
-    total = 0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            total += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / 1e6
-
-
 def point(server: Server, instances: int, users: int, seconds: float, images: list[bytes]) -> dict:
     r = asyncio.run(clients.closed_loop(server, "http", users, seconds, images))
     ms = [1e3 * t for t in r.latencies]
@@ -74,7 +60,7 @@ def point(server: Server, instances: int, users: int, seconds: float, images: li
         "answered": r.answered,
         "shed": r.shed,
         "errors": r.errors,
-        "memory_mb": round(worker_rss_mb(server), 0),
+        "memory_mb": round(server.rss_bytes() / 1e6, 0),
     }
 
 

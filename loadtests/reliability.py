@@ -159,13 +159,6 @@ async def _overload(server: Server, seconds: float) -> dict:
     }
 
 
-def server_rss(server: Server) -> int:
-    import psutil
-
-    root = psutil.Process(server.proc.pid)
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-
-
 async def _soak(server: Server, seconds: float, users: int) -> dict:
     data = images()
     rec = Recorder()
@@ -173,7 +166,7 @@ async def _soak(server: Server, seconds: float, users: int) -> dict:
 
     async def sample() -> None:
         while time.perf_counter() - rec.start < seconds:
-            samples.append((time.perf_counter() - rec.start, server_rss(server)))
+            samples.append((time.perf_counter() - rec.start, server.rss_bytes()))
             await asyncio.sleep(2)
 
     async with _client(server) as client:

@@ -55,6 +55,19 @@ class Server:
             total += times.user + times.system
         return total
 
+    def rss_bytes(self) -> int:
+        """Resident memory of `bentoml serve` and its workers, bytes."""
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        total = 0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # a process that ended between listing and reading
+                continue
+        return total
+
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=30).text
 

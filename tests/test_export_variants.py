@@ -207,18 +207,18 @@ def test_variants_are_judged_on_the_scenes_of_the_bundles_label_set():
 
 
 def test_static_int8_is_skipped_where_its_calibration_would_not_fit_memory():
-    from export.variants import FULL_CALIBRATION_BATCH, int8_methods
+    from export.variants import FULL_EVAL_BATCH, int8_methods
     from runtime.contract import load_bundle as load
     from training.config import ModelConfig
     from training.evaluate import eval_batch_size
 
-    assert int8_methods("auto", FULL_CALIBRATION_BATCH) == ["static", "dynamic"]
+    assert int8_methods("auto", FULL_EVAL_BATCH) == ["static", "dynamic"]
     assert int8_methods("static", 1) == ["static"] and int8_methods("dynamic", 16) == ["dynamic"]
     # the shipped photo model (Lite0 at 896 px) calibrates 5 images at a time: dynamic only
     models = Path(__file__).parents[1] / "models"
     photos = load(models / "slotserve-photos")
     batch = eval_batch_size(ModelConfig.model_validate(photos.model.model_dump()), 16)
-    assert batch < FULL_CALIBRATION_BATCH and int8_methods("auto", batch) == ["dynamic"]
+    assert batch < FULL_EVAL_BATCH and int8_methods("auto", batch) == ["dynamic"]
     shapes = load(models / "slotserve-shapes")
     batch = eval_batch_size(ModelConfig.model_validate(shapes.model.model_dump()), 16)
     assert int8_methods("auto", batch) == ["static", "dynamic"]
