@@ -27,7 +27,7 @@ from runtime.contract import (
     write_manifest,
 )
 from training.checkpoint import load_checkpoint
-from training.config import InferenceOverrides
+from training.config import InferenceOverrides, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,31 @@ def check_graph(path: Path, model: nn.Module) -> dict:
     return report
 
 
+def masks_description(cfg: ModelConfig, mask_source: str) -> str:
+    """What the bundle's masks output is, for the manifest: the path the model's masks take
+    with these settings (the same words for the same path, whatever the model)."""
+    d = cfg.decoder
+    if mask_source == "attention":
+        path = "the final slot attention, upsampled bilinearly"
+    elif d.kind == "features":
+        parts = ["the feature decoder's alphas on the token grid"]
+        if d.mask_attention > 0:
+            parts[0] += f" mixed with the final slot attention at a share of {d.mask_attention:g}"
+        parts.append("upsampled bilinearly")
+        if d.refine_radius > 0:
+            parts.append(f"refined by a guided filter on the image (radius {d.refine_radius})")
+        path = ", ".join(parts)
+    else:
+        path = "the decoder's alphas"
+    text = f"per-slot mask probabilities ({path}), sum to 1 over slots"
+    if d.merge_share > 0 and mask_source == "decoder_alpha":
+        text += (
+            f"; slots sharing their pixels above {d.merge_share} merged into one channel (the"
+            " others 0)"
+        )
+    return text
+
+
 def export_bundle(
     checkpoint: str | Path,
     out: str | Path,
@@ -157,15 +182,7 @@ def export_bundle(
                 name=OUTPUT_MASKS,
                 dtype="float32",
                 shape=["batch", "slots", s, s],
-                description=(
-                    f"per-slot mask probabilities ({mask_source}), sum to 1 over slots"
-                    + (
-                        f"; slots sharing their pixels above {cfg.decoder.merge_share} merged"
-                        " into one channel (the others 0)"
-                        if cfg.decoder.merge_share > 0 and mask_source == "decoder_alpha"
-                        else ""
-                    )
-                ),
+                description=masks_description(cfg, mask_source),
             ),
             OutputSpec(
                 name=OUTPUT_CODES,

@@ -1,6 +1,7 @@
 """What the load tests measure with: the shipped bundle, test images, call timing,
 percentiles and a description of the machine. Shared by `loadtests.bench`,
-`loadtests.memory`, `loadtests.reliability`, `loadtests.triton_peer` and `loadtests.overload`.
+`loadtests.bundles`, `loadtests.memory`, `loadtests.overload`, `loadtests.reliability`,
+`loadtests.triton_peer` and `loadtests.utilisation`.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/inference_probe.py native-refine --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py best-of-inits --out runs/inference_probe.jsonl
+    .venv/bin/python scripts/inference_probe.py slot-count --out runs/inference_probe.jsonl
 
 (`reports/photos/inference_probe.jsonl` holds the committed run.)
 
@@ -16,6 +17,9 @@ the settings were tuned on; FG-ARI / mBO):
 - `best-of-inits`: the slots start from `--inits` fixed noises instead of one (the shipped
   noise is seed 0); per image, the start whose feature reconstruction error is lowest is kept.
   Each start's own figures are printed beside it.
+- `slot-count`: the model runs with `--slot-counts` slots instead of the 7 it trained with
+  (slot attention's slots are exchangeable and start from a learned Gaussian, so the count is
+  free at inference; each count's fixed noise is drawn as the shipped one is, seed 0).
 
 One JSON line per probe.
 """
@@ -121,9 +125,35 @@ def best_of_inits(model, args) -> dict:
     return out
 
 
+@torch.no_grad()
+def slot_count(model, args) -> dict:
+    if model.cfg.slot_attention.init != "gaussian":
+        raise SystemExit("slot-count: the slots need a noise to start from (init gaussian)")
+    size, d = model.cfg.image_size, model.cfg.slot_attention.slot_dim
+    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+    init = model.slot_init
+    shipped = init.eval_noise.clone()
+    out = {"probe": "slot-count", "size": [args.height, args.width], "scenes": len(scenes)}
+    try:
+        for k in args.slot_counts:
+            init.eval_noise = torch.randn(k, d, generator=torch.Generator().manual_seed(0))
+            if k == len(shipped) and not torch.equal(init.eval_noise, shipped):
+                raise SystemExit("slot-count: the checkpoint's noise is not seed 0's")
+            init.num_slots = k
+            ids = []
+            for i in range(0, len(scenes), BATCH):
+                part, x = model_inputs(scenes, i, size)
+                ids.append(_slot_maps(model(x).masks.numpy(), *part.shape[1:3]))
+            out[f"slots_{k}"] = scored(np.concatenate(ids), scenes, k)
+            print(k, out[f"slots_{k}"], flush=True)
+    finally:
+        init.eval_noise, init.num_slots = shipped, len(shipped)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/inference_probe.py", description=__doc__)
-    p.add_argument("probe", choices=["native-refine", "best-of-inits"])
+    p.add_argument("probe", choices=["native-refine", "best-of-inits", "slot-count"])
     p.add_argument("--out", type=Path, required=True, help="one JSON line is appended here")
     p.add_argument("--checkpoint", default="runs/photos640/model.safetensors")
     p.add_argument("--scenes", type=int, default=192)
@@ -131,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=None, help="default: 160 / 128 by probe")
     p.add_argument("--radii", type=lambda s: [int(v) for v in s.split(",")], default=[24, 32, 40])
     p.add_argument("--inits", type=int, default=4)
+    p.add_argument(
+        "--slot-counts", type=lambda s: [int(v) for v in s.split(",")], default=[5, 6, 7, 8, 9]
+    )
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     native = args.probe == "native-refine"
@@ -140,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = load_checkpoint(args.checkpoint, overrides=RECIPE)
     model.eval()
     started = time.time()
-    result = native_refine(model, args) if native else best_of_inits(model, args)
+    probe = {"native-refine": native_refine, "best-of-inits": best_of_inits}
+    result = probe.get(args.probe, slot_count)(model, args)
     result["seconds"] = round(time.time() - started)
     print(json.dumps(result), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,34 @@ def test_the_shipped_manifest_loads_and_repeated_counts_must_agree(tmp_path):
         read_manifest(tmp_path)
 
 
+def test_the_masks_description_names_the_path_the_masks_take():
+    """A manifest says what its masks output is for the model's own settings: the photo
+    bundle's masks are half slot attention and refined, not the decoder's alphas alone."""
+    from export.onnx_export import masks_description
+    from training.config import ModelConfig, load_train_config
+
+    root = Path(__file__).parents[1] / "models"
+    said = {}
+    for name in ("slotserve-shapes", "slotserve-photos"):
+        manifest = read_manifest(root / name)
+        cfg = ModelConfig.model_validate(manifest.model.model_dump())
+        masks = next(o for o in manifest.outputs if o.name == "masks")
+        assert masks.description == masks_description(cfg, manifest.mask_source), name
+        said[name] = masks.description
+    assert (
+        "decoder's alphas)" in said["slotserve-shapes"] and "above 0.04" in said["slotserve-shapes"]
+    )
+    photos = said["slotserve-photos"]
+    assert "slot attention at a share of 0.5" in photos and "(radius 32)" in photos
+    photo_model = load_train_config("photos").model
+    decoder = photo_model.decoder.model_copy(update={"mask_attention": 0.0, "refine_radius": 0})
+    plain = photo_model.model_copy(update={"decoder": decoder})
+    text = masks_description(plain, "decoder_alpha")
+    assert "alphas on the token grid, upsampled" in text
+    assert "attention" not in text and "guided" not in text
+    assert "final slot attention, upsampled" in masks_description(plain, "attention")
+
+
 def test_missing_file_and_future_format_are_refused(exported, tmp_path):
     import shutil
 

@@ -83,3 +83,24 @@ def test_best_of_inits_scores_each_start_and_their_best(photo_checkpoint, tmp_pa
         script("inference_probe").main(
             ["best-of-inits", "--checkpoint", str(learned), "--out", str(out)]
         )
+
+
+def test_slot_count_scores_a_count_the_same_whatever_count_ran_before(photo_checkpoint, tmp_path):
+    from training.checkpoint import load_checkpoint
+
+    k = load_checkpoint(photo_checkpoint)[0].cfg.slot_attention.num_slots
+    out = tmp_path / "p.jsonl"
+    args = ["slot-count", "--checkpoint", str(photo_checkpoint), "--out", str(out)]
+    assert script("inference_probe").main([*args, "--scenes", "4", "--slot-counts", str(k)]) == 0
+    counts = f"{k + 2},{k}"  # another count first: its noise must not leak into the next
+    assert script("inference_probe").main([*args, "--scenes", "4", "--slot-counts", counts]) == 0
+    alone, after = [json.loads(line) for line in out.read_text().splitlines()]
+    assert set(after) >= {f"slots_{k + 2}", f"slots_{k}"} and after["size"] == [128, 128]
+    assert after[f"slots_{k}"] == alone[f"slots_{k}"]
+    learned = small_checkpoint(
+        tmp_path / "l.safetensors", small_config(**PHOTO, slot_attention={"init": "learned"})
+    )
+    with pytest.raises(SystemExit, match="init gaussian"):
+        script("inference_probe").main(
+            ["slot-count", "--checkpoint", str(learned), "--out", str(out)]
+        )
