@@ -107,7 +107,7 @@ def test_box_mean_is_the_mean_of_the_window_clipped_at_the_border():
     from training.model.refine import box_mean
 
     x = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    for radius in (1, 3, 6):
+    for radius in (0, 1, 3, 6, 15):  # 15: wider than the image
         out = box_mean(x, radius)
         for i, j in ((0, 0), (4, 5), (8, 11), (2, 10)):
             rows = slice(max(i - radius, 0), i + radius + 1)
@@ -310,6 +310,11 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source):
     assert manifest.model.decoder.refine_radius == 3
     assert manifest.model.decoder.model_extra["mask_attention"] == 0.5
     assert manifest.model.model_extra["encoder"]["eval_input"] == 224
+    # the refinement's box filters are running sums in the graph (onnxruntime's pooling
+    # kernel at radius 32 took 35% of the photo model's time)
+    from export.graph import graph_report
+
+    assert "CumSum" in graph_report(tmp_path / "bundle" / "model.onnx")["ops"]
     # `export verify` rebuilds the checkpoint at the manifest's settings, not the trained ones
     from export.verify import parity_gate, verify_bundle
 

@@ -6,7 +6,7 @@ Per window of radius r, the filter fits each mask as an affine function of the t
 channels, a = (Sigma + eps I)^-1 cov(I, p), b = mean(p) - a . mean(I), and averages the fits
 over the windows that cover a pixel. A mask edge that lies within a few pixels of a colour
 edge snaps to it; where colour is flat the mask stays smooth. Every operation is a box filter
-(average pooling), an elementwise product or a closed-form 3x3 inverse, so the exported graph
+(running sums), an elementwise product or a closed-form 3x3 inverse, so the exported graph
 holds nothing beyond standard ONNX operators and stays deterministic.
 """
 
@@ -16,15 +16,39 @@ import torch
 import torch.nn.functional as F
 
 
+def _window_mean(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Means of x over the window i - r .. i + r along `dim`, clipped at both ends: differences
+    of a running sum, so the cost does not grow with the radius.
+
+    The running sum is taken of x less its mean along `dim`: it stays near zero instead of
+    growing to n, so the difference of two sums loses little to float32 rounding.
+    onnxruntime accumulates CumSum in float32 (PyTorch in float64); with uncentred sums the
+    photo bundle's masks were 25x further from the float64 model than PyTorch's own float32
+    and failed the parity gate (1.6e-4 at batch 3)."""
+    n = x.shape[dim]
+    centre = x.mean(dim=dim, keepdim=True)
+    total = torch.cumsum(x - centre, dim=dim)
+    first = torch.zeros_like(centre)
+    last = total.narrow(dim, n - 1, 1)
+    reps = [1] * x.dim()
+    reps[dim] = radius
+    # padded[r + k] = the sum of the first k entries, k clamped to 0 .. n
+    padded = torch.cat([first.repeat(reps), first, total, last.repeat(reps)], dim=dim)
+    sums = padded.narrow(dim, 2 * radius + 1, n) - padded.narrow(dim, 0, n)
+    i = torch.arange(n, device=x.device)
+    counts = ((i + radius + 1).clamp(max=n) - (i - radius).clamp(min=0)).to(x.dtype)
+    return sums / (counts if dim == -1 else counts.unsqueeze(-1)) + centre
+
+
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over the (2r+1)^2 window around each pixel, clipped at the border. (B, C, H, W).
 
-    Separable: the mean along rows, then along columns. The clipped window is a product of a
-    row range and a column range, so this is the 2-D mean exactly, at 2(2r+1) operations per
-    pixel instead of (2r+1)^2 (radius 32: 130 instead of 4,225)."""
-    side = 2 * radius + 1
-    rows = F.avg_pool2d(x, (1, side), stride=1, padding=(0, radius), count_include_pad=False)
-    return F.avg_pool2d(rows, (side, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    Separable (the clipped window is a product of a row range and a column range, so the mean
+    along rows, then along columns, is the 2-D mean exactly), and each 1-D mean is a difference
+    of running sums: a few operations a pixel at any radius. As average pooling (2r+1
+    operations a pixel and axis) the filter took 35% of the photo model's time in onnxruntime,
+    whose pooling kernel is 16x slower than this on 65 channels of 128x128 at radius 32."""
+    return _window_mean(_window_mean(x, radius, -1), radius, -2)
 
 
 def _inverse3(m: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
