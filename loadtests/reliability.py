@@ -265,7 +265,9 @@ def write_report(out: Path) -> None:
         where = run.get("measured_on")
         if where is None:  # runs written before the JSON recorded it
             return "- measured on: not recorded in the run's JSON"
-        return f"- measured on {where['cpu']} ({where['cores']} cores), {where['date']}"
+        text = f"- measured on {where['cpu']} ({where['cores']} cores), {where['date']}"
+        bundle = run.get("bundle")  # runs written before the JSON recorded it have none
+        return text + (f", serving {bundle}" if bundle else "")
 
     lines = [
         "# Reliability",
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, env in plans[run]:
             with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), env=env) as server:
                 log(f"{name}: server up at {server.url}")
+                bundle = server.bundle()
                 if run == "overload":
                     results[name] = asyncio.run(_overload(server, args.overload_seconds))
                 elif run == "soak":
@@ -351,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                     results[name] = asyncio.run(
                         _crash(server, "slotserve", args.users, args.crash_seconds, workers)
                     )
+                results[name]["bundle"] = bundle
         where = {
             "cpu": cpu_name(),
             "cores": os.cpu_count(),

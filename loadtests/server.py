@@ -71,6 +71,11 @@ class Server:
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=30).text
 
+    def bundle(self) -> str:
+        """The served bundle as `GET /model` names it: "<name> v<version> (<created>)"."""
+        manifest = httpx.get(f"{self.url}/model", timeout=30).json()["manifest"]
+        return f"{manifest['name']} v{manifest['version']} ({manifest['created']})"
+
     def metric_value(self, name: str, **labels) -> float:
         """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
         from prometheus_client.parser import text_string_to_metric_families

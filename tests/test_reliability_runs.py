@@ -36,6 +36,13 @@ def test_short_soak_has_no_errors_and_flat_memory(tmp_path):
     soak = json.loads((tmp_path / "soak.json").read_text())
     assert soak["requests"] > 50 and soak["errors"] == 0, soak
     assert soak["rss_growth_pct"] < 10, soak
+    # the run names what it served, as the service reports it
+    from runtime.contract import read_manifest
+    from service.settings import DEFAULT_BUNDLE
+
+    shipped = read_manifest(DEFAULT_BUNDLE)
+    assert soak["bundle"].startswith(f"{shipped.name} v{shipped.version} ("), soak["bundle"]
+    assert f"serving {soak['bundle']}" in (tmp_path / "reliability.md").read_text()
 
 
 def test_quick_benchmark_writes_its_report(tmp_path):
