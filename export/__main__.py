@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
         "--no-variants", action="store_true", help="skip model.fp16.onnx / model.int8.onnx"
     )
     p.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=None,
+        help="the most images per model call the service makes with this bundle (its "
+        "manifest's serving.max_batch_size; SLOTSERVE_MAX_BATCH_SIZE still wins): each image "
+        "of a batch holds the model's activations (default: the service's, 32)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="overwrite a different bundle (or other files) at --out; without it the export "
@@ -89,7 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True)
     p.add_argument("--out", required=True, help="repository directory")
     p.add_argument("--name", default=None)
-    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=None,
+        help="the models' max_batch_size (default: the bundle manifest's serving."
+        "max_batch_size, else 64)",
+    )
     p.add_argument("--instances", type=int, default=1)
     p.add_argument(
         "--python-env",
@@ -157,6 +171,7 @@ def export_onnx(args) -> dict:
             args.version,
             args.mask_source,
             overrides=InferenceOverrides.from_args(args),
+            max_batch_size=args.max_batch_size,
         )
         label_set = args.label_set or trained_label_set(args.checkpoint)
         log.info(
@@ -236,8 +251,10 @@ def run(args) -> object:
         }
     if args.verb == "triton":
         from export.triton import write_python_model, write_triton_repo
+        from runtime.contract import read_manifest
 
-        batching = {"max_batch_size": args.max_batch_size, "instances": args.instances}
+        limit = args.max_batch_size or read_manifest(args.bundle).serving.max_batch_size or 64
+        batching = {"max_batch_size": limit, "instances": args.instances}
         configs = write_triton_repo(args.bundle, args.out, args.name, **batching)
         configs.append(
             write_python_model(args.bundle, args.out, args.name, args.python_env, **batching)

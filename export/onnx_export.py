@@ -23,6 +23,7 @@ from runtime.contract import (
     InputSpec,
     Manifest,
     OutputSpec,
+    ServingSpec,
     sha256_file,
     write_manifest,
 )
@@ -157,12 +158,15 @@ def export_bundle(
     mask_source: str = "decoder_alpha",
     verify_batches: tuple[int, ...] = (1, 3, 32),
     overrides: InferenceOverrides | None = None,
+    max_batch_size: int | None = None,
 ) -> Manifest:
     """Write `out/model.onnx` + `out/manifest.json`; run the parity gate (raises on failure).
 
     `overrides`: the inference settings baked into the graph (refinements unrolled, the
     share above which slots merge into one object, the radius of a feature decoder's mask
-    refinement); those left None keep the checkpoint's. The manifest records them."""
+    refinement); those left None keep the checkpoint's. The manifest records them.
+    `max_batch_size`: the most images per model call the service should make with this model
+    (its activations per image times this must fit an instance); None leaves the service's."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, info = load_checkpoint(checkpoint, overrides=overrides)
@@ -201,6 +205,7 @@ def export_bundle(
         code_names=info.code_names,
         code_usage=info.code_usage,
         mask_source=mask_source,
+        serving=ServingSpec(max_batch_size=max_batch_size),
         checkpoint_sha256=sha256_file(checkpoint),
         files={MODEL_FILE: sha256_file(out / MODEL_FILE)},
         tools=_versions(),

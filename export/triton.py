@@ -74,7 +74,9 @@ def config_pbtxt(
             f"    dims: [ {', '.join(map(str, dims))} ]",
             "  }" + ("," if i < 2 else ""),
         ]
-    preferred = ", ".join(str(b) for b in preferred_batch_sizes if b <= max_batch_size)
+    # sizes above the model's limit are dropped; a limit below them all is itself preferred
+    fitting = [b for b in preferred_batch_sizes if b <= max_batch_size] or [max_batch_size]
+    preferred = ", ".join(map(str, fitting))
     lines += [
         "]",
         "dynamic_batching {",

@@ -118,6 +118,18 @@ class OutputSpec(BaseModel):
     description: str = ""
 
 
+class ServingSpec(BaseModel):
+    """How this model should be batched where it differs from the service's defaults, as a
+    Triton model's config holds its own `max_batch_size`. An environment variable set by the
+    operator still wins (`service.settings.Settings.for_bundle`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int | None = Field(None, ge=1)
+    """The most images per model call: each image of a batch holds the model's activations in
+    an instance (the photo model about 200 MB, the shapes model about 30 MB). None: the
+    service's default."""
+
+
 class CodeLabelSpec(BaseModel):
     """What one code says about the objects it is given to (training/labels.py)."""
 
@@ -160,6 +172,7 @@ class Manifest(BaseModel):
     code_usage: list[float] | None = None
     """Training distribution of code assignments: the reference for drift monitoring."""
     mask_source: Literal["decoder_alpha", "attention"] = "decoder_alpha"
+    serving: ServingSpec = Field(default_factory=ServingSpec)
     checkpoint_sha256: str
     files: dict[str, str]
     """file name -> sha256 of every file in the bundle except the manifest."""

@@ -71,8 +71,9 @@ class SlotServe:
         check_bundle_or_exit(get_settings())
 
     def __init__(self) -> None:
-        self.settings = get_settings()
-        self.bundle = resolve_bundle(self.settings)
+        settings = get_settings()
+        self.bundle = resolve_bundle(settings)
+        self.settings = settings.for_bundle(self.bundle.manifest)
         self.metrics = ServiceMetrics()
         self.metrics.prime(all_reasons(), responses.ENDPOINTS)
         self.runner = build_runner(self.bundle, self.settings, self.metrics)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from runtime.contract import Manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "slotserve-shapes"
@@ -85,6 +88,15 @@ class Settings(BaseSettings):
         if self.intra_op_threads or self.model_instances == 1:
             return self.intra_op_threads
         return max(1, len(os.sched_getaffinity(0)) // self.model_instances)
+
+    def for_bundle(self, manifest: Manifest) -> Settings:
+        """These settings with the bundle's own batching where the environment sets none: a
+        manifest's `serving.max_batch_size` (the photo model's activations take ~200 MB an
+        image) replaces the default of 32 unless `SLOTSERVE_MAX_BATCH_SIZE` is set."""
+        limit = manifest.serving.max_batch_size
+        if limit is None or "max_batch_size" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"max_batch_size": limit})
 
     @property
     def shed_hold(self) -> int:

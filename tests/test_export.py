@@ -503,6 +503,13 @@ def test_export_leaves_an_identical_bundle_as_it_is_and_prints_stages(tmp_path):
     assert json.loads(again.stdout)["unchanged"] is True
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle-")]
+    assert load_bundle(out).serving.max_batch_size is None  # the service's default then
+    # a batch limit of its own is another bundle: refused over this one, recorded with --force
+    limited = run_module(*args, "--max-batch-size", "4", timeout=600)
+    assert limited.returncode != 0 and "holds a different bundle" in limited.stderr
+    limited = run_module(*args, "--max-batch-size", "4", "--force", timeout=600)
+    assert limited.returncode == 0, limited.stderr[-2000:]
+    assert load_bundle(out).serving.max_batch_size == 4
 
 
 def test_placing_a_bundle_over_a_different_one_needs_force(tmp_path):

@@ -179,3 +179,18 @@ def test_a_refusal_is_held_one_latency_budget_unless_set(monkeypatch):
     assert Settings().shed_hold == 750
     monkeypatch.setenv("SLOTSERVE_SHED_HOLD_MS", "0")
     assert Settings().shed_hold == 0
+
+
+def test_a_bundles_batch_limit_applies_unless_the_environment_sets_one(monkeypatch):
+    """A manifest's serving.max_batch_size replaces the default of 32 (as a Triton model's
+    config owns its max_batch_size); SLOTSERVE_MAX_BATCH_SIZE, when set, wins."""
+    from runtime.contract import ServingSpec, read_manifest
+    from service.settings import DEFAULT_BUNDLE, Settings
+
+    plain = read_manifest(DEFAULT_BUNDLE)
+    limited = plain.model_copy(update={"serving": ServingSpec(max_batch_size=4)})
+    monkeypatch.delenv("SLOTSERVE_MAX_BATCH_SIZE", raising=False)
+    assert Settings().for_bundle(plain).max_batch_size == 32
+    assert Settings().for_bundle(limited).max_batch_size == 4
+    monkeypatch.setenv("SLOTSERVE_MAX_BATCH_SIZE", "32")  # set, even to the default: it wins
+    assert Settings().for_bundle(limited).max_batch_size == 32

@@ -77,6 +77,9 @@ def test_served_photo_bundle_answers_a_photograph_as_the_bundle_computes_it():
         assert (body["width"], body["height"]) == (451, 300)
         assert 1 <= len(body["objects"]) <= load_bundle(PHOTOS).num_slots
         assert all(o["label"] != BACKGROUND for o in body["objects"])
+        # the bundle's own batch limit (about 200 MB of activations an image) is the service's
+        batching = httpx.get(f"{server.url}/model", timeout=30).json()["batching"]
+        assert batching["max_batch_size"] == load_bundle(PHOTOS).serving.max_batch_size == 4
         # photo scenes at a non-square size: what the service serves is what the bundle gives
         same = compare(server.url, PHOTOS, "photos-unseen", 8, 5, 96, 160)
     assert same["scenes"] == 8

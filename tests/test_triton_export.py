@@ -52,6 +52,34 @@ def test_cli_writes_production_and_python_backend_models_side_by_side(exported, 
     assert "class TritonPythonModel" in (version / "model.py").read_text()
 
 
+def test_a_bundles_own_batch_limit_is_tritons_unless_told_otherwise(exported, tmp_path):
+    """A manifest's serving.max_batch_size (the photo model's activations take ~200 MB an
+    image) becomes the models' max_batch_size; --max-batch-size still wins."""
+    import shutil
+
+    from runtime.contract import read_manifest, write_manifest
+
+    _, bundle, _ = exported
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = read_manifest(copy)
+    assert manifest.serving.max_batch_size is None
+    manifest.serving.max_batch_size = 4
+    write_manifest(copy, manifest)
+    for extra, limit in (((), 4), (("--max-batch-size", "16"), 16)):
+        repo = tmp_path / f"repo{limit}"
+        args = ("export", "triton", "--bundle", copy, "--out", repo, "--name", "slots", *extra)
+        res = run_module(*args)
+        assert res.returncode == 0, res.stderr
+        for name in ("slots", "slots_python"):
+            config = parse(repo / name / "config.pbtxt")
+            assert config.max_batch_size == limit
+            assert max(config.dynamic_batching.preferred_batch_size) <= limit
+    assert list(
+        parse(tmp_path / "repo4" / "slots" / "config.pbtxt").dynamic_batching.preferred_batch_size
+    ) == [4]
+
+
 def test_without_an_environment_the_python_model_uses_the_stubs_interpreter(exported, tmp_path):
     from export.triton import write_python_model
 
