@@ -85,13 +85,20 @@ def native_refine(model, args) -> dict:
     return out
 
 
+def noise_probe(model, args, probe: str) -> tuple[list, dict]:
+    """The tuning scenes and the result's head for a probe that changes the slots' starting
+    noise (refused for a model whose slots do not start from one)."""
+    if model.cfg.slot_attention.init != "gaussian":
+        raise SystemExit(f"{probe}: the slots need a noise to start from (init gaussian)")
+    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+    return scenes, {"probe": probe, "size": [args.height, args.width], "scenes": len(scenes)}
+
+
 @torch.no_grad()
 def best_of_inits(model, args) -> dict:
-    if model.cfg.slot_attention.init != "gaussian":
-        raise SystemExit("best-of-inits: the slots need a noise to start from (init gaussian)")
+    scenes, out = noise_probe(model, args, "best-of-inits")
     k, size = model.cfg.slot_attention.num_slots, model.cfg.image_size
     d = model.cfg.slot_attention.slot_dim
-    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
     noises = [
         torch.randn(k, d, generator=torch.Generator().manual_seed(s)) for s in range(args.inits)
     ]
@@ -116,7 +123,6 @@ def best_of_inits(model, args) -> dict:
             errors[s].append(error["per_image"].numpy())
     ids = [np.concatenate(v) for v in ids]
     err = np.stack([np.concatenate(v) for v in errors])
-    out = {"probe": "best-of-inits", "size": [args.height, args.width], "scenes": len(scenes)}
     for s in range(len(noises)):
         out[f"init_{s}"] = {**scored(ids[s], scenes, k), "feature_error": float(err[s].mean())}
     best = err.argmin(0)
@@ -127,13 +133,10 @@ def best_of_inits(model, args) -> dict:
 
 @torch.no_grad()
 def slot_count(model, args) -> dict:
-    if model.cfg.slot_attention.init != "gaussian":
-        raise SystemExit("slot-count: the slots need a noise to start from (init gaussian)")
+    scenes, out = noise_probe(model, args, "slot-count")
     size, d = model.cfg.image_size, model.cfg.slot_attention.slot_dim
-    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
     init = model.slot_init
     shipped = init.eval_noise.clone()
-    out = {"probe": "slot-count", "size": [args.height, args.width], "scenes": len(scenes)}
     try:
         for k in args.slot_counts:
             init.eval_noise = torch.randn(k, d, generator=torch.Generator().manual_seed(0))
@@ -151,9 +154,12 @@ def slot_count(model, args) -> dict:
     return out
 
 
+PROBES = {"native-refine": native_refine, "best-of-inits": best_of_inits, "slot-count": slot_count}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/inference_probe.py", description=__doc__)
-    p.add_argument("probe", choices=["native-refine", "best-of-inits", "slot-count"])
+    p.add_argument("probe", choices=list(PROBES))
     p.add_argument("--out", type=Path, required=True, help="one JSON line is appended here")
     p.add_argument("--checkpoint", default="runs/photos640/model.safetensors")
     p.add_argument("--scenes", type=int, default=192)
@@ -173,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = load_checkpoint(args.checkpoint, overrides=RECIPE)
     model.eval()
     started = time.time()
-    probe = {"native-refine": native_refine, "best-of-inits": best_of_inits}
-    result = probe.get(args.probe, slot_count)(model, args)
+    result = PROBES[args.probe](model, args)
     result["seconds"] = round(time.time() - started)
     print(json.dumps(result), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
