@@ -1,8 +1,10 @@
-"""Two inference-time changes to the photo model, measured on the recipe's tuning scenes:
+"""Inference-time changes to the photo model, measured on the recipe's tuning scenes:
 
     .venv/bin/python scripts/inference_probe.py native-refine --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py best-of-inits --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py slot-count --out runs/inference_probe.jsonl
+    .venv/bin/python scripts/inference_probe.py ensemble --out runs/inference_probe.jsonl
+    .venv/bin/python scripts/inference_probe.py snapshots --snapshots 'runs/snaps/*.ckpt' ...
 
 (`reports/photos/inference_probe.jsonl` holds the committed run.)
 
@@ -20,6 +22,13 @@ the settings were tuned on; FG-ARI / mBO):
 - `slot-count`: the model runs with `--slot-counts` slots instead of the 7 it trained with
   (slot attention's slots are exchangeable and start from a learned Gaussian, so the count is
   free at inference; each count's fixed noise is drawn as the shipped one is, seed 0).
+- `ensemble`: the coarse masks of several passes averaged before the guided filter: the image
+  mirrored (`flip`), Lite0 fed other `--sizes` than 896 px (`scales`), and both. Each pass's
+  slots are matched to the plain pass's by mask IoU (Hungarian) before averaging.
+- `snapshots`: Lightning resume checkpoints of one run (`--snapshots`, a glob of copies of
+  `checkpoints/last.ckpt` taken during training) scored at `--every` steps, and their weights
+  averaged over the steps from each of `--average-from`, with their own averaged codebook and
+  with the final one.
 
 One JSON line per probe.
 """
@@ -27,14 +36,20 @@ One JSON line per probe.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 
 import training.model.selfmod as selfmod
+from runtime.contract import sha256_file
 from training.checkpoint import load_checkpoint
 from training.config import InferenceOverrides
 from training.evaluate import _model_inputs, _slot_maps, evaluate_scenes, evaluation_scenes
@@ -55,10 +70,10 @@ def model_inputs(scenes, start: int, size: int) -> tuple[np.ndarray, torch.Tenso
     return part, x.float() / 255
 
 
-@torch.no_grad()
-def native_refine(model, args) -> dict:
-    k, size = model.cfg.slot_attention.num_slots, model.cfg.image_size
-    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+@contextmanager
+def coarse_masks():
+    """While open, every forward leaves its masks on the token grid (before upsampling and
+    the guided filter) and the filter's eps in the yielded dict."""
     captured = {}
     refine = selfmod.refine_masks
 
@@ -68,13 +83,21 @@ def native_refine(model, args) -> dict:
 
     selfmod.refine_masks = capture
     try:
+        yield captured
+    finally:
+        selfmod.refine_masks = refine
+
+
+@torch.no_grad()
+def native_refine(model, args) -> dict:
+    k, size = model.cfg.slot_attention.num_slots, model.cfg.image_size
+    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+    with coarse_masks() as captured:
         square, grids = [], []
         for i in range(0, len(scenes), BATCH):
             part, x = model_inputs(scenes, i, size)
             square.append(_slot_maps(model(x).masks.numpy(), *part.shape[1:3]))
             grids.append(captured["grid"])
-    finally:
-        selfmod.refine_masks = refine
     out = {"probe": "native-refine", "size": [args.height, args.width], "scenes": len(scenes)}
     out["square_then_resized"] = scored(np.concatenate(square), scenes, k)
     image = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2) / 255
@@ -154,7 +177,125 @@ def slot_count(model, args) -> dict:
     return out
 
 
-PROBES = {"native-refine": native_refine, "best-of-inits": best_of_inits, "slot-count": slot_count}
+def upsampled(grid: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def matched(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """other's slots (B, K, H, W) reordered to the reference's: per image, the assignment of
+    largest total soft IoU (Hungarian)."""
+    out = torch.empty_like(other)
+    for b in range(len(reference)):
+        a, o = reference[b].flatten(1), other[b].flatten(1)
+        inter = a @ o.T
+        iou = inter / (a.sum(1)[:, None] + o.sum(1)[None] - inter)
+        rows, cols = linear_sum_assignment(-iou.numpy())
+        out[b, rows] = other[b, cols]
+    return out
+
+
+@torch.no_grad()
+def ensemble(model, args) -> dict:
+    """The coarse masks of the mirrored image and of other Lite0 input sizes, matched to the
+    plain pass's and averaged before the guided filter."""
+    if RECIPE.encoder_input not in args.sizes:
+        raise SystemExit(f"ensemble: --sizes must hold the recipe's {RECIPE.encoder_input}")
+    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+    k, size, d = model.cfg.slot_attention.num_slots, model.cfg.image_size, model.cfg.decoder
+    others = [
+        load_checkpoint(args.checkpoint, overrides=replace(RECIPE, encoder_input=s))[0].eval()
+        for s in args.sizes
+        if s != RECIPE.encoder_input
+    ]
+    ids = {name: [] for name in ("plain", "flip", "scales", "scales_flip")}
+    with coarse_masks() as captured:
+        for i in range(0, len(scenes), BATCH):
+            part, x = model_inputs(scenes, i, size)
+            model(x)
+            plain = upsampled(captured["grid"], size)
+            model(x.flip(-1))
+            flipped = matched(plain, upsampled(captured["grid"], size).flip(-1))
+            scales = [plain]
+            for other in others:
+                other(x)
+                scales.append(matched(plain, upsampled(captured["grid"], size)))
+            for name, grids in (
+                ("plain", [plain]),
+                ("flip", [plain, flipped]),
+                ("scales", scales),
+                ("scales_flip", [*scales, flipped]),
+            ):
+                mean = torch.stack(grids).mean(0)
+                masks = refine_masks(mean, x, d.refine_radius, d.refine_eps)
+                ids[name].append(_slot_maps(masks.numpy(), *part.shape[1:3]))
+    out = {"probe": "ensemble", "size": [args.height, args.width], "scenes": len(scenes)}
+    out["sizes"] = args.sizes
+    for name, parts in ids.items():
+        out[name] = scored(np.concatenate(parts), scenes, k)
+    return out
+
+
+def snapshot_weights(pattern: str) -> list[tuple[int, dict]]:
+    """(step, model weights) of each Lightning checkpoint matching `pattern`, by step; copies
+    of one step (last.ckpt copied twice between two saves) count once."""
+    found = {}
+    for path in sorted(glob.glob(pattern)):
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own run's files
+        weights = {k[6:]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+        found[int(state["global_step"])] = weights
+    if not found:
+        raise SystemExit(f"snapshots: no checkpoint matches {pattern}")
+    return sorted(found.items())
+
+
+@torch.no_grad()
+def snapshots(model, args) -> dict:
+    """The run's weights at earlier steps, and averaged over its last steps."""
+    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+    k, size = model.cfg.slot_attention.num_slots, model.cfg.image_size
+    final = {name: v.clone() for name, v in model.state_dict().items()}
+    batches = []
+    for i in range(0, len(scenes), BATCH):
+        part, x = model_inputs(scenes, i, size)
+        batches.append((part, x, model.encoder.features(x)))  # frozen: the same at every step
+
+    def score(weights: dict) -> dict:
+        model.load_state_dict(weights, strict=True)
+        ids = [_slot_maps(model(x, f).masks.numpy(), *p.shape[1:3]) for p, x, f in batches]
+        return scored(np.concatenate(ids), scenes, k)
+
+    found = snapshot_weights(args.snapshots)
+    out = {"probe": "snapshots", "size": [args.height, args.width], "scenes": len(scenes)}
+    try:
+        out["final"] = score(final)
+        for step, weights in found:
+            if step % args.every == 0 or step == found[-1][0]:
+                out[f"step_{step}"] = score({**final, **weights})
+        for start in args.average_from:
+            chosen = [w for step, w in found if step >= start]
+            if not chosen:
+                continue
+            mean = {
+                name: torch.stack([w[name].float() for w in chosen]).mean(0).to(v.dtype)
+                if v.is_floating_point() and name in chosen[0]
+                else v
+                for name, v in final.items()
+            }
+            out[f"average_from_{start}"] = {**score(mean), "snapshots": len(chosen)}
+            final_codes = {n: final[n] if n.startswith("codebook.") else v for n, v in mean.items()}
+            out[f"average_from_{start}_final_codebook"] = score(final_codes)
+    finally:
+        model.load_state_dict(final)
+    return out
+
+
+PROBES = {
+    "native-refine": native_refine,
+    "best-of-inits": best_of_inits,
+    "slot-count": slot_count,
+    "ensemble": ensemble,
+    "snapshots": snapshots,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--slot-counts", type=lambda s: [int(v) for v in s.split(",")], default=[5, 6, 7, 8, 9]
     )
+    p.add_argument(
+        "--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[768, 896, 1024]
+    )
+    p.add_argument("--snapshots", default="runs/snaps/*.ckpt", help="a glob of last.ckpt copies")
+    p.add_argument("--every", type=int, default=2000)
+    p.add_argument(
+        "--average-from", type=lambda s: [int(v) for v in s.split(",")], default=[4000, 8000, 11000]
+    )
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     native = args.probe == "native-refine"
@@ -180,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     started = time.time()
     result = PROBES[args.probe](model, args)
+    result["checkpoint_sha256"] = sha256_file(args.checkpoint)[:12]
     result["seconds"] = round(time.time() - started)
     print(json.dumps(result), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

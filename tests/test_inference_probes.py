@@ -104,3 +104,45 @@ def test_slot_count_scores_a_count_the_same_whatever_count_ran_before(photo_chec
         script("inference_probe").main(
             ["slot-count", "--checkpoint", str(learned), "--out", str(out)]
         )
+
+
+def test_matching_undoes_a_permutation_of_the_slots():
+    import torch
+
+    probe = script("inference_probe")
+    reference = torch.randn(3, 5, 8, 8).softmax(1)
+    order = torch.tensor([3, 0, 4, 1, 2])
+    assert torch.equal(probe.matched(reference, reference[:, order]), reference)
+
+
+def test_ensemble_of_the_plain_pass_alone_is_the_plain_pass(photo_checkpoint, tmp_path):
+    out = tmp_path / "p.jsonl"
+    args = ["ensemble", "--checkpoint", str(photo_checkpoint), "--out", str(out), "--scenes", "4"]
+    assert script("inference_probe").main([*args, "--sizes", "896"]) == 0
+    assert script("inference_probe").main([*args, "--sizes", "832,896"]) == 0
+    alone, two = [json.loads(line) for line in out.read_text().splitlines()]
+    assert alone["scales"] == alone["plain"] and alone["scales_flip"] == alone["flip"]
+    assert two["plain"] == alone["plain"] and two["sizes"] == [832, 896]
+    with pytest.raises(SystemExit, match="896"):
+        script("inference_probe").main([*args, "--sizes", "832"])
+
+
+def test_snapshots_of_the_final_weights_score_as_the_final_weights(photo_checkpoint, tmp_path):
+    import torch
+
+    from training.checkpoint import load_checkpoint
+
+    weights = load_checkpoint(photo_checkpoint)[0].state_dict()
+    # as Lightning writes them: the module's weights under "model."; step 4000 copied twice
+    for name, step in (("a", 2000), ("b", 4000), ("c", 4000)):
+        state = {"global_step": step, "state_dict": {f"model.{k}": v for k, v in weights.items()}}
+        torch.save(state, tmp_path / f"{name}.ckpt")
+    out = tmp_path / "p.jsonl"
+    args = ["snapshots", "--checkpoint", str(photo_checkpoint), "--out", str(out), "--scenes", "4"]
+    glob = str(tmp_path / "*.ckpt")
+    assert script("inference_probe").main([*args, "--snapshots", glob, "--average-from", "0"]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["step_2000"] == row["step_4000"] == row["final"]
+    assert row["average_from_0"] == {**row["final"], "snapshots": 2}
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        script("inference_probe").main([*args, "--snapshots", str(tmp_path / "none*.ckpt")])

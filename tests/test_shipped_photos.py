@@ -45,6 +45,33 @@ def test_photo_bundle_is_the_photo_recipes_model():
     assert set(served) <= set(photo_library().categories)
 
 
+def test_reported_photo_reproduction_is_within_003_of_the_shipped_bundle():
+    """reports/photos/make-train-photos-reproduction.jsonl (`make train-photos` from scratch,
+    evaluated like the shipped bundle in reports/photos/feature_bundle_mix.jsonl) is a run of
+    the same recipe within the hour, within 0.03 FG-ARI of the shipped figures on each set."""
+    import json
+
+    def rows(name):
+        lines = (ROOT / "reports" / "photos" / name).read_text().splitlines()
+        return {(r["variant"], tuple(r["size"])): r for r in map(json.loads, lines)}
+
+    shipped = rows("feature_bundle_mix.jsonl")
+    repro = rows("make-train-photos-reproduction.jsonl")
+    assert (
+        set(repro)
+        == set(shipped)
+        == {(v, s) for v in ("photos", "photos-unseen") for s in ((128, 128), (96, 160))}
+    )
+    assert {r["checkpoint_sha256"] for r in repro.values()} != {
+        load_bundle(PHOTOS).checkpoint_sha256
+    }
+    for key, r in repro.items():
+        s = shipped[key]
+        assert (r["scenes"], r["seed"]) == (s["scenes"], s["seed"]) == (512, 12345), key
+        assert abs(r["fg_ari"] - s["fg_ari"]) <= 0.03, (key, r["fg_ari"], s["fg_ari"])
+        assert 0 < r["training_minutes"] <= 60 and r["steps"] > 10_000, r
+
+
 def test_photo_bundle_groups_photo_scenes_better_than_the_shapes_bundle():
     scenes, _ = evaluation_scenes("photos-unseen", 32, 12345, 128)
     scores = {}
