@@ -25,6 +25,8 @@ the settings were tuned on; FG-ARI / mBO):
 - `ensemble`: the coarse masks of several passes averaged before the guided filter: the image
   mirrored (`flip`), Lite0 fed other `--sizes` than 896 px (`scales`), and both. Each pass's
   slots are matched to the plain pass's by mask IoU (Hungarian) before averaging.
+- `temperature`: slot attention's logits (q.k / sqrt(d)) multiplied by each of `--factors`
+  (above 1: a sharper competition of the slots for each token).
 - `snapshots`: Lightning resume checkpoints of one run (`--snapshots`, a glob of copies of
   `checkpoints/last.ckpt` taken during training) scored at `--every` steps, and their weights
   averaged over the steps from each of `--average-from`, with their own averaged codebook and
@@ -235,6 +237,27 @@ def ensemble(model, args) -> dict:
     return out
 
 
+@torch.no_grad()
+def temperature(model, args) -> dict:
+    """Slot attention's logits scaled by each factor at inference."""
+    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+    k, size = model.cfg.slot_attention.num_slots, model.cfg.image_size
+    batches = []
+    for i in range(0, len(scenes), BATCH):
+        part, x = model_inputs(scenes, i, size)
+        batches.append((part, x, model.encoder.features(x)))
+    out = {"probe": "temperature", "size": [args.height, args.width], "scenes": len(scenes)}
+    shipped = model.grouping.scale
+    try:
+        for factor in args.factors:
+            model.grouping.scale = shipped * factor
+            ids = [_slot_maps(model(x, f).masks.numpy(), *p.shape[1:3]) for p, x, f in batches]
+            out[f"factor_{factor:g}"] = scored(np.concatenate(ids), scenes, k)
+    finally:
+        model.grouping.scale = shipped
+    return out
+
+
 def snapshot_weights(pattern: str) -> list[tuple[int, dict]]:
     """(step, model weights) of each Lightning checkpoint matching `pattern`, by step; copies
     of one step (last.ckpt copied twice between two saves) count once."""
@@ -294,6 +317,7 @@ PROBES = {
     "best-of-inits": best_of_inits,
     "slot-count": slot_count,
     "ensemble": ensemble,
+    "temperature": temperature,
     "snapshots": snapshots,
 }
 
@@ -313,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[768, 896, 1024]
+    )
+    p.add_argument(
+        "--factors", type=lambda s: [float(v) for v in s.split(",")], default=[1, 0.8, 1.25, 1.5, 2]
     )
     p.add_argument("--snapshots", default="runs/snaps/*.ckpt", help="a glob of last.ckpt copies")
     p.add_argument("--every", type=int, default=2000)

@@ -146,3 +146,13 @@ def test_snapshots_of_the_final_weights_score_as_the_final_weights(photo_checkpo
     assert row["average_from_0"] == {**row["final"], "snapshots": 2}
     with pytest.raises(SystemExit, match="no checkpoint"):
         script("inference_probe").main([*args, "--snapshots", str(tmp_path / "none*.ckpt")])
+
+
+def test_temperature_1_is_the_model_as_it_ships(photo_checkpoint, tmp_path):
+    out = tmp_path / "p.jsonl"
+    args = ["temperature", "--checkpoint", str(photo_checkpoint), "--out", str(out)]
+    assert script("inference_probe").main([*args, "--scenes", "4", "--factors", "1"]) == 0
+    assert script("inference_probe").main([*args, "--scenes", "4", "--factors", "4,1"]) == 0
+    alone, after = [json.loads(line) for line in out.read_text().splitlines()]
+    assert after["factor_1"] == alone["factor_1"]  # the scale is put back after each factor
+    assert set(after) >= {"factor_4", "factor_1"}
