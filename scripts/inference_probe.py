@@ -4,6 +4,7 @@
     .venv/bin/python scripts/inference_probe.py best-of-inits --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py slot-count --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py ensemble --out runs/inference_probe.jsonl
+    .venv/bin/python scripts/inference_probe.py temperature --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py snapshots --snapshots 'runs/snaps/*.ckpt' ...
 
 (`reports/photos/inference_probe.jsonl` holds the committed run.)
@@ -72,6 +73,27 @@ def model_inputs(scenes, start: int, size: int) -> tuple[np.ndarray, torch.Tenso
     return part, x.float() / 255
 
 
+def tuning(args, probe: str) -> tuple[list, dict]:
+    """The tuning scenes (held-out stamps, seed 4321) and the head of the probe's result."""
+    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+    return scenes, {"probe": probe, "size": [args.height, args.width], "scenes": len(scenes)}
+
+
+def with_features(model, scenes) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """(images, model input, frozen features) per batch: the features once for every run."""
+    batches = []
+    for i in range(0, len(scenes), BATCH):
+        part, x = model_inputs(scenes, i, model.cfg.image_size)
+        batches.append((part, x, model.encoder.features(x)))
+    return batches
+
+
+def scored_on(model, batches, scenes) -> dict:
+    """The model as it stands on `with_features` batches."""
+    ids = [_slot_maps(model(x, f).masks.numpy(), *p.shape[1:3]) for p, x, f in batches]
+    return scored(np.concatenate(ids), scenes, model.cfg.slot_attention.num_slots)
+
+
 @contextmanager
 def coarse_masks():
     """While open, every forward leaves its masks on the token grid (before upsampling and
@@ -93,14 +115,13 @@ def coarse_masks():
 @torch.no_grad()
 def native_refine(model, args) -> dict:
     k, size = model.cfg.slot_attention.num_slots, model.cfg.image_size
-    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+    scenes, out = tuning(args, "native-refine")
     with coarse_masks() as captured:
         square, grids = [], []
         for i in range(0, len(scenes), BATCH):
             part, x = model_inputs(scenes, i, size)
             square.append(_slot_maps(model(x).masks.numpy(), *part.shape[1:3]))
             grids.append(captured["grid"])
-    out = {"probe": "native-refine", "size": [args.height, args.width], "scenes": len(scenes)}
     out["square_then_resized"] = scored(np.concatenate(square), scenes, k)
     image = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2) / 255
     grid = torch.cat(grids)
@@ -115,8 +136,7 @@ def noise_probe(model, args, probe: str) -> tuple[list, dict]:
     noise (refused for a model whose slots do not start from one)."""
     if model.cfg.slot_attention.init != "gaussian":
         raise SystemExit(f"{probe}: the slots need a noise to start from (init gaussian)")
-    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
-    return scenes, {"probe": probe, "size": [args.height, args.width], "scenes": len(scenes)}
+    return tuning(args, probe)
 
 
 @torch.no_grad()
@@ -202,7 +222,7 @@ def ensemble(model, args) -> dict:
     plain pass's and averaged before the guided filter."""
     if RECIPE.encoder_input not in args.sizes:
         raise SystemExit(f"ensemble: --sizes must hold the recipe's {RECIPE.encoder_input}")
-    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
+    scenes, out = tuning(args, "ensemble")
     k, size, d = model.cfg.slot_attention.num_slots, model.cfg.image_size, model.cfg.decoder
     others = [
         load_checkpoint(args.checkpoint, overrides=replace(RECIPE, encoder_input=s))[0].eval()
@@ -230,7 +250,6 @@ def ensemble(model, args) -> dict:
                 mean = torch.stack(grids).mean(0)
                 masks = refine_masks(mean, x, d.refine_radius, d.refine_eps)
                 ids[name].append(_slot_maps(masks.numpy(), *part.shape[1:3]))
-    out = {"probe": "ensemble", "size": [args.height, args.width], "scenes": len(scenes)}
     out["sizes"] = args.sizes
     for name, parts in ids.items():
         out[name] = scored(np.concatenate(parts), scenes, k)
@@ -240,19 +259,13 @@ def ensemble(model, args) -> dict:
 @torch.no_grad()
 def temperature(model, args) -> dict:
     """Slot attention's logits scaled by each factor at inference."""
-    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
-    k, size = model.cfg.slot_attention.num_slots, model.cfg.image_size
-    batches = []
-    for i in range(0, len(scenes), BATCH):
-        part, x = model_inputs(scenes, i, size)
-        batches.append((part, x, model.encoder.features(x)))
-    out = {"probe": "temperature", "size": [args.height, args.width], "scenes": len(scenes)}
+    scenes, out = tuning(args, "temperature")
+    batches = with_features(model, scenes)
     shipped = model.grouping.scale
     try:
         for factor in args.factors:
             model.grouping.scale = shipped * factor
-            ids = [_slot_maps(model(x, f).masks.numpy(), *p.shape[1:3]) for p, x, f in batches]
-            out[f"factor_{factor:g}"] = scored(np.concatenate(ids), scenes, k)
+            out[f"factor_{factor:g}"] = scored_on(model, batches, scenes)
     finally:
         model.grouping.scale = shipped
     return out
@@ -274,21 +287,15 @@ def snapshot_weights(pattern: str) -> list[tuple[int, dict]]:
 @torch.no_grad()
 def snapshots(model, args) -> dict:
     """The run's weights at earlier steps, and averaged over its last steps."""
-    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
-    k, size = model.cfg.slot_attention.num_slots, model.cfg.image_size
+    found = snapshot_weights(args.snapshots)
+    scenes, out = tuning(args, "snapshots")
     final = {name: v.clone() for name, v in model.state_dict().items()}
-    batches = []
-    for i in range(0, len(scenes), BATCH):
-        part, x = model_inputs(scenes, i, size)
-        batches.append((part, x, model.encoder.features(x)))  # frozen: the same at every step
+    batches = with_features(model, scenes)  # the encoder is frozen: the same at every step
 
     def score(weights: dict) -> dict:
         model.load_state_dict(weights, strict=True)
-        ids = [_slot_maps(model(x, f).masks.numpy(), *p.shape[1:3]) for p, x, f in batches]
-        return scored(np.concatenate(ids), scenes, k)
+        return scored_on(model, batches, scenes)
 
-    found = snapshot_weights(args.snapshots)
-    out = {"probe": "snapshots", "size": [args.height, args.width], "scenes": len(scenes)}
     try:
         out["final"] = score(final)
         for step, weights in found:
