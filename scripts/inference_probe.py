@@ -9,7 +9,7 @@
 
 (`reports/photos/inference_probe.jsonl` holds the committed run.)
 
-The photo model (`--checkpoint`, default runs/photos640 from `make train-photos`) at the
+The photo model (`--checkpoint`, default runs/photos, where `make train-photos` writes it) at the
 recipe's inference settings (896 px into Lite0, 7 refinements, half slot attention in the
 masks, guided filter radius 32), on 192 scenes of the held-out stamps (seed 4321, the scenes
 the settings were tuned on; FG-ARI / mBO):
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/inference_probe.py", description=__doc__)
     p.add_argument("probe", choices=list(PROBES))
     p.add_argument("--out", type=Path, required=True, help="one JSON line is appended here")
-    p.add_argument("--checkpoint", default="runs/photos640/model.safetensors")
+    p.add_argument("--checkpoint", default="runs/photos/model.safetensors")
     p.add_argument("--scenes", type=int, default=192)
     p.add_argument("--height", type=int, default=None, help="default: 96 / 128 by probe")
     p.add_argument("--width", type=int, default=None, help="default: 160 / 128 by probe")
