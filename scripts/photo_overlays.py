@@ -1,19 +1,25 @@
-"""Overlays of real photographs (scikit-image's samples) through two checkpoints, side by side.
+"""Overlays of real photographs (scikit-image's samples) through models, side by side.
 
     .venv/bin/python scripts/photo_overlays.py \
-        --checkpoint models/slotserve-shapes/model.safetensors \
-        --checkpoint runs/photos/model.safetensors --iterations 10 \
+        --bundle models/slotserve-shapes --bundle models/slotserve-photos \
         --out reports/photos/overlays-photo-model.png
+    .venv/bin/python scripts/photo_overlays.py \
+        --checkpoint models/slotserve-shapes/model.safetensors \
+        --checkpoint runs/photos/model.safetensors --iterations 7 --encoder-input 896 \
+        --out runs/overlays.png
 
-Each row is one photograph: the input, then each checkpoint's objects tinted by code and named
-as the service draws them (`service.processing.render_overlay`), at a height of 256 px.
+Each row is one photograph: the input, then each model's objects tinted by code and named as
+the service draws them (`service.processing.render_overlay`), at a height of 256 px. A
+`--bundle` is drawn by the service's own pipeline (`POST /visualize`: the bundle through
+onnxruntime, with its served labels), a `--checkpoint` through PyTorch; bundles come first.
 `--iterations`, `--merge-share`, `--refine-radius` and `--encoder-input` apply to every
-checkpoint but the first.
+checkpoint but the first (to all of them when bundles are given).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import sys
 from pathlib import Path
@@ -46,26 +52,62 @@ def overlay(model, image: Image.Image) -> Image.Image:
     return Image.open(io.BytesIO(png)).convert("RGB")
 
 
+class ServedBundle:
+    """A bundle as the service runs it: `Pipeline.visualize` over one onnxruntime session."""
+
+    def __init__(self, path: str) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from runtime.backends import create_backend
+        from runtime.contract import load_bundle
+        from service.metrics import ServiceMetrics
+        from service.pipeline import Pipeline
+        from service.runner import ModelRunner
+        from service.settings import Settings
+
+        manifest = load_bundle(path)
+        backend = create_backend(Path(path), manifest, Settings(bundle=path))
+        runner = ModelRunner(backend, manifest, ServiceMetrics(CollectorRegistry()))
+
+        async def infer(images: np.ndarray) -> list[dict]:
+            return runner(images)
+
+        self.name = manifest.name
+        self.pipeline = Pipeline(manifest, infer)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        png = asyncio.run(self.pipeline.visualize(buffer.getvalue()))
+        return Image.open(io.BytesIO(png)).convert("RGB")
+
+
 def fit(img: Image.Image) -> Image.Image:
     return img.resize((round(img.width * ROW / img.height), ROW), Image.Resampling.LANCZOS)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", action="append", required=True)
+    p.add_argument("--bundle", action="append", default=[], help="a bundle directory")
+    p.add_argument("--checkpoint", action="append", default=[])
     p.add_argument("--out", type=Path, required=True)
     # The first checkpoint is the reference, drawn as it ships; the inference overrides apply to
     # the ones after it (the photo model's recipe settings, e.g. --iterations 10).
     InferenceOverrides.add_arguments(p)
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if not args.bundle and not args.checkpoint:
+        p.error("give at least one --bundle or --checkpoint")
     overrides = InferenceOverrides.from_args(args)
-    first, *rest = args.checkpoint
-    models = [load_checkpoint(first)[0]]
-    models += [load_checkpoint(c, overrides=overrides)[0] for c in rest]
+    drawers = [ServedBundle(b) for b in args.bundle]
+    names = [d.name for d in drawers]
+    for i, path in enumerate(args.checkpoint):
+        model = load_checkpoint(path, overrides=overrides if drawers or i else None)[0]
+        drawers.append(lambda image, model=model: overlay(model, image))
+        names.append(Path(path).parent.name)
     rows = []
     for name in PHOTOS:
         image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        tiles = [fit(image)] + [fit(overlay(m, image)) for m in models]
+        tiles = [fit(image)] + [fit(draw(image)) for draw in drawers]
         row = Image.new("RGB", (sum(t.width for t in tiles) + 8 * len(tiles), ROW), "white")
         x = 0
         for t in tiles:
@@ -74,9 +116,7 @@ def main() -> int:
         rows.append(row)
     width = max(r.width for r in rows)
     sheet = Image.new("RGB", (width, 24 + len(rows) * (ROW + 8)), "white")
-    ImageDraw.Draw(sheet).text(
-        (4, 4), "input | " + " | ".join(Path(c).parent.name for c in args.checkpoint), fill="black"
-    )
+    ImageDraw.Draw(sheet).text((4, 4), "input | " + " | ".join(names), fill="black")
     for i, r in enumerate(rows):
         sheet.paste(r, (0, 24 + i * (ROW + 8)))
     args.out.parent.mkdir(parents=True, exist_ok=True)

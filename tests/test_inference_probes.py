@@ -156,3 +156,103 @@ def test_temperature_1_is_the_model_as_it_ships(photo_checkpoint, tmp_path):
     alone, after = [json.loads(line) for line in out.read_text().splitlines()]
     assert after["factor_1"] == alone["factor_1"]  # the scale is put back after each factor
     assert set(after) >= {"factor_4", "factor_1"}
+
+
+def _mini_wordnet(root: Path) -> None:
+    """Six nouns in WordNet 3.0's file format: entity > animal > bird > robin, animal >
+    mammal > dog, entity > rock."""
+    nouns = {
+        1: ("entity", None),
+        2: ("animal", 1),
+        3: ("bird", 2),
+        4: ("mammal", 2),
+        5: ("dog", 4),
+        6: ("robin", 3),
+        7: ("rock", 1),
+    }
+    data = ["  1 This software and database is being provided (licence header)"]
+    for offset, (word, up) in nouns.items():
+        pointer = f"001 @ {up:08d} n 0000" if up else "000"
+        data.append(f"{offset:08d} 03 n 01 {word} 0 {pointer} | a {word}")
+    (root / "data.noun").write_text("\n".join(data) + "\n")
+    index = [f"{w} n 1 0 1 0 {o:08d}" for o, (w, _) in nouns.items()]
+    (root / "index.noun").write_text("  1 licence\n" + "\n".join(index) + "\n")
+
+
+def test_imagenet_classes_count_for_their_nearest_anchor_in_wordnet(tmp_path):
+    probe = script("label_probe")
+    _mini_wordnet(tmp_path)
+    wordnet = probe.WordNet(tmp_path)
+    assert wordnet.ancestors(6) == {6: 0, 3: 1, 2: 2, 1: 3}
+    anchors = {"animals": ("animal.n.01",), "birds": ("bird.n.01",), "mammals": ("mammal.n.01",)}
+    wnids = ["n00000006", "n00000005", "n00000002", "n00000007"]  # robin, dog, animal, rock
+    got = probe.wordnet_categories(wordnet, wnids, ["birds", "mammals", "animals"], anchors)
+    # robin is an animal too, but bird is nearer; rock is under no anchor
+    assert got.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]]
+
+
+def test_the_crop_probe_says_how_to_install_wordnet_and_exits_non_zero(tmp_path, capsys):
+    probe = script("label_probe")
+    probe.WORDNET = tmp_path  # no database files there
+    with pytest.raises(SystemExit) as stop:
+        probe.main(["--out", str(tmp_path / "x.jsonl"), "--crops", "128"])
+    assert stop.value.code == 2
+    assert "apt-get install wordnet-base" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_classifier_crops_are_judged_with_and_without_a_label_for_every_object():
+    probe = script("label_probe")
+    y = np.array([0, 0, 1, 1])
+    scores = np.array([[0.9, 0.1], [0.4, 0.35], [0.6, 0.4], [0.2, 0.8]])
+    got = probe.judge_scores(scores, y)
+    assert got["naming_accuracy"] == 0.75 and got["commonest_category_share"] == 0.5
+    assert got["at_0.5"] == [0.75, 0.667, 0.5]  # 3 labelled, 2 of them right
+    assert got["at_0.7"] == [0.5, 1.0, 0.5]
+    learned = probe.learned_categories(np.eye(2, dtype=np.float32)[[0, 0, 1]], y[[0, 0, 2]], 2)
+    assert learned.argmax(1).tolist() == [0, 1] and np.allclose(learned.sum(1), 1)
+
+
+def test_an_object_crop_is_centred_on_its_true_box():
+    from types import SimpleNamespace
+
+    from training.model.pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+    probe = script("label_probe")
+    image = np.zeros((64, 64, 3), np.uint8)
+    instances = np.zeros((64, 64), np.int64)
+    image[10:30, 40:50] = (255, 0, 0)
+    instances[10:30, 40:50] = 1
+    crops = probe.object_crops(SimpleNamespace(image=image, instances=instances, classes=[3]))
+    assert crops.shape == (1, 3, 224, 224)
+    red = (np.array([1.0, 0, 0]) - IMAGENET_MEAN) / IMAGENET_STD
+    assert np.allclose(crops[0, :, 112, 112].numpy(), red, atol=1e-4)
+    # the box is 20 tall: with a 15% margin the square crop is 26 px, so the left edge of
+    # the crop (x = 32) lies left of the object (x = 40): background there
+    assert np.allclose(
+        crops[0, :, 112, 5].numpy(), -np.array(IMAGENET_MEAN) / IMAGENET_STD, atol=1e-4
+    )
+
+
+def test_photo_overlays_draw_a_bundle_as_the_service_does_and_its_checkpoint_alike(
+    exported, tmp_path
+):
+    import skimage.data
+    from PIL import Image
+
+    ckpt, bundle, _ = exported
+    overlays = script("photo_overlays")
+    out = tmp_path / "overlays.png"
+    args = ["--bundle", str(bundle), "--checkpoint", str(ckpt), "--out", str(out)]
+    assert overlays.main(args) == 0
+    sheet = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert sheet.shape[0] == 24 + 4 * (256 + 8)  # a title line and the four photographs
+    row = sheet[24 : 24 + 256]  # chelsea, the cat
+    width = overlays.fit(Image.fromarray(skimage.data.chelsea())).width
+    photo, served, eager = (row[:, k * (width + 8) : k * (width + 8) + width] for k in range(3))
+    assert np.abs(served - photo).mean() > 5  # the masks are drawn over the photograph
+    # the same model through onnxruntime and the service's pipeline, and through PyTorch: the
+    # regions agree but for near-ties of this untrained model's slots and the names drawn
+    # (served labels against code numbers)
+    assert (np.abs(served - photo).max(axis=-1) > 8).mean() > 0.5
+    assert (np.abs(served - eager).max(axis=-1) > 8).mean() < 0.1
