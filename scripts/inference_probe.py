@@ -6,6 +6,7 @@
     .venv/bin/python scripts/inference_probe.py ensemble --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py temperature --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py snapshots --snapshots 'runs/snaps/*.ckpt' ...
+    .venv/bin/python scripts/inference_probe.py large-scenes --scenes 96 --out runs/...
 
 (`reports/photos/inference_probe.jsonl` holds the committed run.)
 
@@ -32,6 +33,10 @@ the settings were tuned on; FG-ARI / mBO):
   `checkpoints/last.ckpt` taken during training) scored at `--every` steps, and their weights
   averaged over the steps from each of `--average-from`, with their own averaged codebook and
   with the final one.
+- `large-scenes`: scenes larger than the model's input (default 384x384). As served, each is
+  resized to 128 px and its masks blown up; here the model is also given it at each of
+  `--input-sizes` px (Lite0 still fed 896 px, so a sharper image; the guided filter at that
+  size, its radius scaled with it), and those features refined at 128 px instead.
 
 One JSON line per probe.
 """
@@ -271,6 +276,31 @@ def temperature(model, args) -> dict:
     return out
 
 
+@torch.no_grad()
+def large_scenes(model, args) -> dict:
+    """Larger scenes through the model at more of their own detail than the served 128 px."""
+    scenes, out = tuning(args, "large-scenes")
+    k, size, d = model.cfg.slot_attention.num_slots, model.cfg.image_size, model.cfg.decoder
+    height, width = args.height, args.width
+    ids: dict[str, list] = {}
+    with coarse_masks() as captured:
+        for i in range(0, len(scenes), BATCH):
+            _, served = model_inputs(scenes, i, size)
+            for side in [size, *args.input_sizes]:
+                _, x = model_inputs(scenes, i, side)
+                model(x)
+                runs = {f"input_{side}": (x, round(d.refine_radius * side / size))}
+                if side != size:
+                    runs[f"input_{side}_refined_{size}"] = (served, d.refine_radius)
+                for name, (guide, radius) in runs.items():
+                    masks = refine_masks(captured["grid"], guide, radius, captured["eps"])
+                    ids.setdefault(name, []).append(_slot_maps(masks.numpy(), height, width))
+    out["input_sizes"] = args.input_sizes
+    for name, parts in ids.items():
+        out[name] = scored(np.concatenate(parts), scenes, k)
+    return out
+
+
 def snapshot_weights(pattern: str) -> list[tuple[int, dict]]:
     """(step, model weights) of each Lightning checkpoint matching `pattern`, by step; copies
     of one step (last.ckpt copied twice between two saves) count once."""
@@ -326,6 +356,7 @@ PROBES = {
     "ensemble": ensemble,
     "temperature": temperature,
     "snapshots": snapshots,
+    "large-scenes": large_scenes,
 }
 
 
@@ -335,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="one JSON line is appended here")
     p.add_argument("--checkpoint", default="runs/photos/model.safetensors")
     p.add_argument("--scenes", type=int, default=192)
-    p.add_argument("--height", type=int, default=None, help="default: 96 / 128 by probe")
-    p.add_argument("--width", type=int, default=None, help="default: 160 / 128 by probe")
+    p.add_argument("--height", type=int, default=None, help="default by probe: 96, 384 or 128")
+    p.add_argument("--width", type=int, default=None, help="default by probe: 160, 384 or 128")
     p.add_argument("--radii", type=lambda s: [int(v) for v in s.split(",")], default=[24, 32, 40])
     p.add_argument("--inits", type=int, default=4)
     p.add_argument(
@@ -344,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[768, 896, 1024]
+    )
+    p.add_argument(
+        "--input-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[256, 384]
     )
     p.add_argument(
         "--factors", type=lambda s: [float(v) for v in s.split(",")], default=[1, 0.8, 1.25, 1.5, 2]
@@ -355,9 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    native = args.probe == "native-refine"
-    args.height = args.height or (96 if native else 128)
-    args.width = args.width or (160 if native else 128)
+    height, width = {"native-refine": (96, 160), "large-scenes": (384, 384)}.get(
+        args.probe, (128, 128)
+    )
+    args.height, args.width = args.height or height, args.width or width
     torch.set_num_threads(args.threads)
     model, _ = load_checkpoint(args.checkpoint, overrides=RECIPE)
     model.eval()

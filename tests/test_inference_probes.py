@@ -158,6 +158,20 @@ def test_temperature_1_is_the_model_as_it_ships(photo_checkpoint, tmp_path):
     assert set(after) >= {"factor_4", "factor_1"}
 
 
+def test_large_scenes_at_the_model_size_are_the_served_path(photo_checkpoint, tmp_path):
+    out = tmp_path / "p.jsonl"
+    common = ["--checkpoint", str(photo_checkpoint), "--out", str(out), "--scenes", "4"]
+    common += ["--height", "80", "--width", "80"]
+    probe = script("inference_probe")
+    assert probe.main(["native-refine", *common, "--radii", "2"]) == 0
+    assert probe.main(["large-scenes", *common, "--input-sizes", "64"]) == 0
+    native, large = [json.loads(line) for line in out.read_text().splitlines()]
+    size = small_config(**PHOTO).image_size
+    assert large[f"input_{size}"] == native["square_then_resized"]  # what the service does
+    assert set(large) >= {"input_64", f"input_64_refined_{size}"} and large["input_sizes"] == [64]
+    assert large["input_64"] != large[f"input_{size}"]  # the model did see another image
+
+
 def _mini_wordnet(root: Path) -> None:
     """Six nouns in WordNet 3.0's file format: entity > animal > bird > robin, animal >
     mammal > dog, entity > rock."""
