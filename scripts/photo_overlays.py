@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", action="append", default=[], help="a bundle directory")
     p.add_argument("--checkpoint", action="append", default=[])
     p.add_argument("--out", type=Path, required=True)
-    # The first checkpoint is the reference, drawn as it ships; the inference overrides apply to
-    # the ones after it (the photo model's recipe settings, e.g. --iterations 10).
+    # Bundles are drawn as they ship (their settings are in the graph). Without bundles, the
+    # first checkpoint is the reference, drawn as it ships, and the inference overrides apply
+    # to the ones after it (the photo recipe's settings: --iterations 7 --encoder-input 896).
     InferenceOverrides.add_arguments(p)
     args = p.parse_args(argv)
     if not args.bundle and not args.checkpoint:
