@@ -67,6 +67,11 @@ RECIPE = InferenceOverrides(iterations=7, encoder_input=896, mask_attention=0.5,
 BATCH = 8
 
 
+def ints(text: str) -> list[int]:
+    """A comma-separated list of integers (an argument)."""
+    return [int(v) for v in text.split(",")]
+
+
 def scored(ids: np.ndarray, scenes, num_slots: int) -> dict:
     result = evaluate_scenes(lambda images: (ids, None), scenes, num_slots, chunk=len(scenes))
     return {"fg_ari": result["fg_ari"], "mbo": result["mbo"]}
@@ -287,7 +292,7 @@ def large_scenes(model, args) -> dict:
         for i in range(0, len(scenes), BATCH):
             _, served = model_inputs(scenes, i, size)
             for side in [size, *args.input_sizes]:
-                _, x = model_inputs(scenes, i, side)
+                x = served if side == size else model_inputs(scenes, i, side)[1]
                 model(x)
                 runs = {f"input_{side}": (x, round(d.refine_radius * side / size))}
                 if side != size:
@@ -368,25 +373,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenes", type=int, default=192)
     p.add_argument("--height", type=int, default=None, help="default by probe: 96, 384 or 128")
     p.add_argument("--width", type=int, default=None, help="default by probe: 160, 384 or 128")
-    p.add_argument("--radii", type=lambda s: [int(v) for v in s.split(",")], default=[24, 32, 40])
+    p.add_argument("--radii", type=ints, default=[24, 32, 40])
     p.add_argument("--inits", type=int, default=4)
-    p.add_argument(
-        "--slot-counts", type=lambda s: [int(v) for v in s.split(",")], default=[5, 6, 7, 8, 9]
-    )
-    p.add_argument(
-        "--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[768, 896, 1024]
-    )
-    p.add_argument(
-        "--input-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[256, 384]
-    )
+    p.add_argument("--slot-counts", type=ints, default=[5, 6, 7, 8, 9])
+    p.add_argument("--sizes", type=ints, default=[768, 896, 1024])
+    p.add_argument("--input-sizes", type=ints, default=[256, 384])
     p.add_argument(
         "--factors", type=lambda s: [float(v) for v in s.split(",")], default=[1, 0.8, 1.25, 1.5, 2]
     )
     p.add_argument("--snapshots", default="runs/snaps/*.ckpt", help="a glob of last.ckpt copies")
     p.add_argument("--every", type=int, default=2000)
-    p.add_argument(
-        "--average-from", type=lambda s: [int(v) for v in s.split(",")], default=[4000, 8000, 11000]
-    )
+    p.add_argument("--average-from", type=ints, default=[4000, 8000, 11000])
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     height, width = {"native-refine": (96, 160), "large-scenes": (384, 384)}.get(

@@ -55,9 +55,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
+from torchvision.ops import roi_align
 
-from training.data.photos import generate_photo_batch
-from training.model.pretrained import Lite0Features, lite0_classifier
+from training.data.photos import generate_photo_batch, photo_library
+from training.model.pretrained import IMAGENET_MEAN, IMAGENET_STD, Lite0Features, lite0_classifier
 
 KINDS = ("block", "head", "logits")
 WORDNET = Path("/usr/share/wordnet")
@@ -233,10 +234,6 @@ def judge_scores(scores: np.ndarray, y: np.ndarray) -> dict:
 def object_crops(scene, size: int = 224, margin: float = 0.15) -> torch.Tensor:
     """(objects, 3, size, size): a square crop around each object's true box, normalised as
     Lite0's classifier expects (zero, the mean colour, outside the image)."""
-    from torchvision.ops import roi_align
-
-    from training.model.pretrained import IMAGENET_MEAN, IMAGENET_STD
-
     image = torch.tensor(scene.image).permute(2, 0, 1).float() / 255
     image = (image - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[
         :, None, None
@@ -265,8 +262,6 @@ def classified_objects(classifier, n: int, seed: int, split: str, size: int):
 
 def crop_probe(args, classifier) -> None:
     import timm
-
-    from training.data.photos import photo_library
 
     categories = list(photo_library().categories)
     synsets = Path(timm.__file__).parent / "data" / "_info" / "imagenet_synsets.txt"

@@ -58,22 +58,23 @@ class ServedBundle:
     def __init__(self, path: str) -> None:
         from prometheus_client import CollectorRegistry
 
-        from runtime.backends import create_backend
-        from runtime.contract import load_bundle
+        from service.bundle import resolve_bundle
         from service.metrics import ServiceMetrics
         from service.pipeline import Pipeline
-        from service.runner import ModelRunner
+        from service.runner import build_runner
         from service.settings import Settings
 
-        manifest = load_bundle(path)
-        backend = create_backend(Path(path), manifest, Settings(bundle=path))
-        runner = ModelRunner(backend, manifest, ServiceMetrics(CollectorRegistry()))
+        settings = Settings(bundle=path)
+        bundle = resolve_bundle(settings)  # verified as the service verifies it
+        runner = build_runner(
+            bundle, settings.for_bundle(bundle.manifest), ServiceMetrics(CollectorRegistry())
+        )
 
         async def infer(images: np.ndarray) -> list[dict]:
             return runner(images)
 
-        self.name = manifest.name
-        self.pipeline = Pipeline(manifest, infer)
+        self.name = bundle.manifest.name
+        self.pipeline = Pipeline(bundle.manifest, infer)
 
     def __call__(self, image: Image.Image) -> Image.Image:
         buffer = io.BytesIO()
