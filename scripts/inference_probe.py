@@ -72,6 +72,11 @@ def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
 
 
+def floats(text: str) -> list[float]:
+    """A comma-separated list of numbers (an argument)."""
+    return [float(v) for v in text.split(",")]
+
+
 def scored(ids: np.ndarray, scenes, num_slots: int) -> dict:
     result = evaluate_scenes(lambda images: (ids, None), scenes, num_slots, chunk=len(scenes))
     return {"fg_ari": result["fg_ari"], "mbo": result["mbo"]}
@@ -378,9 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slot-counts", type=ints, default=[5, 6, 7, 8, 9])
     p.add_argument("--sizes", type=ints, default=[768, 896, 1024])
     p.add_argument("--input-sizes", type=ints, default=[256, 384])
-    p.add_argument(
-        "--factors", type=lambda s: [float(v) for v in s.split(",")], default=[1, 0.8, 1.25, 1.5, 2]
-    )
+    p.add_argument("--factors", type=floats, default=[1, 0.8, 1.25, 1.5, 2])
     p.add_argument("--snapshots", default="runs/snaps/*.ckpt", help="a glob of last.ckpt copies")
     p.add_argument("--every", type=int, default=2000)
     p.add_argument("--average-from", type=ints, default=[4000, 8000, 11000])
