@@ -3,6 +3,7 @@
     .venv/bin/python scripts/inference_probe.py native-refine --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py best-of-inits --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py slot-count --out runs/inference_probe.jsonl
+    .venv/bin/python scripts/inference_probe.py adaptive-count --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py ensemble --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py temperature --out runs/inference_probe.jsonl
     .venv/bin/python scripts/inference_probe.py snapshots --snapshots 'runs/snaps/*.ckpt' ...
@@ -24,6 +25,10 @@ the settings were tuned on; FG-ARI / mBO):
 - `slot-count`: the model runs with `--slot-counts` slots instead of the 7 it trained with
   (slot attention's slots are exchangeable and start from a learned Gaussian, so the count is
   free at inference; each count's fixed noise is drawn as the shipped one is, seed 0).
+- `adaptive-count`: a count per image: the model runs with each of `--slot-counts`, and each
+  image keeps the count whose feature reconstruction error plus a price per slot (each of
+  `--penalties`) is lowest; beside it each count alone and the per-image best count by FG-ARI
+  (an oracle, the most any choice of count could give).
 - `ensemble`: the coarse masks of several passes averaged before the guided filter: the image
   mirrored (`flip`), Lite0 fed other `--sizes` than 896 px (`scales`), and both. Each pass's
   slots are matched to the plain pass's by mask IoU (Hungarian) before averaging.
@@ -61,8 +66,11 @@ from runtime.contract import sha256_file
 from training.checkpoint import load_checkpoint
 from training.config import InferenceOverrides
 from training.evaluate import _model_inputs, _slot_maps, evaluate_scenes, evaluation_scenes
+from training.metrics.segmentation import fg_ari
 from training.model.refine import refine_masks
 
+TUNING_VARIANT, TUNING_SEED = "photos-unseen", 4321
+"""The scenes the recipe's inference settings were tuned on (held-out stamps)."""
 RECIPE = InferenceOverrides(iterations=7, encoder_input=896, mask_attention=0.5, refine_radius=32)
 BATCH = 8
 
@@ -89,9 +97,13 @@ def model_inputs(scenes, start: int, size: int) -> tuple[np.ndarray, torch.Tenso
 
 
 def tuning(args, probe: str) -> tuple[list, dict]:
-    """The tuning scenes (held-out stamps, seed 4321) and the head of the probe's result."""
-    scenes, _ = evaluation_scenes("photos-unseen", args.scenes, 4321, args.height, args.width)
-    return scenes, {"probe": probe, "size": [args.height, args.width], "scenes": len(scenes)}
+    """The tuning scenes (held-out stamps, seed 4321, unless `--variant` / `--seed` say
+    otherwise) and the head of the probe's result."""
+    scenes, _ = evaluation_scenes(args.variant, args.scenes, args.seed, args.height, args.width)
+    head = {"probe": probe, "size": [args.height, args.width], "scenes": len(scenes)}
+    if (args.variant, args.seed) != (TUNING_VARIANT, TUNING_SEED):
+        head |= {"variant": args.variant, "seed": args.seed}
+    return scenes, head
 
 
 def with_features(model, scenes) -> list[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
@@ -154,6 +166,26 @@ def noise_probe(model, args, probe: str) -> tuple[list, dict]:
     return tuning(args, probe)
 
 
+@contextmanager
+def reconstruction_errors(model):
+    """While open, every forward leaves each image's feature reconstruction error (mean
+    squared, over tokens and channels) in the yielded dict, under "per_image"."""
+    decode = model._decode_features
+    error = {}
+
+    def measured(*args, **kwargs):
+        out = decode(*args, **kwargs)
+        decoded, target = out[0], out[1]
+        error["per_image"] = ((decoded.reconstruction - target) ** 2).mean(dim=(1, 2))
+        return out
+
+    model._decode_features = measured
+    try:
+        yield error
+    finally:
+        del model._decode_features  # the bound method of the class again
+
+
 @torch.no_grad()
 def best_of_inits(model, args) -> dict:
     scenes, out = noise_probe(model, args, "best-of-inits")
@@ -162,25 +194,16 @@ def best_of_inits(model, args) -> dict:
     noises = [
         torch.randn(k, d, generator=torch.Generator().manual_seed(s)) for s in range(args.inits)
     ]
-    decode = model._decode_features
-    error = {}
-
-    def measured(slots, image, features, attn):
-        out = decode(slots, image, features, attn)
-        decoded, target = out[0], out[1]
-        error["per_image"] = ((decoded.reconstruction - target) ** 2).mean(dim=(1, 2))
-        return out
-
-    model._decode_features = measured
     ids = [[] for _ in noises]
     errors = [[] for _ in noises]
-    for i in range(0, len(scenes), BATCH):
-        part, x = model_inputs(scenes, i, size)
-        features = model.encoder.features(x)  # the frozen encoder once for every start
-        for s, noise in enumerate(noises):
-            model.slot_init.eval_noise.copy_(noise)
-            ids[s].append(_slot_maps(model(x, features).masks.numpy(), *part.shape[1:3]))
-            errors[s].append(error["per_image"].numpy())
+    with reconstruction_errors(model) as error:
+        for i in range(0, len(scenes), BATCH):
+            part, x = model_inputs(scenes, i, size)
+            features = model.encoder.features(x)  # the frozen encoder once for every start
+            for s, noise in enumerate(noises):
+                model.slot_init.eval_noise.copy_(noise)
+                ids[s].append(_slot_maps(model(x, features).masks.numpy(), *part.shape[1:3]))
+                errors[s].append(error["per_image"].numpy())
     ids = [np.concatenate(v) for v in ids]
     err = np.stack([np.concatenate(v) for v in errors])
     for s in range(len(noises)):
@@ -191,26 +214,78 @@ def best_of_inits(model, args) -> dict:
     return out
 
 
+@contextmanager
+def slot_counts(model):
+    """Yields a function that sets the model's slot count (each count's fixed noise drawn as
+    the shipped one is, seed 0); the shipped count and noise come back when the block ends."""
+    init, d = model.slot_init, model.cfg.slot_attention.slot_dim
+    shipped = init.eval_noise.clone()
+
+    def use(k: int) -> None:
+        init.eval_noise = torch.randn(k, d, generator=torch.Generator().manual_seed(0))
+        if k == len(shipped) and not torch.equal(init.eval_noise, shipped):
+            raise SystemExit("the checkpoint's slot noise is not seed 0's")
+        init.num_slots = k
+
+    try:
+        yield use
+    finally:
+        init.eval_noise, init.num_slots = shipped, len(shipped)
+
+
 @torch.no_grad()
 def slot_count(model, args) -> dict:
     scenes, out = noise_probe(model, args, "slot-count")
-    size, d = model.cfg.image_size, model.cfg.slot_attention.slot_dim
-    init = model.slot_init
-    shipped = init.eval_noise.clone()
-    try:
+    batches = with_features(model, scenes)
+    with slot_counts(model) as use:
         for k in args.slot_counts:
-            init.eval_noise = torch.randn(k, d, generator=torch.Generator().manual_seed(0))
-            if k == len(shipped) and not torch.equal(init.eval_noise, shipped):
-                raise SystemExit("slot-count: the checkpoint's noise is not seed 0's")
-            init.num_slots = k
-            ids = []
-            for i in range(0, len(scenes), BATCH):
-                part, x = model_inputs(scenes, i, size)
-                ids.append(_slot_maps(model(x).masks.numpy(), *part.shape[1:3]))
-            out[f"slots_{k}"] = scored(np.concatenate(ids), scenes, k)
+            use(k)
+            out[f"slots_{k}"] = scored_on(model, batches, scenes)
             print(k, out[f"slots_{k}"], flush=True)
-    finally:
-        init.eval_noise, init.num_slots = shipped, len(shipped)
+    return out
+
+
+@torch.no_grad()
+def adaptive_count(model, args) -> dict:
+    """A slot count chosen per image: the model runs with each of `--slot-counts`, and each
+    image keeps the count whose feature reconstruction error plus `penalty` x count is
+    lowest, for each of `--penalties` (an error that more slots always lower, against a
+    price per slot). Beside them each count alone, and the per-image best count by FG-ARI
+    itself (`oracle`: an upper bound no rule that sees only the image can be held to)."""
+    scenes, out = noise_probe(model, args, "adaptive-count")
+    counts = sorted(args.slot_counts)
+    batches = with_features(model, scenes)
+    true = np.stack([s.instances for s in scenes])
+    ids, errors = [], []
+    with slot_counts(model) as use, reconstruction_errors(model) as error:
+        for k in counts:
+            use(k)
+            maps, errs = [], []
+            for p, x, f in batches:
+                maps.append(_slot_maps(model(x, f).masks.numpy(), *p.shape[1:3]))
+                errs.append(error["per_image"].numpy())
+            ids.append(np.concatenate(maps))
+            errors.append(np.concatenate(errs))
+            out[f"slots_{k}"] = {
+                **scored(ids[-1], scenes, k),
+                "feature_error": float(errors[-1].mean()),
+            }
+    ids, err = np.stack(ids), np.stack(errors)  # (counts, scenes, H, W), (counts, scenes)
+    scenes_at = np.arange(len(scenes))
+
+    def picked(choice: np.ndarray) -> dict:
+        result = scored(ids[choice, scenes_at], scenes, max(counts))
+        result["images_per_count"] = dict(
+            zip(map(str, counts), np.bincount(choice, minlength=len(counts)).tolist())
+        )
+        return result
+
+    aris = np.stack([fg_ari(true, ids[c]) for c in range(len(counts))])
+    out["oracle"] = picked(np.nan_to_num(aris, nan=-1.0).argmax(0))
+    for penalty in args.penalties:
+        choice = (err + penalty * np.asarray(counts, dtype=float)[:, None]).argmin(0)
+        out[f"penalty_{penalty:g}"] = picked(choice)
+        print(penalty, out[f"penalty_{penalty:g}"], flush=True)
     return out
 
 
@@ -363,6 +438,7 @@ PROBES = {
     "native-refine": native_refine,
     "best-of-inits": best_of_inits,
     "slot-count": slot_count,
+    "adaptive-count": adaptive_count,
     "ensemble": ensemble,
     "temperature": temperature,
     "snapshots": snapshots,
@@ -376,10 +452,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="one JSON line is appended here")
     p.add_argument("--checkpoint", default="runs/photos/model.safetensors")
     p.add_argument("--scenes", type=int, default=192)
+    p.add_argument(
+        "--variant",
+        default=TUNING_VARIANT,
+        choices=["photos", "photos-unseen"],
+        help="training or held-out stamps (default: held-out, as the tuning scenes)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=TUNING_SEED, help="other scenes than the tuning ones"
+    )
     p.add_argument("--height", type=int, default=None, help="default by probe: 96, 384 or 128")
     p.add_argument("--width", type=int, default=None, help="default by probe: 160, 384 or 128")
     p.add_argument("--radii", type=ints, default=[24, 32, 40])
     p.add_argument("--inits", type=int, default=4)
+    p.add_argument("--penalties", type=floats, default=[0.01, 0.015, 0.02, 0.025])
     p.add_argument("--slot-counts", type=ints, default=[5, 6, 7, 8, 9])
     p.add_argument("--sizes", type=ints, default=[768, 896, 1024])
     p.add_argument("--input-sizes", type=ints, default=[256, 384])

@@ -106,6 +106,26 @@ def test_slot_count_scores_a_count_the_same_whatever_count_ran_before(photo_chec
         )
 
 
+def test_adaptive_count_picks_each_image_a_count_it_ran(photo_checkpoint, tmp_path):
+    from training.checkpoint import load_checkpoint
+
+    k = load_checkpoint(photo_checkpoint)[0].cfg.slot_attention.num_slots
+    out = tmp_path / "p.jsonl"
+    args = ["adaptive-count", "--checkpoint", str(photo_checkpoint), "--out", str(out)]
+    counts = ["--slot-counts", f"{k + 1},{k}", "--penalties", "0,1000"]
+    assert script("inference_probe").main([*args, "--scenes", "4", *counts]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    alone = {c: row[f"slots_{c}"] for c in (k, k + 1)}
+    assert alone[k]["feature_error"] != alone[k + 1]["feature_error"]
+    # a price per slot far above any error keeps the fewest slots on every image
+    fewest = row["penalty_1000"]
+    assert fewest["images_per_count"] == {str(k): 4, str(k + 1): 0}
+    assert (fewest["fg_ari"], fewest["mbo"]) == (alone[k]["fg_ari"], alone[k]["mbo"])
+    assert sum(row["penalty_0"]["images_per_count"].values()) == 4
+    # the per-image best count is at least as good as either count alone
+    assert row["oracle"]["fg_ari"] >= max(a["fg_ari"] for a in alone.values()) - 1e-9
+
+
 def test_matching_undoes_a_permutation_of_the_slots():
     import torch
 
