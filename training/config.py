@@ -96,6 +96,13 @@ class SlotAttentionConfig(_Strict):
     1: the pooled key alone; below 1 a token keeps part of its own key, so an object's edge
     tokens take less of their neighbours' keys, and stripes keep more contrast (with 3x3
     pooling, a two-token stripe's edge 1 - 2 mix / 3 of it). Needs `key_pool` > 1."""
+    keep_penalty: float = Field(0.0, ge=0.0)
+    """> 0: an adaptive slot count (AdaSlot, Fan et al. 2024). A small head on each final slot
+    decides keep or drop (a hard Gumbel-softmax sample while training, gradients passed
+    straight through; its likelier choice at inference); dropped slots leave the decoder's
+    alpha softmax, so the kept ones reconstruct every token, and the loss pays this weight
+    times the share of slots kept. A dropped slot's mask is empty. 0: every slot is kept.
+    Feature decoders only."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""
@@ -258,6 +265,11 @@ class ModelConfig(_Strict):
             raise ValueError(
                 "codebook.source=features quantises frozen encoder features: it needs "
                 "decoder.kind=features"
+            )
+        elif self.slot_attention.keep_penalty > 0:
+            raise ValueError(
+                "slot_attention.keep_penalty drops slots from a feature decoder's alphas: it "
+                "needs decoder.kind=features"
             )
         stride = self.encoder.stride
         if self.encoder.kind == "cnn" and s % stride:

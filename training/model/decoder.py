@@ -14,6 +14,7 @@ from torch import nn
 from training.config import DecoderConfig
 from training.model.position import SoftPositionEmbed, coordinate_grid, resize_positions
 from training.model.precision import full_precision
+from training.model.slot_select import keep_softmax
 
 FRAME_SPAN = 4.0
 """Relative positions are divided by FRAME_SPAN x the slot's spread (the standard deviation of
@@ -259,10 +260,12 @@ class FeatureDecoder(nn.Module):
         slots: torch.Tensor,
         tokens: torch.Tensor | None = None,
         grid_tokens: int | None = None,
+        keep: torch.Tensor | None = None,
     ) -> Decoded:
         """slots (B, K, D); tokens (P,) token indices to decode (None: all); grid_tokens: the
         size of the grid to decode whole when it differs from the trained one (the encoder ran
-        on a larger image; positions are resized).
+        on a larger image; positions are resized); keep (B, K): the slots that take part in
+        the alpha softmax (None: all; `slot_select.keep_softmax`).
 
         -> Decoded(reconstruction (B, P, C), masks (B, K, P) on the token grid, rgb=None)."""
         if tokens is not None:
@@ -270,7 +273,7 @@ class FeatureDecoder(nn.Module):
         else:
             pos = resize_positions(self.pos, grid_tokens or self.pos.shape[2])
         out = full_precision(self.mlp(slots.unsqueeze(2) + pos))  # (B, K, P, C + 1)
-        masks = out[..., -1].softmax(dim=1)
+        masks = out[..., -1].softmax(dim=1) if keep is None else keep_softmax(out[..., -1], keep)
         recon = (out[..., :-1] * masks.unsqueeze(-1)).sum(dim=1)
         return Decoded(recon, masks, None)
 

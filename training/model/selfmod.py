@@ -20,6 +20,7 @@ from training.model.precision import full_precision
 from training.model.refine import refine_masks
 from training.model.slot_attention import SlotAttention
 from training.model.slot_init import SlotInit
+from training.model.slot_select import SlotSelector
 
 MIN_SPREAD = 0.01
 """Floor of a slot's spread (0.6 px of a 64x64 image): an empty slot's frame stays finite."""
@@ -36,6 +37,7 @@ class ModelOutput:
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # named breakdown + "total"
     bottom_up_attention: torch.Tensor | None = None  # (B, K, N)
     slot_masks: torch.Tensor | None = None  # (B, K, H, W) masks before merging, one per slot
+    kept: torch.Tensor | None = None  # (B, K) 1 / 0: slots kept (slot_attention.keep_penalty)
 
 
 class SelfModulatingSlotAttention(nn.Module):
@@ -56,6 +58,7 @@ class SelfModulatingSlotAttention(nn.Module):
             if cfg.modulation.enabled
             else None
         )
+        self.selector = SlotSelector(sa.slot_dim, sa.mlp_hidden) if sa.keep_penalty > 0 else None
         if cfg.decoder.kind == "features":
             grid, dim = self.encoder.grid_size, self.encoder.feature_dim
             self.decoder = FeatureDecoder(cfg.decoder, sa.slot_dim, grid, dim)
@@ -88,9 +91,10 @@ class SelfModulatingSlotAttention(nn.Module):
         codes, distances = vq.indices, vq.distances
         if self.codes_features:  # the served code names what the final slot covers
             codes, distances = self.codebook.lookup(covered_features(attn, features))
+        kept = self.selector(slots) if self.selector is not None else None
         if self.reconstructs_features:
             decoded, target, slot_masks, picture = self._decode_features(
-                slots, image, features, attn
+                slots, image, features, attn, kept
             )
         else:
             decoded, target = self._decode(slots, image, attn)
@@ -102,6 +106,9 @@ class SelfModulatingSlotAttention(nn.Module):
         mse = F.mse_loss(decoded.reconstruction, target)
         total = mse + self.cfg.codebook.commitment_weight * vq.commitment
         losses = {"mse": mse, "commitment": vq.commitment}
+        if kept is not None:
+            losses["kept"] = kept.mean()
+            total = total + self.cfg.slot_attention.keep_penalty * losses["kept"]
         return ModelOutput(
             masks=masks,
             codes=codes,
@@ -112,10 +119,16 @@ class SelfModulatingSlotAttention(nn.Module):
             losses={**losses, "total": total},
             bottom_up_attention=bottom_up_attn,
             slot_masks=slot_masks,
+            kept=kept,
         )
 
     def _decode_features(
-        self, slots: torch.Tensor, image: torch.Tensor, features: torch.Tensor, attn: torch.Tensor
+        self,
+        slots: torch.Tensor,
+        image: torch.Tensor,
+        features: torch.Tensor,
+        attn: torch.Tensor,
+        kept: torch.Tensor | None = None,
     ):
         """Feature decoder -> (decoded, target features, slot masks, picture).
 
@@ -137,16 +150,21 @@ class SelfModulatingSlotAttention(nn.Module):
             )
         if self.training and n_tok and n_tok < n:
             tokens = torch.randperm(n, device=features.device)[:n_tok]
-            decoded = self.decoder(slots, tokens)
+            decoded = self.decoder(slots, tokens, keep=kept)
             return decoded, features[:, tokens], decoded.masks, decoded.reconstruction
-        decoded = self.decoder(slots, grid_tokens=n)
+        decoded = self.decoder(slots, grid_tokens=n, keep=kept)
         d = self.cfg.decoder
         grid = decoded.masks
         if d.mask_attention > 0:
             share = full_precision(attn)
+            if kept is not None:
+                share = share * kept.unsqueeze(-1)
             share = share / share.sum(dim=1, keepdim=True).clamp_min(1e-8)
             grid = (1.0 - d.mask_attention) * grid + d.mask_attention * share
         masks = refine_masks(token_map(grid), image, d.refine_radius, d.refine_eps)
+        if kept is not None:  # the filter's floor would leave a dropped slot a sliver
+            masks = masks * kept[:, :, None, None].to(masks.dtype)
+            masks = masks / masks.sum(dim=1, keepdim=True).clamp_min(1e-12)
         weight = masks.flatten(2)  # (B, K, H*W)
         colour = torch.einsum("bkp,bcp->bkc", weight, image.flatten(2)) / (
             weight.sum(-1, keepdim=True) + 1e-6
