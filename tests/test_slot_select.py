@@ -73,6 +73,19 @@ def test_in_training_a_dropped_slot_takes_no_token_and_the_loss_pays_for_the_kep
     assert model.selector.net[1].weight.grad.abs().sum() > 0  # the head learns
 
 
+def test_the_keep_penalty_rises_over_its_warmup():
+    from training.lit import keep_ramp
+
+    assert [keep_ramp(s, 4000) for s in (0, 1000, 4000, 9000)] == [0.0, 0.25, 1.0, 1.0]
+    assert keep_ramp(0, 0) == 1.0
+    torch.manual_seed(0)
+    model = build_model(adaptive(0.5)).train()
+    model.keep_ramp = 0.0
+    losses = {k: float(v.detach()) for k, v in model(torch.rand(2, 3, 32, 32)).losses.items()}
+    beta = model.cfg.codebook.commitment_weight
+    assert losses["total"] == pytest.approx(losses["mse"] + beta * losses["commitment"], rel=1e-6)
+
+
 def test_at_inference_a_dropped_slots_mask_is_zero_everywhere():
     model = build_model(adaptive()).eval()
     images = torch.rand(2, 3, 32, 32)

@@ -103,6 +103,10 @@ class SlotAttentionConfig(_Strict):
     alpha softmax, so the kept ones reconstruct every token, and the loss pays this weight
     times the share of slots kept. A dropped slot's mask is empty. 0: every slot is kept.
     Feature decoders only."""
+    keep_warmup: int = Field(4000, ge=0)
+    """Training steps over which the keep penalty rises linearly from 0 to `keep_penalty`: at
+    full weight from the first step, the head learned to drop all but one or two slots
+    before the decoder had learned to use them (kept share 0.17 by step 350)."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""

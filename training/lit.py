@@ -11,6 +11,12 @@ from training.metrics import fg_ari, mbo
 from training.model import build_model
 
 
+def keep_ramp(step: int, warmup: int) -> float:
+    """The share of `slot_attention.keep_penalty` the loss pays at `step`: rising linearly
+    from 0 over the first `warmup` steps."""
+    return min(1.0, step / warmup) if warmup else 1.0
+
+
 def lr_factor(step: int, warmup: int, decay_steps: int) -> float:
     """Linear warm-up to 1, then exponential decay by half every `decay_steps`."""
     warm = min(1.0, (step + 1) / max(1, warmup))
@@ -62,6 +68,8 @@ class SlotModule(L.LightningModule):
         return encoder.standardise(raw)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        warmup = self.cfg.model.slot_attention.keep_warmup
+        self.model.keep_ramp = keep_ramp(self.global_step, warmup)
         out = self.model(batch["image"], self._cached_features(batch))
         bs = batch["image"].shape[0]
         for name, value in out.losses.items():

@@ -59,6 +59,8 @@ class SelfModulatingSlotAttention(nn.Module):
             else None
         )
         self.selector = SlotSelector(sa.slot_dim, sa.mlp_hidden) if sa.keep_penalty > 0 else None
+        self.keep_ramp = 1.0
+        """The share of `keep_penalty` the loss pays now (training sets it from the step)."""
         if cfg.decoder.kind == "features":
             grid, dim = self.encoder.grid_size, self.encoder.feature_dim
             self.decoder = FeatureDecoder(cfg.decoder, sa.slot_dim, grid, dim)
@@ -108,7 +110,8 @@ class SelfModulatingSlotAttention(nn.Module):
         losses = {"mse": mse, "commitment": vq.commitment}
         if kept is not None:
             losses["kept"] = kept.mean()
-            total = total + self.cfg.slot_attention.keep_penalty * losses["kept"]
+            penalty = self.cfg.slot_attention.keep_penalty * self.keep_ramp
+            total = total + penalty * losses["kept"]
         return ModelOutput(
             masks=masks,
             codes=codes,
