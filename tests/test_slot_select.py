@@ -113,3 +113,26 @@ def test_an_adaptive_model_exports_and_passes_the_parity_gate(tmp_path):
     ckpt = small_checkpoint(tmp_path / "m.safetensors", adaptive())
     export_bundle(ckpt, tmp_path / "bundle", verify_batches=(1, 3))
     assert load_bundle(tmp_path / "bundle").model.slot_attention.model_extra["keep_penalty"] == 0.1
+
+
+def test_a_fixed_count_checkpoint_starts_an_adaptive_run(tmp_path):
+    from training.checkpoint import CheckpointInfo, save_checkpoint
+    from training.config import TrainConfig
+    from training.train import SlotModule, _init_from
+
+    fixed = build_model(small_config(**PHOTO))
+    ckpt = save_checkpoint(fixed, tmp_path / "m.safetensors", CheckpointInfo(fixed.cfg))
+    cfg = TrainConfig(model=adaptive())
+    module = SlotModule(cfg)
+    head = {k: v.clone() for k, v in module.model.selector.state_dict().items()}
+    _init_from(module, cfg, str(ckpt))
+    for name, value in module.model.state_dict().items():
+        if name.startswith("selector."):  # new: as built
+            assert torch.equal(value, head[name.removeprefix("selector.")])
+        else:
+            assert torch.equal(value, fixed.state_dict()[name])
+    other = TrainConfig(
+        model=small_config(**PHOTO, slot_attention={"keep_penalty": 0.1, "num_slots": 3})
+    )
+    with pytest.raises(ValueError, match="model config differs"):
+        _init_from(SlotModule(other), other, str(ckpt))

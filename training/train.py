@@ -260,10 +260,20 @@ def _init_from(module: SlotModule, cfg: TrainConfig, path: str) -> None:
     from training.checkpoint import load_checkpoint
 
     source, info = load_checkpoint(path)
-    if info.config != cfg.model:
+    # a fixed slot count may start an adaptive one, whose keep head is new (trained from
+    # scratch, the head dropped nearly every slot before the decoder could use them)
+    ours, theirs = cfg.model.slot_attention, info.config
+    fixed = theirs.slot_attention.keep_penalty == 0 < ours.keep_penalty
+    if fixed:
+        keep = {"keep_penalty": ours.keep_penalty, "keep_warmup": ours.keep_warmup}
+        sa = theirs.slot_attention.model_copy(update=keep)
+        theirs = theirs.model_copy(update={"slot_attention": sa})
+    if theirs != cfg.model:
         raise ValueError(f"run.init_from={path}: its model config differs from this run's")
-    module.model.load_state_dict(source.state_dict())
-    log.info("starting from the weights of %s", path)
+    missing, unexpected = module.model.load_state_dict(source.state_dict(), strict=not fixed)
+    if unexpected or any(not key.startswith("selector.") for key in missing):
+        raise ValueError(f"run.init_from={path}: weights that do not fit ({missing + unexpected})")
+    log.info("starting from the weights of %s%s", path, " (a new keep head)" if fixed else "")
 
 
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path | None:

@@ -32,11 +32,11 @@ class SlotSelector(nn.Module):
         """slots (B, K, D) -> (B, K): 1 for a kept slot, 0 for a dropped one (in training a
         straight-through sample whose gradient is the soft choice's)."""
         logits = full_precision(self.net(slots))  # (B, K, 2): keep, drop
-        if self.training:
-            return F.gumbel_softmax(logits, tau=1.0, hard=True)[..., 0]
         margin = logits[..., 0] - logits[..., 1]
-        surest = margin == margin.amax(dim=1, keepdim=True)
-        return ((margin >= 0) | surest).to(logits.dtype)
+        surest = (margin == margin.amax(dim=1, keepdim=True)).to(logits.dtype)
+        if self.training:  # a sample that drops every slot would leave nothing to decode
+            return torch.maximum(F.gumbel_softmax(logits, tau=1.0, hard=True)[..., 0], surest)
+        return torch.maximum((margin >= 0).to(logits.dtype), surest)
 
 
 def keep_softmax(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
