@@ -8,13 +8,9 @@ import torch
 from pydantic import ValidationError
 
 from tests.conftest import small_checkpoint, small_config
+from tests.test_photo_model import PHOTO
 from training.model import build_model
 from training.model.slot_select import SlotSelector, keep_softmax
-
-PHOTO = {
-    "encoder": {"kind": "lite0", "lite0_input": 160, "lite0_reductions": (32,)},
-    "decoder": {"kind": "features", "train_pixels": 16, "refine_radius": 2},
-}
 
 
 def adaptive(penalty: float = 0.1):

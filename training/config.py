@@ -104,9 +104,10 @@ class SlotAttentionConfig(_Strict):
     times the share of slots kept. A dropped slot's mask is empty. 0: every slot is kept.
     Feature decoders only."""
     keep_warmup: int = Field(4000, ge=0)
-    """Training steps over which the keep penalty rises linearly from 0 to `keep_penalty`: at
-    full weight from the first step, the head learned to drop all but one or two slots
-    before the decoder had learned to use them (kept share 0.17 by step 350)."""
+    """Training steps over which the keep penalty rises linearly from 0 to `keep_penalty`.
+    From scratch the head dropped nearly every slot with or without the ramp, before the
+    decoder could use them (docs/photos.md): start an adaptive model from a trained
+    fixed-count one (`run.init_from`)."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""

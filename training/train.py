@@ -262,10 +262,10 @@ def _init_from(module: SlotModule, cfg: TrainConfig, path: str) -> None:
     source, info = load_checkpoint(path)
     # a fixed slot count may start an adaptive one, whose keep head is new (trained from
     # scratch, the head dropped nearly every slot before the decoder could use them)
-    ours, theirs = cfg.model.slot_attention, info.config
-    fixed = theirs.slot_attention.keep_penalty == 0 < ours.keep_penalty
+    wanted, theirs = cfg.model.slot_attention, info.config
+    fixed = theirs.slot_attention.keep_penalty == 0 < wanted.keep_penalty
     if fixed:
-        keep = {"keep_penalty": ours.keep_penalty, "keep_warmup": ours.keep_warmup}
+        keep = {"keep_penalty": wanted.keep_penalty, "keep_warmup": wanted.keep_warmup}
         sa = theirs.slot_attention.model_copy(update=keep)
         theirs = theirs.model_copy(update={"slot_attention": sa})
     if theirs != cfg.model:
