@@ -421,3 +421,31 @@ def test_a_run_of_zero_steps_writes_no_model(tmp_path, monkeypatch):
     with pytest.raises(training_train.NothingTrained, match="0 training steps"):
         train(cfg, progress=False)
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_warm_restart_starts_the_learning_rate_schedule_again():
+    from training.train import SlotModule
+
+    cfg = load_train_config(
+        "default",
+        [
+            *_small_model_overrides(),
+            "optim.lr=0.001",
+            "optim.warmup_steps=10",
+            "optim.decay_steps=20",
+            "optim.restart_steps=50",
+        ],
+    )
+    opts = SlotModule(cfg).configure_optimizers()
+    opt, sched = opts["optimizer"], opts["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(120):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[9] == pytest.approx(1e-3)  # warmed up
+    assert lrs[49] == pytest.approx(1e-3 * 0.5 ** (39 / 20))  # decayed, end of cycle 1
+    assert lrs[50] == pytest.approx(lrs[0])  # warm-up again
+    assert lrs[59] == pytest.approx(1e-3) and lrs[100:110] == pytest.approx(lrs[0:10])
+    with pytest.raises(ValueError, match="must exceed optim"):
+        load_train_config("default", ["optim.warmup_steps=100", "optim.restart_steps=100"])

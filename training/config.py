@@ -314,8 +314,20 @@ class OptimConfig(_Strict):
     warmup_steps: int = 400
     decay_steps: int = 20_000
     """Exponential decay: lr * 0.5 ** (step / decay_steps) after warm-up."""
+    restart_steps: int = Field(0, ge=0)
+    """0: one schedule for the whole run. N: warm-up and decay start again every N steps (a
+    warm restart, as in SGDR); the optimizer keeps its moments."""
     grad_clip: float = 1.0
     weight_decay: float = 0.0
+
+    @model_validator(mode="after")
+    def _restart_after_warmup(self) -> OptimConfig:
+        if self.restart_steps and self.restart_steps <= self.warmup_steps:
+            raise ValueError(
+                f"optim.restart_steps ({self.restart_steps}) must exceed optim.warmup_steps "
+                f"({self.warmup_steps}): each cycle warms up first, then decays"
+            )
+        return self
 
 
 class RunConfig(_Strict):

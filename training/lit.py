@@ -17,8 +17,11 @@ def keep_ramp(step: int, warmup: int) -> float:
     return min(1.0, step / warmup) if warmup else 1.0
 
 
-def lr_factor(step: int, warmup: int, decay_steps: int) -> float:
-    """Linear warm-up to 1, then exponential decay by half every `decay_steps`."""
+def lr_factor(step: int, warmup: int, decay_steps: int, restart_steps: int = 0) -> float:
+    """Linear warm-up to 1, then exponential decay by half every `decay_steps`; with
+    `restart_steps`, the whole schedule starts again every that many steps (a warm restart)."""
+    if restart_steps:
+        step %= restart_steps
     warm = min(1.0, (step + 1) / max(1, warmup))
     return warm * 0.5 ** (max(0, step - warmup) / decay_steps)
 
@@ -126,6 +129,7 @@ class SlotModule(L.LightningModule):
         o = self.cfg.optim
         opt = torch.optim.Adam(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, o.warmup_steps, o.decay_steps)
+            opt,
+            lambda step: lr_factor(step, o.warmup_steps, o.decay_steps, o.restart_steps),
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
