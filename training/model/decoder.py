@@ -272,9 +272,17 @@ class FeatureDecoder(nn.Module):
             pos = self.pos[:, :, tokens]
         else:
             pos = resize_positions(self.pos, grid_tokens or self.pos.shape[2])
-        out = full_precision(self.mlp(slots.unsqueeze(2) + pos))  # (B, K, P, C + 1)
-        masks = out[..., -1].softmax(dim=1) if keep is None else keep_softmax(out[..., -1], keep)
-        recon = (out[..., :-1] * masks.unsqueeze(-1)).sum(dim=1)
+        # The first layer is linear: W(slot + pos) + b = (W slot + b) + W pos, so it runs on
+        # the K slots and the P positions apart and the sum is broadcast (B x K x P rows of the
+        # layer's matrix product become B x K + P; the decoder is most of a training step).
+        first = self.mlp[0]
+        hidden = first(slots).unsqueeze(2) + F.linear(pos, first.weight)  # (B, K, P, h)
+        out = full_precision(self.mlp[1:](hidden))  # (B, K, P, C + 1)
+        # split, not two slices: each slice's backward fills a zero tensor of out's size
+        features, logits = out.split((out.shape[-1] - 1, 1), dim=-1)
+        logits = logits.squeeze(-1)
+        masks = logits.softmax(dim=1) if keep is None else keep_softmax(logits, keep)
+        recon = (features * masks.unsqueeze(-1)).sum(dim=1)
         return Decoded(recon, masks, None)
 
 
