@@ -103,6 +103,28 @@ def test_the_feature_decoder_needs_frozen_features_and_the_token_grid():
         small_config(encoder={"kind": "lite0", "lite0_input": 100})
 
 
+def test_the_feature_decoder_is_dinosaurs_mlp_of_slot_plus_position():
+    """The decoder runs its first layer on slots and positions apart (for speed); what it
+    decodes must be DINOSAUR's definition: the MLP of slot + position per token, an alpha
+    softmax over slots, the features mixed by the alphas. Gradients reach every weight."""
+    decoder = build_model(small_config(**PHOTO)).decoder
+    torch.manual_seed(0)
+    slots = torch.randn(3, 4, decoder.pos.shape[-1], requires_grad=True)
+    tokens = torch.tensor([0, 7, 3, 24])
+    decoded = decoder(slots, tokens)
+    whole = decoder.mlp(slots.unsqueeze(2) + decoder.pos[:, :, tokens])  # (B, K, P, C + 1)
+    alphas = whole[..., -1].softmax(dim=1)
+    torch.testing.assert_close(decoded.masks, alphas, atol=1e-5, rtol=1e-5)
+    mixed = (whole[..., :-1] * alphas.unsqueeze(-1)).sum(dim=1)
+    torch.testing.assert_close(decoded.reconstruction, mixed, atol=1e-5, rtol=1e-5)
+    grid = decoder(slots)  # every token of the trained grid
+    assert grid.masks.shape == (3, 4, decoder.pos.shape[2])
+    torch.testing.assert_close(grid.masks[:, :, tokens], alphas, atol=1e-5, rtol=1e-5)
+    decoded.reconstruction.square().mean().backward()
+    assert slots.grad.abs().sum() > 0 and decoder.pos.grad[:, :, tokens].abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.mlp.parameters())
+
+
 def test_box_mean_is_the_mean_of_the_window_clipped_at_the_border():
     from training.model.refine import box_mean
 
