@@ -307,6 +307,35 @@ def test_training_computes_each_images_frozen_features_once(monkeypatch):
     assert torch.allclose(first, enc.features(images[:2]), atol=2e-2, rtol=1e-2)
 
 
+def test_validation_computes_each_scenes_frozen_features_once(monkeypatch):
+    from training.config import TrainConfig
+    from training.lit import SlotModule
+
+    model = {**small_config(**PHOTO).model_dump()}
+    model["encoder"] = {**model["encoder"], "eval_input": 192}  # a finer grid at inference
+    module = SlotModule(TrainConfig.model_validate({"model": model})).eval()
+    enc = module.model.encoder
+    enc.fit_statistics(enc.raw_features(torch.rand(2, 3, 32, 32)))
+    calls = []
+    original = enc.raw_features
+    monkeypatch.setattr(enc, "raw_features", lambda x: calls.append(len(x)) or original(x))
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    batch = {"image": images, "index": torch.tensor([0, 1, 2])}
+    first = module._validation_features(batch, 0)
+    assert calls == [3] and first.shape[1] == (192 // 32) ** 2  # the inference grid
+    again = module._validation_features(batch, 0)
+    assert calls == [3] and torch.equal(again, first)
+    module._validation_features(batch, 1)  # another validation set: its own scenes
+    assert calls == [3, 3]
+    torch.manual_seed(0)
+    cached = module.model(images, first).masks
+    torch.manual_seed(0)
+    assert torch.equal(cached, module.model(images).masks)
+    module.drop_cached_features()
+    module._validation_features(batch, 0)
+    assert calls == [3, 3, 3, 3]  # the model's own forward above, then the emptied cache
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["slots", "features"])
 def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source):
