@@ -101,9 +101,9 @@ class Lite0Features(nn.Module):
         # features_only keeps the trunk's keys; the head's are dropped.
         trunk = {k: v for k, v in full.state_dict().items() if k in self.backbone.state_dict()}
         self.backbone.load_state_dict(trunk)
-        # NHWC: PyTorch's CPU convolutions (depthwise ones most) run about 1.8x faster so under
-        # bf16 autocast (training caches the features of every image once, validation and
-        # evaluation run it at 896 px); the outputs are the same feature maps, up to rounding
+        # NHWC: under bf16 autocast PyTorch's CPU convolutions (the depthwise ones most) run
+        # Lite0 about 1.8x faster in this layout (training's one pass over every image, and
+        # validation and evaluation at 896 px); the feature maps are equal up to rounding
         self.backbone.requires_grad_(False).eval().to(memory_format=torch.channels_last)
         self.reductions = tuple(reductions)
         self.input_size = input_size
