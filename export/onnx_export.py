@@ -142,6 +142,9 @@ def masks_description(cfg: ModelConfig, mask_source: str) -> str:
     else:
         path = "the decoder's alphas"
     text = f"per-slot mask probabilities ({path}), sum to 1 over slots"
+    starts = cfg.slot_attention.eval_inits
+    if starts > 1:
+        text += f"; the slots of the best of {starts} starts (the features reconstructed best)"
     if d.merge_share > 0 and mask_source == "decoder_alpha":
         text += (
             f"; slots sharing their pixels above {d.merge_share} merged into one channel (the"

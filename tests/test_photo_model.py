@@ -285,6 +285,69 @@ def test_masks_mix_the_decoders_alphas_with_the_slot_attention():
     assert InferenceOverrides.held_by(models[0.5].cfg).mask_attention == 0.5
 
 
+def test_several_starts_keep_each_images_best_reconstruction():
+    """`slot_attention.eval_inits`: each image is grouped from every start, and the result of
+    the start whose slots reconstruct its features best on every other token of the grid
+    each way is returned whole (slots, attention, codes, masks); each image chooses for
+    itself; start 0 is the model's one stored start, and training draws one start per image."""
+    import argparse
+
+    from training.config import InferenceOverrides
+
+    torch.manual_seed(0)
+    base = build_model(small_config(**PHOTO)).eval()  # the gaussian init
+    finer = InferenceOverrides(encoder_input=224)  # a 7x7 grid: 9 tokens judge a start
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    five = build_model(InferenceOverrides(inits=5, encoder_input=224).apply(base.cfg)).eval()
+    single = build_model(finer.apply(base.cfg)).eval()
+    for m in (five, single):
+        m.load_state_dict(base.state_dict())  # the starts add no weights
+    features = five.encoder.features(images)
+    assert features.shape[1] == 49
+    starts = [five.slot_init.eval_noise, *five.slot_init.more_eval_noise]
+    judged = torch.tensor([8, 10, 12, 22, 24, 26, 36, 38, 40])  # rows and columns 1, 3, 5
+    with torch.no_grad():
+        out = five(images, features)
+        one, errors = [], []
+        for noise in starts:
+            single.slot_init.eval_noise.copy_(noise)
+            o = single(images, features)
+            decoded = single.decoder(o.slots, judged, grid_tokens=49)
+            errors.append((decoded.reconstruction - features[:, judged]).square().mean((1, 2)))
+            one.append(o)
+        plain = build_model(finer.apply(base.cfg)).eval()
+        plain.load_state_dict(base.state_dict())
+        first = plain(images, features)
+    assert out.masks.shape == (6, 4, 32, 32) and out.slots.shape == (6, 4, 32)
+    best = torch.stack(errors).argmin(0)
+    assert len(set(best.tolist())) > 1, "the images choose different starts"
+    for i, j in enumerate(best.tolist()):
+        assert torch.allclose(out.slots[i], one[j].slots[i], atol=1e-6)
+        assert torch.allclose(out.masks[i], one[j].masks[i], atol=1e-6)
+        assert torch.equal(out.codes[i], one[j].codes[i])
+        assert torch.allclose(out.attention[i], one[j].attention[i], atol=1e-6)
+    assert torch.equal(first.masks, one[0].masks)  # start 0 is the stored eps
+    with torch.no_grad():  # batch-independent: an image alone chooses the same start
+        alone = five(images[4:5], features[4:5])
+    assert torch.allclose(alone.masks[0], out.masks[4], atol=1e-6)
+    # training: one fresh start per image, as before
+    assert five.train()(images).slots.shape == (6, 4, 32)
+    # CLI and validation
+    parser = argparse.ArgumentParser()
+    InferenceOverrides.add_arguments(parser)
+    assert InferenceOverrides.from_args(parser.parse_args(["--inits", "8"])) == (
+        InferenceOverrides(inits=8)
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--inits", "0"])
+    learned = small_config(**PHOTO, slot_attention={"init": "learned"})
+    with pytest.raises(ValidationError, match="init=gaussian"):
+        InferenceOverrides(inits=2).apply(learned)
+    with pytest.raises(ValidationError, match=r"decoder\.kind=features"):
+        small_config(slot_attention={"eval_inits": 2})  # a pixel decoder
+    assert InferenceOverrides.held_by(five.cfg).inits == 5
+
+
 def test_training_computes_each_images_frozen_features_once(monkeypatch):
     from training.config import TrainConfig
     from training.lit import SlotModule
@@ -337,11 +400,11 @@ def test_validation_computes_each_scenes_frozen_features_once(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["slots", "features"])
-def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source):
+@pytest.mark.parametrize(("source", "inits"), [("slots", 1), ("features", 3)])
+def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source, inits):
     """Encoder, slots, codebook, feature decoder and refinement: one ONNX graph that matches
     PyTorch (the export's parity gate raises otherwise, codes included) and takes an image in
-    [0, 1], whatever the codes quantise."""
+    [0, 1], whatever the codes quantise, with one start or the best of several."""
     import numpy as np
     import onnxruntime as ort
 
@@ -352,15 +415,16 @@ def test_photo_graph_exports_whole_and_passes_the_parity_gate(tmp_path, source):
 
     config = small_config(**PHOTO, codebook={"source": source})
     ckpt = small_checkpoint(tmp_path / "m.safetensors", config)
-    # a radius, an encoder input and the attention's share of the masks set at export (the
-    # recipe trained with 2 and 160 px, a 5x5 grid; 224 px gives 7x7): the parity gate
-    # compares the graph with the checkpoint at the manifest's settings
-    radius = InferenceOverrides(refine_radius=3, encoder_input=224, mask_attention=0.5)
+    # a radius, an encoder input, the attention's share of the masks and the starts set at
+    # export (the recipe trained with 2 and 160 px, a 5x5 grid; 224 px gives 7x7): the parity
+    # gate compares the graph with the checkpoint at the manifest's settings
+    radius = InferenceOverrides(refine_radius=3, encoder_input=224, mask_attention=0.5, inits=inits)
     export_bundle(ckpt, tmp_path / "bundle", verify_batches=(1, 3), overrides=radius)
     manifest = load_bundle(tmp_path / "bundle")
     assert manifest.model.decoder.refine_radius == 3
     assert manifest.model.decoder.model_extra["mask_attention"] == 0.5
     assert manifest.model.model_extra["encoder"]["eval_input"] == 224
+    assert manifest.model.slot_attention.model_extra.get("eval_inits", 1) == inits
     # the refinement's box filters are running sums in the graph (onnxruntime's pooling
     # kernel at radius 32 took 35% of the photo model's time)
     from export.graph import graph_report

@@ -263,15 +263,14 @@ class FeatureDecoder(nn.Module):
         keep: torch.Tensor | None = None,
     ) -> Decoded:
         """slots (B, K, D); tokens (P,) token indices to decode (None: all); grid_tokens: the
-        size of the grid to decode whole when it differs from the trained one (the encoder ran
-        on a larger image; positions are resized); keep (B, K): the slots that take part in
-        the alpha softmax (None: all; `slot_select.keep_softmax`).
+        size of the grid when it differs from the trained one (the encoder ran on a larger
+        image; positions are resized, and `tokens` index the resized grid); keep (B, K): the
+        slots that take part in the alpha softmax (None: all; `slot_select.keep_softmax`).
 
         -> Decoded(reconstruction (B, P, C), masks (B, K, P) on the token grid, rgb=None)."""
+        pos = resize_positions(self.pos, grid_tokens or self.pos.shape[2])
         if tokens is not None:
-            pos = self.pos[:, :, tokens]
-        else:
-            pos = resize_positions(self.pos, grid_tokens or self.pos.shape[2])
+            pos = pos[:, :, tokens]
         # The first layer is linear: W(slot + pos) + b = (W slot + b) + W pos, so it runs on
         # the K slots and the P positions apart and the sum is broadcast (B x K x P rows of the
         # layer's matrix product become B x K + P; the decoder is most of a training step).

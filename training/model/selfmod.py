@@ -23,6 +23,8 @@ from training.model.slot_init import SlotInit
 from training.model.slot_select import SlotSelector
 
 MIN_SPREAD = 0.01
+SELECT_STRIDE = 2
+"""Starts (`slot_attention.eval_inits`) are judged on every SELECT_STRIDE-th token each way."""
 """Floor of a slot's spread (0.6 px of a 64x64 image): an empty slot's frame stays finite."""
 
 
@@ -83,17 +85,27 @@ class SelfModulatingSlotAttention(nn.Module):
         else:
             tokens = self.encoder(image)  # (B, N, D)
         k, v = self.grouping.project(tokens)  # (B, N, D) each
-        z0 = self.slot_init(image.shape[0])  # (B, K, D)
+        starts = self.slot_init.starts()  # > 1: several starts per image, the best one kept
+        if starts > 1:
+            k, v = _per_start(k, starts), _per_start(v, starts)
+        z0 = self.slot_init(image.shape[0])  # (B * starts, K, D)
         slots, attn = self.grouping.iterate(z0, k, v)  # bottom-up pass
-        vq = self.codebook(covered_features(attn, features) if self.codes_features else slots)
+        covered = features if starts == 1 else _per_start(features, starts)
+        vq = self.codebook(covered_features(attn, covered) if self.codes_features else slots)
         bottom_up_attn = attn
         if self.modulation is not None:
             mod = self.modulation(vq.quantized.to(slots.dtype), attn)
             slots, attn = self.grouping.iterate(z0, k, v, mod, attn)  # same z0, same weights
         codes, distances = vq.indices, vq.distances
         if self.codes_features:  # the served code names what the final slot covers
-            codes, distances = self.codebook.lookup(covered_features(attn, features))
+            codes, distances = self.codebook.lookup(covered_features(attn, covered))
         kept = self.selector(slots) if self.selector is not None else None
+        if starts > 1:
+            rows = self._best_starts(slots, features, kept, starts)
+            slots, attn, bottom_up_attn, codes, distances = (
+                t.index_select(0, rows) for t in (slots, attn, bottom_up_attn, codes, distances)
+            )
+            kept = kept.index_select(0, rows) if kept is not None else None
         if self.reconstructs_features:
             decoded, target, slot_masks, picture = self._decode_features(
                 slots, image, features, attn, kept
@@ -124,6 +136,23 @@ class SelfModulatingSlotAttention(nn.Module):
             slot_masks=slot_masks,
             kept=kept,
         )
+
+    def _best_starts(
+        self, slots: torch.Tensor, features: torch.Tensor, kept: torch.Tensor | None, n: int
+    ) -> torch.Tensor:
+        """slots (B * n, K, D) of n starts per image -> (B,) the row of each image's start
+        whose slots reconstruct its frozen features (B, N, C) best: the decoder on every
+        other token of the grid each way (a quarter of the tokens; choosing on all of them
+        scored the same on the tuning scenes), mean squared error."""
+        grid = round(features.shape[1] ** 0.5)
+        picked = torch.arange(grid * grid, device=features.device).view(grid, grid)
+        picked = picked[SELECT_STRIDE // 2 :: SELECT_STRIDE, SELECT_STRIDE // 2 :: SELECT_STRIDE]
+        picked = picked.flatten()
+        decoded = self.decoder(slots, picked, grid_tokens=features.shape[1], keep=kept)
+        target = _per_start(features[:, picked], n)
+        error = (full_precision(decoded.reconstruction) - full_precision(target)).square()
+        best = error.mean(dim=(1, 2)).view(-1, n).argmin(dim=1)  # (B,)
+        return torch.arange(best.shape[0], device=best.device) * n + best
 
     def _decode_features(
         self,
@@ -201,6 +230,11 @@ class SelfModulatingSlotAttention(nn.Module):
                 bias = bias.gather(2, pixels.unsqueeze(1).expand(-1, bias.shape[1], -1))
             return self.decoder(slots, pixels, bias, frames), full_precision(target)  # (B, P, 3)
         return self.decoder(slots, alpha_bias=bias, frames=frames), full_precision(image)
+
+
+def _per_start(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, ...) -> (B * n, ...): each image's row repeated for its n starts, image-major."""
+    return x.unsqueeze(1).expand(x.shape[0], n, *x.shape[1:]).flatten(0, 1)
 
 
 def covered_features(attn: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
