@@ -19,9 +19,11 @@ the settings were tuned on; FG-ARI / mBO):
 - `native-refine`: scenes of another size (default 96x160) are resized to the model's square
   input and the masks back (what the service does). Here the coarse masks are instead
   upsampled to the scene's own size and guided by the scene itself, at each `--radii`.
-- `best-of-inits`: the slots start from `--inits` fixed noises instead of one (the shipped
-  noise is seed 0); per image, the start whose feature reconstruction error is lowest is kept.
-  Each start's own figures are printed beside it.
+- `best-of-inits`: each of `--inits` fixed starts alone (seed s; the stored one is seed 0),
+  the oracle (per image the start of best FG-ARI), and the model's own choice among its first
+  n starts (`slot_attention.eval_inits`, each of `--start-counts`: the start whose slots
+  reconstruct the features best), judged on every `--judge-strides`-th token each way (the
+  model: 4).
 - `slot-count`: the model runs with `--slot-counts` slots instead of the 7 it trained with
   (slot attention's slots are exchangeable and start from a learned Gaussian, so the count is
   free at inference; each count's fixed noise is drawn as the shipped one is, seed 0).
@@ -67,6 +69,7 @@ from training.checkpoint import load_checkpoint
 from training.config import InferenceOverrides
 from training.evaluate import _model_inputs, _slot_maps, evaluate_scenes, evaluation_scenes
 from training.metrics.segmentation import fg_ari
+from training.model import build_model
 from training.model.refine import refine_masks
 
 TUNING_VARIANT, TUNING_SEED = "photos-unseen", 4321
@@ -186,31 +189,46 @@ def reconstruction_errors(model):
         del model._decode_features  # the bound method of the class again
 
 
+def with_starts(model, n: int):
+    """The model with `slot_attention.eval_inits` = n (its weights), in eval mode."""
+    other = build_model(InferenceOverrides(inits=n).apply(model.cfg))
+    other.load_state_dict(model.state_dict())
+    return other.eval()
+
+
+@contextmanager
+def judged_every(stride: int):
+    """While open, the model judges its starts on every `stride`-th token each way."""
+    shipped = selfmod.SELECT_STRIDE
+    selfmod.SELECT_STRIDE = stride
+    try:
+        yield
+    finally:
+        selfmod.SELECT_STRIDE = shipped
+
+
 @torch.no_grad()
 def best_of_inits(model, args) -> dict:
     scenes, out = noise_probe(model, args, "best-of-inits")
-    k, size = model.cfg.slot_attention.num_slots, model.cfg.image_size
-    d = model.cfg.slot_attention.slot_dim
-    noises = [
-        torch.randn(k, d, generator=torch.Generator().manual_seed(s)) for s in range(args.inits)
-    ]
-    ids = [[] for _ in noises]
-    errors = [[] for _ in noises]
-    with reconstruction_errors(model) as error:
-        for i in range(0, len(scenes), BATCH):
-            part, x = model_inputs(scenes, i, size)
-            features = model.encoder.features(x)  # the frozen encoder once for every start
-            for s, noise in enumerate(noises):
-                model.slot_init.eval_noise.copy_(noise)
-                ids[s].append(_slot_maps(model(x, features).masks.numpy(), *part.shape[1:3]))
-                errors[s].append(error["per_image"].numpy())
-    ids = [np.concatenate(v) for v in ids]
-    err = np.stack([np.concatenate(v) for v in errors])
-    for s in range(len(noises)):
-        out[f"init_{s}"] = {**scored(ids[s], scenes, k), "feature_error": float(err[s].mean())}
-    best = err.argmin(0)
-    picked = np.stack([ids[best[j]][j] for j in range(len(scenes))])
-    out[f"best_of_{len(noises)}"] = scored(picked, scenes, k)
+    k, d = model.cfg.slot_attention.num_slots, model.cfg.slot_attention.slot_dim
+    one = with_starts(model, 1)
+    batches = with_features(one, scenes)  # the frozen encoder once for every start
+    true = np.stack([s.instances for s in scenes])
+    per_image = []
+    for s in range(args.inits):
+        one.slot_init.eval_noise.copy_(
+            torch.randn(k, d, generator=torch.Generator().manual_seed(s))
+        )
+        ids = [_slot_maps(one(x, f).masks.numpy(), *p.shape[1:3]) for p, x, f in batches]
+        ids = np.concatenate(ids)
+        out[f"init_{s}"] = scored(ids, scenes, k)
+        per_image.append(fg_ari(true, ids))
+    out["oracle_fg_ari"] = float(np.nanmean(np.nanmax(np.stack(per_image), axis=0)))
+    for stride in args.judge_strides:
+        with judged_every(stride):
+            for n in args.start_counts:
+                picked = scored_on(with_starts(model, n), batches, scenes)
+                out[f"best_of_{n}_judged_every_{stride}"] = picked
     return out
 
 
@@ -464,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=None, help="default by probe: 96, 384 or 128")
     p.add_argument("--width", type=int, default=None, help="default by probe: 160, 384 or 128")
     p.add_argument("--radii", type=ints, default=[24, 32, 40])
-    p.add_argument("--inits", type=int, default=4)
+    p.add_argument("--inits", type=int, default=16, help="best-of-inits: starts alone")
+    p.add_argument("--start-counts", type=ints, default=[2, 4, 8, 16])
+    p.add_argument("--judge-strides", type=ints, default=[1, 2, 4])
     p.add_argument("--penalties", type=floats, default=[0.01, 0.015, 0.02, 0.025])
     p.add_argument("--slot-counts", type=ints, default=[5, 6, 7, 8, 9])
     p.add_argument("--sizes", type=ints, default=[768, 896, 1024])

@@ -207,6 +207,7 @@ def test_the_masks_description_names_the_path_the_masks_take():
     )
     photos = said["slotserve-photos"]
     assert "slot attention at a share of 0.5" in photos and "(radius 32)" in photos
+    assert "best of 8 starts" in photos and "starts" not in said["slotserve-shapes"]
     photo_model = load_train_config("photos").model
     decoder = photo_model.decoder.model_copy(update={"mask_attention": 0.0, "refine_radius": 0})
     plain = photo_model.model_copy(update={"decoder": decoder})

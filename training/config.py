@@ -78,11 +78,11 @@ class SlotAttentionConfig(_Strict):
     learned: one learned query per slot (deterministic always)."""
     eval_inits: int = Field(1, ge=1)
     """Gaussian starts tried at inference (each a fixed baked eps); the one whose final slots
-    reconstruct the frozen features best (on every other token of the grid, each way) is
+    reconstruct the frozen features best (on every fourth token of the grid, each way) is
     kept. Slot Attention is a fixed-point iteration from a random start, and the start
     decides how an image is split: on 192 photo tuning scenes one start scored 0.708-0.731
-    FG-ARI, and the best of 8 by reconstruction 0.734 (docs/photos.md). Costs one more
-    grouping and a quarter decode per start. Feature decoders with the gaussian init only."""
+    FG-ARI, and the best of 8 by reconstruction 0.738 (docs/photos.md). Costs one more
+    grouping and a sixteenth of a decode per start. Feature decoders, gaussian init only."""
     locality: float = Field(1.0, ge=0.0)
     """Weight of a spatial Gaussian prior in the grouping: from the second refinement on, each
     slot's attention logits gain `locality` x the log-density of a Gaussian fitted to its
