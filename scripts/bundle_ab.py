@@ -15,20 +15,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from skimage import data
 
-from runtime.contract import INPUT_NAME, load_bundle, to_model_input
+from export.verify import ort_session
+from runtime.contract import INPUT_NAME, MODEL_FILE, load_bundle, to_model_input
 from training.evaluate import _model_inputs
 
 PHOTOS = ("coffee", "astronaut", "chelsea", "rocket")
-
-
-def session(bundle: str, threads: int):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    path = str(Path(bundle) / "model.onnx")
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     specs = {k: load_bundle(b).input for k, b in (("a", args.a), ("b", args.b))}
     if (specs["a"].height, specs["a"].width) != (specs["b"].height, specs["b"].width):
         raise SystemExit("bundle_ab: the two bundles take inputs of different sizes")
-    sessions = {"a": session(args.a, args.threads), "b": session(args.b, args.threads)}
+    sessions = {
+        k: ort_session(Path(b) / MODEL_FILE, args.threads)
+        for k, b in (("a", args.a), ("b", args.b))
+    }
     photos = [getattr(data, name)()[..., :3] for name in PHOTOS]
     h, w = specs["a"].height, specs["a"].width
     images = np.concatenate([_model_inputs(im[None], h, w) for im in photos])

@@ -90,7 +90,9 @@ class SelfModulatingSlotAttention(nn.Module):
             k, v = _per_start(k, starts), _per_start(v, starts)
         z0 = self.slot_init(image.shape[0])  # (B * starts, K, D)
         slots, attn = self.grouping.iterate(z0, k, v)  # bottom-up pass
-        covered = features if starts == 1 else _per_start(features, starts)
+        covered = None  # the frozen features beside each start's rows (feature codes only)
+        if self.codes_features:
+            covered = features if starts == 1 else _per_start(features, starts)
         vq = self.codebook(covered_features(attn, covered) if self.codes_features else slots)
         bottom_up_attn = attn
         if self.modulation is not None:
@@ -151,9 +153,9 @@ class SelfModulatingSlotAttention(nn.Module):
         picked = picked[SELECT_STRIDE // 2 :: SELECT_STRIDE, SELECT_STRIDE // 2 :: SELECT_STRIDE]
         picked = picked.flatten()
         decoded = self.decoder(slots, picked, grid_tokens=features.shape[1], keep=kept)
-        target = _per_start(features[:, picked], n)
-        error = (full_precision(decoded.reconstruction) - full_precision(target)).square()
-        best = error.mean(dim=(1, 2)).view(-1, n).argmin(dim=1)  # (B,)
+        recon = full_precision(decoded.reconstruction).unflatten(0, (-1, n))  # (B, n, P, C)
+        error = (recon - full_precision(features[:, None, picked])).square()
+        best = error.mean(dim=(2, 3)).argmin(dim=1)  # (B,)
         return torch.arange(best.shape[0], device=best.device) * n + best
 
     def _decode_features(
