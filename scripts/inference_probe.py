@@ -24,6 +24,9 @@ the settings were tuned on; FG-ARI / mBO):
   n starts (`slot_attention.eval_inits`, each of `--start-counts`: the start whose slots
   reconstruct the features best), judged on every `--judge-strides`-th token each way (the
   model: 4).
+- `start-judges`: other judges of the `--inits` starts than the reconstruction: the start
+  whose pixel partition agrees most with the other starts' (a medoid), both by summed rank,
+  and a pixel vote over the `--start-counts` starts of lowest error, matched by IoU.
 - `slot-count`: the model runs with `--slot-counts` slots instead of the 7 it trained with
   (slot attention's slots are exchangeable and start from a learned Gaussian, so the count is
   free at inference; each count's fixed noise is drawn as the shipped one is, seed 0).
@@ -232,6 +235,60 @@ def best_of_inits(model, args) -> dict:
     return out
 
 
+@torch.no_grad()
+def start_judges(model, args) -> dict:
+    """Other judges of the slot starts than the reconstruction: each of `--inits` starts
+    alone, then per image the start the judge picks. `reconstruction`: the lowest feature
+    error on every token; `agreement`: the start whose partition of the pixels agrees most
+    with the other starts' (mean ARI over every pixel, a medoid); both by summed rank; and a
+    majority vote of the pixels over the m starts of lowest error, each matched to the
+    lowest's slots by IoU (Hungarian)."""
+    scenes, out = noise_probe(model, args, "start-judges")
+    k, d = model.cfg.slot_attention.num_slots, model.cfg.slot_attention.slot_dim
+    one = with_starts(model, 1)
+    batches = with_features(one, scenes)
+    true = np.stack([s.instances for s in scenes])
+    ids, errors = [], []
+    for s in range(args.inits):
+        one.slot_init.eval_noise.copy_(
+            torch.randn(k, d, generator=torch.Generator().manual_seed(s))
+        )
+        parts, errs = [], []
+        with reconstruction_errors(one) as error:
+            for p, x, f in batches:
+                parts.append(_slot_maps(one(x, f).masks.numpy(), *p.shape[1:3]))
+                errs.append(error["per_image"].numpy())
+        ids.append(np.concatenate(parts))
+        errors.append(np.concatenate(errs))
+    ids, errors = np.stack(ids), np.stack(errors)  # (n, B, H, W), (n, B)
+    n, rows = len(ids), np.arange(ids.shape[1])
+    aris = np.stack([fg_ari(true, i) for i in ids])
+    out["starts_mean_fg_ari"] = float(np.nanmean(aris))
+    out["oracle_fg_ari"] = float(np.nanmean(np.nanmax(aris, axis=0)))
+    agreement = np.zeros(errors.shape)
+    for i in range(n):
+        for j in range(i + 1, n):
+            both = np.nan_to_num(fg_ari(ids[i] + 1, ids[j]))  # every pixel counted
+            agreement[i] += both
+            agreement[j] += both
+    ranks = errors.argsort(0).argsort(0) + (-agreement).argsort(0).argsort(0)
+    for name, choice in (
+        ("reconstruction", errors.argmin(0)),
+        ("agreement", agreement.argmax(0)),
+        ("reconstruction_and_agreement", ranks.argmin(0)),
+    ):
+        out[name] = scored(ids[choice, rows], scenes, k)
+    order = errors.argsort(0)  # (n, B): starts by error, per image
+    one_hot = torch.from_numpy(np.eye(k, dtype=np.float32)[ids]).permute(0, 1, 4, 2, 3)
+    for m in args.start_counts:
+        if m > n:
+            continue
+        reference = one_hot[order[0], rows]
+        votes = reference + sum(matched(reference, one_hot[order[r], rows]) for r in range(1, m))
+        out[f"vote_of_{m}"] = scored(votes.argmax(1).numpy(), scenes, k)
+    return out
+
+
 @contextmanager
 def slot_counts(model):
     """Yields a function that sets the model's slot count (each count's fixed noise drawn as
@@ -313,12 +370,13 @@ def upsampled(grid: torch.Tensor, size: int) -> torch.Tensor:
 
 def matched(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """other's slots (B, K, H, W) reordered to the reference's: per image, the assignment of
-    largest total soft IoU (Hungarian)."""
+    largest total soft IoU (Hungarian; slots may be empty, as one-hot masks of hard ids)."""
     out = torch.empty_like(other)
     for b in range(len(reference)):
         a, o = reference[b].flatten(1), other[b].flatten(1)
         inter = a @ o.T
-        iou = inter / (a.sum(1)[:, None] + o.sum(1)[None] - inter)
+        union = a.sum(1)[:, None] + o.sum(1)[None] - inter
+        iou = inter / union.clamp_min(1e-8)  # two empty slots: 0, not 0 / 0
         rows, cols = linear_sum_assignment(-iou.numpy())
         out[b, rows] = other[b, cols]
     return out
@@ -455,6 +513,7 @@ def snapshots(model, args) -> dict:
 PROBES = {
     "native-refine": native_refine,
     "best-of-inits": best_of_inits,
+    "start-judges": start_judges,
     "slot-count": slot_count,
     "adaptive-count": adaptive_count,
     "ensemble": ensemble,

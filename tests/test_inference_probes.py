@@ -90,6 +90,34 @@ def test_best_of_inits_scores_each_start_and_their_best(photo_checkpoint, tmp_pa
         )
 
 
+def test_matched_undoes_a_permutation_of_slots_even_with_empty_ones():
+    import torch
+
+    ids = torch.tensor([[[0, 0, 1], [3, 3, 1]]])  # (B, H, W); slots 2 and 4 cover nothing
+    reference = torch.nn.functional.one_hot(ids, 5).permute(0, 3, 1, 2).float()
+    order = torch.tensor([3, 0, 4, 1, 2])
+    again = script("inference_probe").matched(reference, reference[:, order])
+    assert torch.equal(again.sum(1), reference.sum(1))  # still one slot per pixel
+    for k in (0, 1, 3):  # every covering slot back in its place
+        assert torch.equal(again[0, k], reference[0, k])
+
+
+def test_start_judges_pick_a_start_per_image_and_a_vote_of_one_is_that_start(
+    photo_checkpoint, tmp_path
+):
+    out = tmp_path / "p.jsonl"
+    args = ["start-judges", "--checkpoint", str(photo_checkpoint), "--out", str(out)]
+    more = ["--inits", "3", "--start-counts", "1,3,4"]
+    assert script("inference_probe").main([*args, "--scenes", "4", *more]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    judges = {"reconstruction", "agreement", "reconstruction_and_agreement"}
+    assert set(row) >= judges | {"vote_of_1", "vote_of_3"} and "vote_of_4" not in row
+    for key in judges:  # one start per image: never above the per-image best
+        assert row[key]["fg_ari"] <= row["oracle_fg_ari"] + 1e-4
+    # the vote of one start is the start of lowest error, slot for slot
+    assert row["vote_of_1"] == row["reconstruction"]
+
+
 def test_slot_count_scores_a_count_the_same_whatever_count_ran_before(photo_checkpoint, tmp_path):
     from training.checkpoint import load_checkpoint
 
