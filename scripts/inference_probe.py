@@ -210,23 +210,38 @@ def judged_every(stride: int):
         selfmod.SELECT_STRIDE = shipped
 
 
-@torch.no_grad()
-def best_of_inits(model, args) -> dict:
-    scenes, out = noise_probe(model, args, "best-of-inits")
-    k, d = model.cfg.slot_attention.num_slots, model.cfg.slot_attention.slot_dim
-    one = with_starts(model, 1)
-    batches = with_features(one, scenes)  # the frozen encoder once for every start
-    true = np.stack([s.instances for s in scenes])
-    per_image = []
-    for s in range(args.inits):
+def each_start(one, batches, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A one-start model run from each of n fixed starts (seed s; the stored one is seed 0)
+    on `with_features` batches -> pixel ids (n, B, H, W) and each image's feature
+    reconstruction error on every token (n, B)."""
+    k, d = one.cfg.slot_attention.num_slots, one.cfg.slot_attention.slot_dim
+    ids, errors = [], []
+    for s in range(n):
         one.slot_init.eval_noise.copy_(
             torch.randn(k, d, generator=torch.Generator().manual_seed(s))
         )
-        ids = [_slot_maps(one(x, f).masks.numpy(), *p.shape[1:3]) for p, x, f in batches]
-        ids = np.concatenate(ids)
-        out[f"init_{s}"] = scored(ids, scenes, k)
-        per_image.append(fg_ari(true, ids))
-    out["oracle_fg_ari"] = float(np.nanmean(np.nanmax(np.stack(per_image), axis=0)))
+        parts, errs = [], []
+        with reconstruction_errors(one) as error:
+            for p, x, f in batches:
+                parts.append(_slot_maps(one(x, f).masks.numpy(), *p.shape[1:3]))
+                errs.append(error["per_image"].numpy())
+        ids.append(np.concatenate(parts))
+        errors.append(np.concatenate(errs))
+    return np.stack(ids), np.stack(errors)
+
+
+@torch.no_grad()
+def best_of_inits(model, args) -> dict:
+    scenes, out = noise_probe(model, args, "best-of-inits")
+    k = model.cfg.slot_attention.num_slots
+    one = with_starts(model, 1)
+    batches = with_features(one, scenes)  # the frozen encoder once for every start
+    ids, _ = each_start(one, batches, args.inits)
+    true = np.stack([s.instances for s in scenes])
+    for s, start in enumerate(ids):
+        out[f"init_{s}"] = scored(start, scenes, k)
+    per_image = np.stack([fg_ari(true, start) for start in ids])
+    out["oracle_fg_ari"] = float(np.nanmean(np.nanmax(per_image, axis=0)))
     for stride in args.judge_strides:
         with judged_every(stride):
             for n in args.start_counts:
@@ -244,23 +259,10 @@ def start_judges(model, args) -> dict:
     majority vote of the pixels over the m starts of lowest error, each matched to the
     lowest's slots by IoU (Hungarian)."""
     scenes, out = noise_probe(model, args, "start-judges")
-    k, d = model.cfg.slot_attention.num_slots, model.cfg.slot_attention.slot_dim
+    k = model.cfg.slot_attention.num_slots
     one = with_starts(model, 1)
-    batches = with_features(one, scenes)
+    ids, errors = each_start(one, with_features(one, scenes), args.inits)  # (n, B, H, W), (n, B)
     true = np.stack([s.instances for s in scenes])
-    ids, errors = [], []
-    for s in range(args.inits):
-        one.slot_init.eval_noise.copy_(
-            torch.randn(k, d, generator=torch.Generator().manual_seed(s))
-        )
-        parts, errs = [], []
-        with reconstruction_errors(one) as error:
-            for p, x, f in batches:
-                parts.append(_slot_maps(one(x, f).masks.numpy(), *p.shape[1:3]))
-                errs.append(error["per_image"].numpy())
-        ids.append(np.concatenate(parts))
-        errors.append(np.concatenate(errs))
-    ids, errors = np.stack(ids), np.stack(errors)  # (n, B, H, W), (n, B)
     n, rows = len(ids), np.arange(ids.shape[1])
     aris = np.stack([fg_ari(true, i) for i in ids])
     out["starts_mean_fg_ari"] = float(np.nanmean(aris))
