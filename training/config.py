@@ -115,6 +115,15 @@ class SlotAttentionConfig(_Strict):
     From scratch the head dropped nearly every slot with or without the ramp, before the
     decoder could use them (docs/photos.md): start an adaptive model from a trained
     fixed-count one (`run.init_from`)."""
+    distill: float = Field(0.0, ge=0.0)
+    """> 0: self-distillation of the attention (DIAS, Zhao et al. 2025). The first refinement's
+    attention (from the start) is trained toward the final pass's last attention, held fixed
+    (cross-entropy over slots, every token), with this weight at the end of a cosine ramp of
+    `distill_ramp` steps. The start then lands nearer the partition the iteration reaches.
+    Training only; 0: off."""
+    distill_ramp: int = Field(18000, ge=0)
+    """Training steps over which the distillation weight rises from 0 to `distill` (half a
+    cosine; 0: the whole weight from the first step)."""
     implicit_grad: bool = True
     """Detach the slots before the last iteration (first-order implicit differentiation):
     steadier training of the iterative refinement."""

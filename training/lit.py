@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import numpy as np
 import torch
@@ -15,6 +17,12 @@ def keep_ramp(step: int, warmup: int) -> float:
     """The share of `slot_attention.keep_penalty` the loss pays at `step`: rising linearly
     from 0 over the first `warmup` steps."""
     return min(1.0, step / warmup) if warmup else 1.0
+
+
+def distill_ramp(step: int, ramp: int) -> float:
+    """The share of `slot_attention.distill` the loss pays at `step`: half a cosine from 0 at
+    step 0 to 1 at step `ramp`, 1 after."""
+    return 0.5 - 0.5 * math.cos(math.pi * min(1.0, step / ramp)) if ramp else 1.0
 
 
 def lr_factor(step: int, warmup: int, decay_steps: int, restart_steps: int = 0) -> float:
@@ -91,6 +99,8 @@ class SlotModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         warmup = self.cfg.model.slot_attention.keep_warmup
         self.model.keep_ramp = keep_ramp(self.global_step, warmup)
+        sa = self.cfg.model.slot_attention
+        self.model.distill_ramp = distill_ramp(self.global_step, sa.distill_ramp)
         out = self.model(batch["image"], self._cached_features(batch))
         bs = batch["image"].shape[0]
         for name, value in out.losses.items():

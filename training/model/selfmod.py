@@ -63,6 +63,8 @@ class SelfModulatingSlotAttention(nn.Module):
         self.selector = SlotSelector(sa.slot_dim, sa.mlp_hidden) if sa.keep_penalty > 0 else None
         self.keep_ramp = 1.0
         """The share of `keep_penalty` the loss pays now (training sets it from the step)."""
+        self.distill_ramp = 1.0
+        """The share of `slot_attention.distill` the loss pays now (set from the step)."""
         if cfg.decoder.kind == "features":
             grid, dim = self.encoder.grid_size, self.encoder.feature_dim
             self.decoder = FeatureDecoder(cfg.decoder, sa.slot_dim, grid, dim)
@@ -89,7 +91,9 @@ class SelfModulatingSlotAttention(nn.Module):
         if starts > 1:
             k, v = _per_start(k, starts), _per_start(v, starts)
         z0 = self.slot_init(image.shape[0])  # (B * starts, K, D)
-        slots, attn = self.grouping.iterate(z0, k, v)  # bottom-up pass
+        distill = self.training and self.cfg.slot_attention.distill > 0
+        trace: list[torch.Tensor] | None = [] if distill else None
+        slots, attn = self.grouping.iterate(z0, k, v, trace=trace)  # bottom-up pass
         covered = None  # the frozen features beside each start's rows (feature codes only)
         if self.codes_features:
             covered = features if starts == 1 else _per_start(features, starts)
@@ -122,6 +126,10 @@ class SelfModulatingSlotAttention(nn.Module):
         mse = F.mse_loss(decoded.reconstruction, target)
         total = mse + self.cfg.codebook.commitment_weight * vq.commitment
         losses = {"mse": mse, "commitment": vq.commitment}
+        if trace:
+            losses["distill"] = attention_distillation(trace[0], attn)
+            weight = self.cfg.slot_attention.distill * self.distill_ramp
+            total = total + weight * losses["distill"]
         if kept is not None:
             losses["kept"] = kept.mean()
             penalty = self.cfg.slot_attention.keep_penalty * self.keep_ramp
@@ -239,6 +247,15 @@ class SelfModulatingSlotAttention(nn.Module):
 def _per_start(x: torch.Tensor, n: int) -> torch.Tensor:
     """(B, ...) -> (B * n, ...): each image's row repeated for its n starts, image-major."""
     return x.unsqueeze(1).expand(x.shape[0], n, *x.shape[1:]).flatten(0, 1)
+
+
+def attention_distillation(first: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+    """first, final (B, K, N) attention, each a distribution over the K slots at every token
+    -> cross-entropy of `first` against `final` held fixed, mean over tokens (DIAS's
+    self-distillation: the first refinement learns where the iteration ends)."""
+    with torch.autocast(device_type=first.device.type, enabled=False):
+        target = full_precision(final).detach()
+        return -(target * torch.log(full_precision(first) + 1e-8)).sum(1).mean()
 
 
 def covered_features(attn: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

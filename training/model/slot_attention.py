@@ -167,7 +167,7 @@ class SlotAttention(nn.Module):
         c = self.cfg
         return c.iterations if self.training or c.eval_iterations is None else c.eval_iterations
 
-    def iterate(self, slots, k, v, mod: Modulation | None = None, attn=None):
+    def iterate(self, slots, k, v, mod: Modulation | None = None, attn=None, trace=None):
         """`num_iterations` refinements from `slots`; returns the final slots and the last
         attention map.
 
@@ -175,7 +175,8 @@ class SlotAttention(nn.Module):
         through to the initial slots (first-order implicit differentiation, as in BO-QSA).
         With `locality` each refinement is biased towards where the previous one attended;
         `attn` (B, K, N) stands in for that before the first refinement (the modulated pass
-        gets the bottom-up pass's final attention)."""
+        gets the bottom-up pass's final attention). `trace`, a list, receives every
+        refinement's attention in order."""
         init, n = slots, self.num_iterations
         for i in range(n):
             last = i == n - 1
@@ -183,6 +184,8 @@ class SlotAttention(nn.Module):
                 slots = slots.detach() + init - init.detach()
             prior = self.locality_bias(attn) if self.cfg.locality and attn is not None else None
             slots, attn = self.step(slots, k, v, mod, prior)
+            if trace is not None:
+                trace.append(attn)
         return slots, attn
 
     def forward(self, inputs, slots, mod: Modulation | None = None):

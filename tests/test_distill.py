@@ -1,0 +1,63 @@
+"""Self-distillation of the attention (slot_attention.distill, DIAS): the first refinement's
+attention learns the final pass's, which is held fixed; the weight follows its ramp."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tests.conftest import small_config
+from tests.test_photo_model import PHOTO
+from training.model import build_model
+from training.model.selfmod import attention_distillation
+
+
+def distilled(weight: float = 0.5):
+    return small_config(**PHOTO, slot_attention={"distill": weight})
+
+
+def test_the_distillation_is_the_cross_entropy_over_slots_at_each_token():
+    first = torch.tensor([[[0.5, 0.9], [0.5, 0.1]]])  # (B=1, K=2, N=2)
+    final = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    expected = -(math.log(0.5) + math.log(0.1)) / 2
+    assert float(attention_distillation(first, final)) == pytest.approx(expected, rel=1e-5)
+    # agreeing with a one-hot final attention costs nothing
+    assert float(attention_distillation(final, final)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_loss_adds_the_ramped_distillation_and_only_the_first_refinement_learns_it():
+    torch.manual_seed(0)
+    model = build_model(distilled(0.5)).train()
+    model.distill_ramp = 0.5
+    out = model(torch.rand(2, 3, 32, 32))
+    losses = {k: float(v.detach()) for k, v in out.losses.items()}
+    beta = model.cfg.codebook.commitment_weight
+    assert losses["distill"] > 0
+    assert losses["total"] == pytest.approx(
+        losses["mse"] + beta * losses["commitment"] + 0.25 * losses["distill"], rel=1e-6
+    )
+    out.losses["distill"].backward()
+    # the start and the keys shape the first attention; the final one is the fixed target,
+    # so nothing that acts only after the first refinement (the GRU, the decoder) is moved
+    assert model.slot_init.mu.grad.abs().sum() > 0
+    assert model.grouping.to_q.weight.grad.abs().sum() > 0
+    assert model.grouping.gru.weight_ih.grad is None
+    assert all(p.grad is None for p in model.decoder.parameters())
+
+
+def test_without_a_weight_or_outside_training_there_is_no_distillation():
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 32, 32)
+    assert "distill" not in build_model(distilled(0.0)).train()(images).losses
+    with torch.no_grad():
+        assert "distill" not in build_model(distilled(0.5)).eval()(images).losses
+
+
+def test_the_distillation_weight_rises_over_half_a_cosine():
+    from training.lit import distill_ramp
+
+    values = [distill_ramp(s, 1000) for s in (0, 250, 500, 1000, 5000)]
+    assert values == pytest.approx([0.0, 0.5 - 0.5 * math.cos(math.pi / 4), 0.5, 1.0, 1.0])
+    assert distill_ramp(0, 0) == 1.0
