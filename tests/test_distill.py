@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from tests.conftest import small_config
 from tests.test_photo_model import PHOTO
@@ -61,3 +62,33 @@ def test_the_distillation_weight_rises_over_half_a_cosine():
     values = [distill_ramp(s, 1000) for s in (0, 250, 500, 1000, 5000)]
     assert values == pytest.approx([0.0, 0.5 - 0.5 * math.cos(math.pi / 4), 0.5, 1.0, 1.0])
     assert distill_ramp(0, 0) == 1.0
+
+
+def test_spots_target_teaches_the_final_attention_the_decoders_alphas_on_the_decoded_tokens():
+    def spot(**decoder):
+        cfg = small_config(
+            **{**PHOTO, "decoder": {**PHOTO["decoder"], **decoder}},
+            slot_attention={"distill": 1.0, "distill_target": "decoder"},
+        )
+        torch.manual_seed(0)
+        return build_model(cfg).train()
+
+    model = spot(train_pixels=25)  # every token of the 5x5 grid: the alphas cover it all
+    out = model(torch.rand(2, 3, 32, 32))
+    alphas = model.decoder(out.slots, grid_tokens=out.attention.shape[-1]).masks.detach()
+    expected = attention_distillation(out.attention, alphas)
+    assert float(out.losses["distill"]) == pytest.approx(float(expected), rel=1e-5)
+    out.losses["distill"].backward()
+    assert all(p.grad is None for p in model.decoder.parameters())  # the alphas are the target
+    # the final attention's queries and keys learn (through the start, past the refinements
+    # the implicit gradient skips)
+    assert model.grouping.to_q.weight.grad.abs().sum() > 0
+    assert model.slot_init.mu.grad.abs().sum() > 0
+    sampled = spot()(torch.rand(2, 3, 32, 32))  # the recipe's sampled tokens
+    assert sampled.masks.shape[-1] < sampled.attention.shape[-1]
+    assert float(sampled.losses["distill"]) > 0
+
+
+def test_spots_target_needs_a_feature_decoder():
+    with pytest.raises(ValidationError, match="distill_target=decoder"):
+        small_config(slot_attention={"distill": 1.0, "distill_target": "decoder"})

@@ -121,6 +121,10 @@ class SlotAttentionConfig(_Strict):
     (cross-entropy over slots, every token), with this weight at the end of a cosine ramp of
     `distill_ramp` steps. The start then lands nearer the partition the iteration reaches.
     Training only; 0: off."""
+    distill_target: Literal["attention", "decoder"] = "attention"
+    """What `distill` teaches. attention (DIAS): the first refinement's attention learns the
+    final pass's last attention. decoder (SPOT, Kakogeorgiou et al. 2024, in one stage): the
+    final attention learns the feature decoder's alphas on the decoded tokens, held fixed."""
     distill_ramp: int = Field(18000, ge=0)
     """Training steps over which the distillation weight rises from 0 to `distill` (half a
     cosine; 0: the whole weight from the first step)."""
@@ -296,6 +300,11 @@ class ModelConfig(_Strict):
             raise ValueError(
                 "slot_attention.keep_penalty drops slots from a feature decoder's alphas: it "
                 "needs decoder.kind=features"
+            )
+        elif self.slot_attention.distill > 0 and self.slot_attention.distill_target == "decoder":
+            raise ValueError(
+                "slot_attention.distill_target=decoder teaches the attention a feature "
+                "decoder's alphas on the token grid: it needs decoder.kind=features"
             )
         if self.slot_attention.eval_inits > 1 and self.slot_attention.init != "gaussian":
             raise ValueError(

@@ -113,7 +113,7 @@ class SelfModulatingSlotAttention(nn.Module):
             )
             kept = kept.index_select(0, rows) if kept is not None else None
         if self.reconstructs_features:
-            decoded, target, slot_masks, picture = self._decode_features(
+            decoded, target, slot_masks, picture, sampled = self._decode_features(
                 slots, image, features, attn, kept
             )
         else:
@@ -126,8 +126,12 @@ class SelfModulatingSlotAttention(nn.Module):
         mse = F.mse_loss(decoded.reconstruction, target)
         total = mse + self.cfg.codebook.commitment_weight * vq.commitment
         losses = {"mse": mse, "commitment": vq.commitment}
-        if trace:
-            losses["distill"] = attention_distillation(trace[0], attn)
+        if trace is not None:
+            if self.cfg.slot_attention.distill_target == "decoder":  # SPOT
+                share = attn if sampled is None else attn.index_select(2, sampled)
+                losses["distill"] = attention_distillation(share, decoded.masks)
+            else:  # DIAS
+                losses["distill"] = attention_distillation(trace[0], attn)
             weight = self.cfg.slot_attention.distill * self.distill_ramp
             total = total + weight * losses["distill"]
         if kept is not None:
@@ -174,7 +178,8 @@ class SelfModulatingSlotAttention(nn.Module):
         attn: torch.Tensor,
         kept: torch.Tensor | None = None,
     ):
-        """Feature decoder -> (decoded, target features, slot masks, picture).
+        """Feature decoder -> (decoded, target features, slot masks, picture, the sampled
+        tokens (P,) or None for every token).
 
         Training decodes `train_pixels` random tokens (masks (B, K, P) on those tokens, the
         picture is the feature reconstruction). Otherwise every token is decoded and the masks
@@ -195,7 +200,7 @@ class SelfModulatingSlotAttention(nn.Module):
         if self.training and n_tok and n_tok < n:
             tokens = torch.randperm(n, device=features.device)[:n_tok]
             decoded = self.decoder(slots, tokens, keep=kept)
-            return decoded, features[:, tokens], decoded.masks, decoded.reconstruction
+            return decoded, features[:, tokens], decoded.masks, decoded.reconstruction, tokens
         decoded = self.decoder(slots, grid_tokens=n, keep=kept)
         d = self.cfg.decoder
         grid = decoded.masks
@@ -214,7 +219,7 @@ class SelfModulatingSlotAttention(nn.Module):
             weight.sum(-1, keepdim=True) + 1e-6
         )  # (B, K, 3) mean colour of each slot
         picture = torch.einsum("bkc,bkhw->bchw", colour, masks)
-        return decoded, features, masks, picture
+        return decoded, features, masks, picture, None
 
     def _attention_prior(self, attn: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """attn (B, K, N) on the token grid -> log attention upsampled to (B, K, H*W)."""
