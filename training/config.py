@@ -116,15 +116,17 @@ class SlotAttentionConfig(_Strict):
     decoder could use them (docs/photos.md): start an adaptive model from a trained
     fixed-count one (`run.init_from`)."""
     distill: float = Field(0.0, ge=0.0)
-    """> 0: self-distillation of the attention (DIAS, Zhao et al. 2025). The first refinement's
-    attention (from the start) is trained toward the final pass's last attention, held fixed
-    (cross-entropy over slots, every token), with this weight at the end of a cosine ramp of
-    `distill_ramp` steps. The start then lands nearer the partition the iteration reaches.
-    Training only; 0: off."""
+    """> 0: self-distillation of the attention: one attention map is trained toward another
+    held fixed (cross-entropy over slots at each token; `distill_target` says which), with
+    this weight at the end of a cosine ramp of `distill_ramp` steps. Training only; 0: off.
+    Not in the photo recipe: DIAS's target collapsed the grouping at 0.1 and moved a full run
+    at 0.01 within seed noise; SPOT's cost mBO (docs/photos.md)."""
     distill_target: Literal["attention", "decoder"] = "attention"
-    """What `distill` teaches. attention (DIAS): the first refinement's attention learns the
-    final pass's last attention. decoder (SPOT, Kakogeorgiou et al. 2024, in one stage): the
-    final attention learns the feature decoder's alphas on the decoded tokens, held fixed."""
+    """What `distill` teaches. attention (DIAS, Zhao et al. 2025): the first refinement's
+    attention (from the start) learns the final pass's last attention, so the start lands
+    nearer the partition the iteration reaches. decoder (SPOT, Kakogeorgiou et al. 2024, in
+    one stage): the final attention learns the feature decoder's alphas on the decoded
+    tokens."""
     distill_ramp: int = Field(18000, ge=0)
     """Training steps over which the distillation weight rises from 0 to `distill` (half a
     cosine; 0: the whole weight from the first step)."""

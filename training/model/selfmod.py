@@ -118,7 +118,7 @@ class SelfModulatingSlotAttention(nn.Module):
             )
         else:
             decoded, target = self._decode(slots, image, attn)
-            slot_masks, picture = decoded.masks, decoded.reconstruction
+            slot_masks, picture, sampled = decoded.masks, decoded.reconstruction, None
         masks = slot_masks
         share = self.cfg.decoder.merge_share
         if share > 0 and not self.training and masks.dim() == 4:
