@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decoder_probe import load_caches, probe_parser, scored
 
 from training.config import load_train_config
-from training.lit import distill_ramp, keep_ramp
+from training.lit import follow_schedule
 from training.model import build_model
 
 
@@ -77,10 +77,8 @@ def train_on_cache(name: str, overrides: list[str], data: dict, val: dict, args)
     )
     gen = torch.Generator().manual_seed(0)
     started, losses = time.time(), []
-    sa = cfg.model.slot_attention
     for step in range(1, args.steps + 1):
-        model.keep_ramp = keep_ramp(step - 1, sa.keep_warmup)
-        model.distill_ramp = distill_ramp(step - 1, sa.distill_ramp)
+        follow_schedule(model, step - 1)  # Lightning's global_step counts from 0
         pick = torch.randint(len(feats), (args.batch,), generator=gen)
         image = data["images"][pick].permute(0, 3, 1, 2).float() / 255
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -1,5 +1,6 @@
-"""Self-distillation of the attention (slot_attention.distill, DIAS): the first refinement's
-attention learns the final pass's, which is held fixed; the weight follows its ramp."""
+"""Self-distillation of the attention (slot_attention.distill): DIAS's target (the first
+refinement's attention learns the final pass's) and SPOT's (the final attention learns the
+feature decoder's alphas), each held fixed; the weight follows its ramp."""
 
 from __future__ import annotations
 
@@ -62,6 +63,17 @@ def test_the_distillation_weight_rises_over_half_a_cosine():
     values = [distill_ramp(s, 1000) for s in (0, 250, 500, 1000, 5000)]
     assert values == pytest.approx([0.0, 0.5 - 0.5 * math.cos(math.pi / 4), 0.5, 1.0, 1.0])
     assert distill_ramp(0, 0) == 1.0
+
+
+def test_training_sets_both_ramps_from_the_models_config():
+    from training.lit import follow_schedule
+
+    model = build_model(
+        small_config(**PHOTO, slot_attention={"distill": 0.5, "distill_ramp": 1000})
+    )
+    follow_schedule(model, 500)
+    assert model.distill_ramp == pytest.approx(0.5)
+    assert model.keep_ramp == pytest.approx(500 / model.cfg.slot_attention.keep_warmup)
 
 
 def test_spots_target_teaches_the_final_attention_the_decoders_alphas_on_the_decoded_tokens():

@@ -25,6 +25,14 @@ def distill_ramp(step: int, ramp: int) -> float:
     return 0.5 - 0.5 * math.cos(math.pi * min(1.0, step / ramp)) if ramp else 1.0
 
 
+def follow_schedule(model, step: int) -> None:
+    """Set the model's loss ramps (the keep penalty's, the distillation's) for training `step`:
+    one place for the Lightning module and the probes that train the model by hand."""
+    sa = model.cfg.slot_attention
+    model.keep_ramp = keep_ramp(step, sa.keep_warmup)
+    model.distill_ramp = distill_ramp(step, sa.distill_ramp)
+
+
 def lr_factor(step: int, warmup: int, decay_steps: int, restart_steps: int = 0) -> float:
     """Linear warm-up to 1, then exponential decay by half every `decay_steps`; with
     `restart_steps`, the whole schedule starts again every that many steps (a warm restart)."""
@@ -97,10 +105,7 @@ class SlotModule(L.LightningModule):
         return encoder.standardise(torch.stack([self._val_cache[key] for key in keys]))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        warmup = self.cfg.model.slot_attention.keep_warmup
-        self.model.keep_ramp = keep_ramp(self.global_step, warmup)
-        sa = self.cfg.model.slot_attention
-        self.model.distill_ramp = distill_ramp(self.global_step, sa.distill_ramp)
+        follow_schedule(self.model, self.global_step)
         out = self.model(batch["image"], self._cached_features(batch))
         bs = batch["image"].shape[0]
         for name, value in out.losses.items():

@@ -92,7 +92,8 @@ class SelfModulatingSlotAttention(nn.Module):
             k, v = _per_start(k, starts), _per_start(v, starts)
         z0 = self.slot_init(image.shape[0])  # (B * starts, K, D)
         distill = self.training and self.cfg.slot_attention.distill > 0
-        trace: list[torch.Tensor] | None = [] if distill else None
+        first_attention = distill and self.cfg.slot_attention.distill_target == "attention"
+        trace: list[torch.Tensor] | None = [] if first_attention else None  # DIAS's student
         slots, attn = self.grouping.iterate(z0, k, v, trace=trace)  # bottom-up pass
         covered = None  # the frozen features beside each start's rows (feature codes only)
         if self.codes_features:
@@ -126,12 +127,12 @@ class SelfModulatingSlotAttention(nn.Module):
         mse = F.mse_loss(decoded.reconstruction, target)
         total = mse + self.cfg.codebook.commitment_weight * vq.commitment
         losses = {"mse": mse, "commitment": vq.commitment}
-        if trace is not None:
-            if self.cfg.slot_attention.distill_target == "decoder":  # SPOT
+        if distill:
+            if trace is not None:  # DIAS
+                losses["distill"] = attention_distillation(trace[0], attn)
+            else:  # SPOT
                 share = attn if sampled is None else attn.index_select(2, sampled)
                 losses["distill"] = attention_distillation(share, decoded.masks)
-            else:  # DIAS
-                losses["distill"] = attention_distillation(trace[0], attn)
             weight = self.cfg.slot_attention.distill * self.distill_ramp
             total = total + weight * losses["distill"]
         if kept is not None:
